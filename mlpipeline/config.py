@@ -1,0 +1,58 @@
+"""Everything that differs between a laptop and production, read from the environment.
+
+Embedded defaults put every local artefact under the project's `data/` folder so a fresh
+clone runs with nothing configured; production sets the same variables to real services.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@cache
+def pipeline_conf() -> dict[str, Any]:
+    """Tunable thresholds and windows (conf/pipeline.yaml), shared by every stage."""
+    return yaml.safe_load((CONF_DIR / "pipeline.yaml").read_text())
+
+
+def _path(var: str, default: Path) -> Path:
+    value = os.environ.get(var)
+    return Path(value).expanduser().resolve() if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    duckdb_path: Path
+    redis_url: str | None
+    mlflow_tracking_uri: str
+    bucket: str | None
+    aws_endpoint_url: str | None
+    dbt_project_dir: Path = field(default=PROJECT_ROOT / "dbt_project")
+
+    @property
+    def local_store_root(self) -> Path:
+        """Root of the folder object store used when no bucket is configured."""
+        return self.data_dir / "objectstore"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = _path("MLPIPELINE_DATA_DIR", PROJECT_ROOT / "data")
+        mlflow_default = f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+        return cls(
+            data_dir=data_dir,
+            duckdb_path=_path("DUCKDB_PATH", data_dir / "warehouse.duckdb"),
+            redis_url=os.environ.get("REDIS_URL") or None,
+            mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or mlflow_default,
+            bucket=os.environ.get("MLPIPELINE_BUCKET") or None,
+            aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        )

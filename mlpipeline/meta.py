@@ -1,0 +1,116 @@
+"""The `meta` schema: batch registry, status history, check results, rejects and per-day state.
+
+Every stage records what it did here so any downstream row or file traces back to the raw
+revisions it came from, and on-call can see a day's state without reading logs.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+import duckdb
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS meta;
+CREATE TABLE IF NOT EXISTS meta.batches (
+    batch_id VARCHAR NOT NULL,
+    revision VARCHAR NOT NULL,
+    dataset VARCHAR NOT NULL,
+    dt DATE NOT NULL,
+    status VARCHAR NOT NULL,
+    source_objects JSON,
+    content_checksum VARCHAR NOT NULL,
+    rows_declared BIGINT,
+    rows_read BIGINT,
+    rows_written BIGINT,
+    rows_rejected BIGINT,
+    object_prefix VARCHAR,
+    error VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (batch_id, revision)
+);
+CREATE TABLE IF NOT EXISTS meta.batch_events (
+    batch_id VARCHAR NOT NULL,
+    revision VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    detail VARCHAR,
+    run_id VARCHAR,
+    recorded_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta.validation_results (
+    subject VARCHAR NOT NULL,
+    suite VARCHAR NOT NULL,
+    expectation VARCHAR NOT NULL,
+    column_name VARCHAR,
+    severity VARCHAR NOT NULL,
+    success BOOLEAN NOT NULL,
+    observed VARCHAR,
+    run_id VARCHAR,
+    recorded_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta.rejected_rows (
+    batch_id VARCHAR NOT NULL,
+    revision VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_row BIGINT NOT NULL,
+    rule VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    recorded_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta.days (
+    day DATE PRIMARY KEY,
+    published BOOLEAN DEFAULT FALSE,
+    no_model_yet BOOLEAN DEFAULT FALSE,
+    incomplete_history BOOLEAN DEFAULT FALSE,
+    missing_batches VARCHAR,
+    stale BOOLEAN DEFAULT FALSE,
+    rows_to_score BIGINT,
+    rows_scored BIGINT,
+    model_name VARCHAR,
+    model_version VARCHAR,
+    export_id VARCHAR,
+    snapshot_rows BIGINT,
+    updated_at TIMESTAMP
+);
+"""
+
+DAY_FIELDS = {
+    "published",
+    "no_model_yet",
+    "incomplete_history",
+    "missing_batches",
+    "stale",
+    "rows_to_score",
+    "rows_scored",
+    "model_name",
+    "model_version",
+    "export_id",
+    "snapshot_rows",
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC timestamp: the warehouse stores every time in UTC without a zone."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def ensure_meta(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(DDL)
+
+
+def update_day(con: duckdb.DuckDBPyConnection, day: date, **fields: Any) -> None:
+    """Upsert the given fields of a day's row in `meta.days`, leaving the others as they are."""
+    unknown = set(fields) - DAY_FIELDS
+    if unknown:
+        raise ValueError(f"unknown meta.days fields: {sorted(unknown)}")
+    ensure_meta(con)
+    columns = ["day", *fields, "updated_at"]
+    values = [day, *fields.values(), utcnow()]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in [*fields, "updated_at"])
+    con.execute(
+        f"INSERT INTO meta.days ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))}) "
+        f"ON CONFLICT (day) DO UPDATE SET {updates}",
+        values,
+    )
