@@ -1,0 +1,46 @@
+# Two commands matter: `make demo` runs the pipeline, `make test` runs the tests.
+# Both create .venv, install pinned requirements, and start what they need themselves.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(CURDIR)/$(VENV)/bin
+
+# Airflow's local configuration (this checkout's DAGs and plugins, a SQLite DB under data/)
+# lives in mlpipeline/local_airflow.py, shared by the demo and the tests.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install system-deps demo test lint clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed system-deps
+
+# redis-server is the one system package the local run needs (unless REDIS_URL is set).
+system-deps:
+	@if [ -z "$$REDIS_URL" ] && ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: run 'sudo apt-get install -y redis-server' (or set REDIS_URL)"; exit 1; \
+	  fi; \
+	fi
+
+demo: install
+	$(PY) -m mlpipeline.cli demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf data dbt_project/target dbt_project/logs

@@ -1,0 +1,180 @@
+"""
+### fraud_nightly — the nightly batch ML workflow for card-payment fraud (Airflow DAG)
+
+Runs for processing day **D** (UTC) once D has ended; a manual run or `airflow dags test` runs for
+the day of its logical date, or for the `day` param when given.
+
+1. **ingest** — each dataset's landed files become a revision aside, are checked with Great
+   Expectations, and only then promoted to current.
+2. **features** — `dbt build` of the feature project (snapshots, point-in-time join, marts).
+3. **check_snapshot** — GX gate on cutoff D's snapshot; it gates everything after it.
+4. **online** — export the snapshot to the object store, push it to Redis as a staged snapshot,
+   verify it.
+5. **training** — GX gate on the training set, split, train candidates in parallel, evaluate and
+   register `fraud_detector` (skipped at cold start).
+6. **score** — score D's transactions with the champion (also when training is skipped or fails).
+7. **switch_online** — the final task: make the verified snapshot current in Redis.
+
+`watcher` fails the run when any task failed, since the final tasks run whatever happened before.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from processing_day import ProcessingDayTimetable, processing_day
+from stage_runner import run_id_of, run_stage
+
+from airflow.sdk import Param, dag, get_current_context, task, task_group
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.task.trigger_rule import TriggerRule
+from mlpipeline import nightly
+
+WAREHOUSE = "warehouse"
+
+default_args = {
+    "owner": "data-platform",
+    "retries": 1,
+    "retry_delay": timedelta(minutes=2),
+}
+
+
+@dag(
+    dag_id="fraud_nightly",
+    schedule=ProcessingDayTimetable(),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    doc_md=__doc__,
+    tags=["fraud", "nightly"],
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Processing day D (YYYY-MM-DD); empty: the run's logical date.",
+        ),
+        "train": Param(True, type="boolean", description="Train and evaluate candidates."),
+    },
+)
+def fraud_nightly() -> None:
+    @task
+    def resolve_day() -> str:
+        return processing_day(get_current_context()).isoformat()
+
+    day = resolve_day()
+
+    @task_group(group_id="ingest")
+    def ingest(dataset: str) -> None:
+        @task(task_id=f"prepare_{dataset}")
+        def prepare(day: str) -> dict:
+            return nightly.prepare(dataset, day)
+
+        @task(task_id=f"load_{dataset}", pool=WAREHOUSE)
+        def load(prepared: dict) -> dict:
+            return nightly.load(prepared, run_id_of(get_current_context()))
+
+        @task(task_id=f"check_raw_{dataset}", pool=WAREHOUSE)
+        def check_raw(prepared: dict) -> dict:
+            return nightly.check_raw(prepared, run_id_of(get_current_context()))
+
+        @task(task_id=f"promote_{dataset}", pool=WAREHOUSE)
+        def promote(prepared: dict) -> dict:
+            return nightly.promote(prepared, run_id_of(get_current_context()))
+
+        prepared = prepare(day)
+        load(prepared) >> check_raw(prepared) >> promote(prepared)
+
+    ingest_groups = [ingest.override(group_id=f"ingest_{ds}")(ds) for ds in nightly.DATASETS]
+
+    @task(pool=WAREHOUSE)
+    def dbt_build(day: str) -> dict:
+        return nightly.build_features(day)
+
+    @task(pool=WAREHOUSE)
+    def check_snapshot(day: str) -> dict:
+        return nightly.check_snapshot(day, run_id_of(get_current_context()))
+
+    features = dbt_build(day)
+    snapshot_ok = check_snapshot(day)
+    ingest_groups >> features >> snapshot_ok
+
+    @task_group(group_id="online")
+    def online(day: str):  # noqa: ANN202 - returns the group's XComArgs
+        @task(pool=WAREHOUSE)
+        def export_snapshot(day: str) -> dict:
+            return nightly.export_snapshot(day)
+
+        @task
+        def push_staged(manifest: dict) -> dict:
+            return nightly.push_staged(manifest)
+
+        @task
+        def verify_staged(manifest: dict) -> dict:
+            return nightly.verify_staged(manifest)
+
+        manifest = export_snapshot(day)
+        verified = verify_staged(manifest)
+        push_staged(manifest) >> verified
+        return manifest, verified
+
+    @task_group(group_id="training")
+    def training(day: str):  # noqa: ANN202 - returns the group's last XComArg
+        @task(pool=WAREHOUSE)
+        def check_training_set(day: str) -> dict:
+            context = get_current_context()
+            return run_stage(
+                nightly.check_training_set, day, run_id_of(context),
+                enabled=bool(context["params"]["train"]),
+            )
+
+        @task
+        def split(day: str, checked: dict) -> dict:
+            return nightly.split(day, checked)
+
+        @task
+        def candidates(split_info: dict) -> list[dict]:
+            return nightly.candidates(split_info)
+
+        @task(max_active_tis_per_dagrun=2)
+        def train(job: dict) -> dict:
+            return nightly.train(job)
+
+        @task
+        def evaluate_register(day: str, split_info: dict, results: list[dict]) -> dict:
+            return nightly.evaluate_and_promote(day, split_info, list(results))
+
+        checked = check_training_set(day)
+        snapshot_ok >> checked
+        split_info = split(day, checked)
+        results = train.expand(job=candidates(split_info))
+        return evaluate_register(day, split_info, results)
+
+    @task(pool=WAREHOUSE, trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    def score(day: str) -> dict:
+        return nightly.score(day, run_id_of(get_current_context()))
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def switch_online(manifest: dict | None, verified: dict | None) -> dict:
+        return run_stage(nightly.switch_online, manifest, verified)
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def watcher() -> None:
+        raise AirflowFailException("a task of this run failed; see the failed tasks' logs")
+
+    manifest, verified = online(day)
+    snapshot_ok >> manifest
+    trained = training(day)
+    scored = score(day)
+    [snapshot_ok, trained] >> scored
+    switched = switch_online(manifest, verified)
+    scored >> switched
+
+    switched >> watcher()
+
+
+fraud_nightly_dag = fraud_nightly()
+for _task in fraud_nightly_dag.tasks:
+    if _task.task_id != "watcher":
+        _task >> fraud_nightly_dag.get_task("watcher")
