@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from processing_day import ProcessingDayTimetable, processing_day
-from stage_runner import run_id_of, run_stage
-
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.task.trigger_rule import TriggerRule
+from processing_day import ProcessingDayTimetable, processing_day
+from stage_runner import run_id_of, run_stage
+
 from mlpipeline import nightly
 
 WAREHOUSE = "warehouse"
@@ -125,7 +125,9 @@ def fraud_nightly() -> None:
         def check_training_set(day: str) -> dict:
             context = get_current_context()
             return run_stage(
-                nightly.check_training_set, day, run_id_of(context),
+                nightly.check_training_set,
+                day,
+                run_id_of(context),
                 enabled=bool(context["params"]["train"]),
             )
 
@@ -167,7 +169,7 @@ def fraud_nightly() -> None:
     snapshot_ok >> manifest
     trained = training(day)
     scored = score(day)
-    [snapshot_ok, trained] >> scored
+    [snapshot_ok, trained, manifest] >> scored
     switched = switch_online(manifest, verified)
     scored >> switched
 

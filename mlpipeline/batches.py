@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
-
 def get(con: duckdb.DuckDBPyConnection, batch_id: str, revision: str) -> dict[str, Any] | None:
     ensure_meta(con)
     cur = con.execute(
@@ -37,8 +35,12 @@ def get(con: duckdb.DuckDBPyConnection, batch_id: str, revision: str) -> dict[st
 
 
 def _event(
-    con: duckdb.DuckDBPyConnection, batch_id: str, revision: str, status: str,
-    detail: str | None, run_id: str | None,
+    con: duckdb.DuckDBPyConnection,
+    batch_id: str,
+    revision: str,
+    status: str,
+    detail: str | None,
+    run_id: str | None,
 ) -> None:
     con.execute(
         "INSERT INTO meta.batch_events VALUES (?, ?, ?, ?, ?, ?)",
@@ -54,20 +56,34 @@ def register(
     con.execute(
         "INSERT INTO meta.batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            prepared.batch_id, prepared.revision, prepared.dataset, date.fromisoformat(prepared.day),
-            status, json.dumps(prepared.source_objects), prepared.content_checksum,
-            prepared.rows_declared, prepared.rows_read, prepared.rows_written,
+            prepared.batch_id,
+            prepared.revision,
+            prepared.dataset,
+            date.fromisoformat(prepared.day),
+            status,
+            json.dumps(prepared.source_objects),
+            prepared.content_checksum,
+            prepared.rows_declared,
+            prepared.rows_read,
+            prepared.rows_written,
             prepared.rows_rejected,
             prepared.object_key.rsplit("/", 1)[0] + "/" if prepared.object_key else None,
-            error, now, now,
+            error,
+            now,
+            now,
         ],
     )
     _event(con, prepared.batch_id, prepared.revision, status, error, run_id)
 
 
 def set_status(
-    con: duckdb.DuckDBPyConnection, batch_id: str, revision: str, status: str, *,
-    run_id: str | None, detail: str | None = None,
+    con: duckdb.DuckDBPyConnection,
+    batch_id: str,
+    revision: str,
+    status: str,
+    *,
+    run_id: str | None,
+    detail: str | None = None,
 ) -> None:
     con.execute(
         "UPDATE meta.batches SET status = ?, updated_at = ? WHERE batch_id = ? AND revision = ?",

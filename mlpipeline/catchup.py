@@ -30,7 +30,12 @@ def catchup(start: date, end: date, *, run_id: str = "catchup", build: bool = Tr
         elapsed = time.monotonic() - began
         log.info(
             "catch-up: %d/%d days (%s) in %.0fs, %.1f days/s, about %.0fs left",
-            done, len(days), day, elapsed, done / elapsed, (len(days) - done) * elapsed / done,
+            done,
+            len(days),
+            day,
+            elapsed,
+            done / elapsed,
+            (len(days) - done) * elapsed / done,
         )
     if build:
         nightly.build_features(end.isoformat(), full_refresh=True)

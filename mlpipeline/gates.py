@@ -53,9 +53,10 @@ def raw_gate(store: ObjectStore, prepared: PreparedRevision) -> CheckOutcome:
 def _numeric(df: pd.DataFrame) -> pd.DataFrame:
     """DECIMAL columns arrive as Python Decimals; GX compares floats."""
     for column in df.columns:
-        if df[column].dtype == object and df[column].map(type).astype(str).str.contains(
-            "Decimal"
-        ).any():
+        if (
+            df[column].dtype == object
+            and df[column].map(type).astype(str).str.contains("Decimal").any()
+        ):
             df[column] = df[column].astype("float64")
     return df
 
@@ -64,9 +65,7 @@ def snapshot_gate(con: duckdb.DuckDBPyConnection, day: date) -> CheckOutcome:
     """Check cutoff D's snapshot; its row count is compared with recent cutoffs."""
     conf = pipeline_conf()["quality"]["snapshot"]
     df = _numeric(
-        con.execute(
-            "SELECT * FROM features.customer_snapshot WHERE cutoff_date = ?", [day]
-        ).df()
+        con.execute("SELECT * FROM features.customer_snapshot WHERE cutoff_date = ?", [day]).df()
     )
     recent = con.execute(
         "SELECT count(*) FROM features.customer_snapshot "
@@ -91,6 +90,8 @@ def training_set_gate(df: pd.DataFrame, day: date) -> CheckOutcome:
         "label_rate_max": conf["label_rate_max"],
     }
     return run_suite(
-        "training_set", _numeric(df.copy()), subject=f"training_cutoff={day}",
+        "training_set",
+        _numeric(df.copy()),
+        subject=f"training_cutoff={day}",
         parameters=parameters,
     )

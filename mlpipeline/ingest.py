@@ -88,8 +88,10 @@ def _read_file(batch_id: str, name: str, data: bytes, columns: list[str]) -> pa.
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             raise RevisionRejected(
-                batch_id, name, "UTF-8 text",
-                f"byte {data[exc.start:exc.start + 1]!r} at offset {exc.start} (line {line})",
+                batch_id,
+                name,
+                "UTF-8 text",
+                f"byte {data[exc.start : exc.start + 1]!r} at offset {exc.start} (line {line})",
             ) from exc
         names = next(csv.reader([data.split(b"\n", 1)[0].decode().strip()]), [])
         try:
@@ -105,7 +107,9 @@ def _read_file(batch_id: str, name: str, data: bytes, columns: list[str]) -> pa.
     extra = [c for c in table.column_names if c not in columns]
     if missing or extra:
         raise RevisionRejected(
-            batch_id, name, "exact columns",
+            batch_id,
+            name,
+            "exact columns",
             f"missing {missing}, unexpected {extra}; expected {columns}",
         )
     return table.select(columns)
@@ -136,10 +140,18 @@ def prepare_revision(store: ObjectStore, dataset: str, day: date) -> PreparedRev
     checksum = _checksum([(s["key"], s["sha256"]) for s in sources] + [("_SUCCESS", "")])
     revision = checksum[:12]
     result = PreparedRevision(
-        dataset=dataset, day=day.isoformat(), batch_id=batch_id, revision=revision,
-        content_checksum=checksum, source_objects=sources,
-        rows_declared=sum(f.rows for f in declared), rows_read=0, rows_written=0,
-        rows_rejected=0, object_key=None, rejects_key=None,
+        dataset=dataset,
+        day=day.isoformat(),
+        batch_id=batch_id,
+        revision=revision,
+        content_checksum=checksum,
+        source_objects=sources,
+        rows_declared=sum(f.rows for f in declared),
+        rows_read=0,
+        rows_written=0,
+        rows_rejected=0,
+        object_key=None,
+        rejects_key=None,
     )
     try:
         _check_files_match(batch_id, prefix, declared_names, present)
@@ -162,28 +174,37 @@ def prepare_revision(store: ObjectStore, dataset: str, day: date) -> PreparedRev
         store.put_bytes(result.rejects_key, json.dumps(rejects.rows).encode())
         log.warning(
             "batch %s revision %s: %d of %d rows rejected; first: %s",
-            batch_id, revision, rejects.count, result.rows_read, rejects.rows[:5],
+            batch_id,
+            revision,
+            rejects.count,
+            result.rows_read,
+            rejects.rows[:5],
         )
     log.info(
         "batch %s revision %s: %d rows written aside to %s",
-        batch_id, revision, table.num_rows, result.object_key,
+        batch_id,
+        revision,
+        table.num_rows,
+        result.object_key,
     )
     return result
 
 
-def _check_files_match(
-    batch_id: str, prefix: str, declared: list[str], present: list[str]
-) -> None:
+def _check_files_match(batch_id: str, prefix: str, declared: list[str], present: list[str]) -> None:
     missing = sorted(set(declared) - set(present))
     undeclared = sorted(set(present) - set(declared))
     if missing or undeclared:
         raise RevisionRejected(
-            batch_id, prefix + "_SUCCESS", "files match _SUCCESS",
+            batch_id,
+            prefix + "_SUCCESS",
+            "files match _SUCCESS",
             f"declared but absent {missing}, present but undeclared {undeclared}",
         )
     bad = [n for n in present if not n.endswith(landing.DATA_SUFFIXES)]
     if bad:
-        raise RevisionRejected(batch_id, prefix + bad[0], "file format", "expected .csv or .parquet")
+        raise RevisionRejected(
+            batch_id, prefix + bad[0], "file format", "expected .csv or .parquet"
+        )
 
 
 def _parse_and_check(
@@ -203,7 +224,9 @@ def _parse_and_check(
         strings = _read_file(batch_id, name, blobs[name], contract)
         if strings.num_rows != declared_file.rows:
             raise RevisionRejected(
-                batch_id, name, "row count matches _SUCCESS",
+                batch_id,
+                name,
+                "row count matches _SUCCESS",
                 f"_SUCCESS declares {declared_file.rows} rows, the file has {strings.num_rows}",
             )
         typed, file_rejects = check_rows(dataset, day, name, strings, seen_ids)
@@ -237,7 +260,9 @@ def load_revision(
     if existing is not None:
         log.info(
             "batch %s revision %s already registered (status %s); same content, nothing to do",
-            prepared.batch_id, prepared.revision, existing["status"],
+            prepared.batch_id,
+            prepared.revision,
+            existing["status"],
         )
         return existing["status"]
     con.execute("BEGIN TRANSACTION")
@@ -276,9 +301,5 @@ def _insert_rejects(
     now = utcnow()
     con.executemany(
         "INSERT INTO meta.rejected_rows VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (p.batch_id, p.revision, r["file"], r["row"], r["rule"], r["detail"], now)
-            for r in rows
-        ],
+        [(p.batch_id, p.revision, r["file"], r["row"], r["rule"], r["detail"], now) for r in rows],
     )
-

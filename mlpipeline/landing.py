@@ -67,7 +67,7 @@ def list_data_files(store: ObjectStore, dataset: str, day: date) -> list[str]:
     """Names of the data files present in the day's folder (not `_SUCCESS`, not hidden)."""
     prefix = day_prefix(dataset, day)
     return sorted(
-        key[len(prefix):]
+        key[len(prefix) :]
         for key in store.list(prefix)
-        if "/" not in key[len(prefix):] and not key[len(prefix):].startswith(("_", "."))
+        if "/" not in key[len(prefix) :] and not key[len(prefix) :].startswith(("_", "."))
     )

@@ -38,14 +38,22 @@ def start(workdir: Path, port: int | None = None, persist: bool = True) -> tuple
     pidfile = workdir / f"redis-{port}.pid"
     args = [
         redis_server_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--daemonize", "yes",
-        "--pidfile", str(pidfile),
-        "--dir", str(workdir),
-        "--logfile", str(workdir / f"redis-{port}.log"),
-        "--appendonly", "no",
-        "--save", "60 1000" if persist else "",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        str(pidfile),
+        "--dir",
+        str(workdir),
+        "--logfile",
+        str(workdir / f"redis-{port}.log"),
+        "--appendonly",
+        "no",
+        "--save",
+        "60 1000" if persist else "",
     ]
     subprocess.run(args, check=True)
     url = f"redis://127.0.0.1:{port}/0"
@@ -57,7 +65,9 @@ def start(workdir: Path, port: int | None = None, persist: bool = True) -> tuple
             return url, pidfile
         except redis.ConnectionError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {port} did not start; see {workdir}")
+                raise RuntimeError(
+                    f"redis-server on port {port} did not start; see {workdir}"
+                ) from None
             time.sleep(0.05)
 
 

@@ -6,7 +6,7 @@ revisions it came from, and on-call can see a day's state without reading logs.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import duckdb
@@ -93,7 +93,7 @@ DAY_FIELDS = {
 
 def utcnow() -> datetime:
     """Naive UTC timestamp: the warehouse stores every time in UTC without a zone."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def ensure_meta(con: duckdb.DuckDBPyConnection) -> None:

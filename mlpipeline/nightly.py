@@ -9,6 +9,7 @@ the DAG stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import date
 from typing import Any
@@ -17,7 +18,6 @@ from mlpipeline.config import Settings, pipeline_conf
 from mlpipeline.landing import DATASETS  # noqa: F401 - the DAG maps its ingest groups over it
 
 log = logging.getLogger(__name__)
-
 
 
 class NothingToDo(Exception):  # noqa: N818 - an outcome, not an error
@@ -122,3 +122,207 @@ def check_snapshot(day: str, run_id: str) -> dict[str, Any]:
     if not outcome.success:
         raise quality.QualityGateFailed(outcome)
     return {"suite": outcome.suite, "rows": outcome.rows, "warnings": len(outcome.warnings)}
+
+
+# --- online ------------------------------------------------------------------------------------
+
+
+def export_snapshot(day: str) -> dict[str, Any]:
+    """Export cutoff D to a new immutable folder; returns where (the manifest stays there)."""
+    from mlpipeline import transform
+    from mlpipeline.export import export_snapshot as export
+    from mlpipeline.warehouse import connect
+
+    settings = _settings()
+    with connect(settings, read_only=True) as con:
+        result = export(
+            con,
+            _store(),
+            date.fromisoformat(day),
+            transform.online_spec(),
+            transform.manifest_hash(),
+        )
+    return {
+        "cutoff": day,
+        "export_id": result.export_id,
+        "prefix": result.prefix,
+        "row_count": result.row_count,
+    }
+
+
+def _manifest(export: dict[str, Any]) -> dict[str, Any]:
+    from mlpipeline.export import read_manifest
+
+    return read_manifest(_store(), export["prefix"])
+
+
+def push_staged(export: dict[str, Any]) -> dict[str, Any]:
+    """Write the export into Redis aside from the current snapshot."""
+    from mlpipeline import online
+
+    return online.push_staged(online.redis_client(_settings()), _store(), _manifest(export))
+
+
+def verify_staged(export: dict[str, Any]) -> dict[str, Any]:
+    """Count, checksum and parity sample of the staged snapshot against its export."""
+    from mlpipeline import online
+
+    report = online.verify_staged(online.redis_client(_settings()), _manifest(export))
+    return {**export, "verified": True, "report": report}
+
+
+def switch_online(export: dict[str, Any] | None, verified: dict[str, Any] | None) -> dict[str, Any]:
+    """Make the verified staged snapshot current (compare-and-set on the cutoff) and record the
+    switch in the object store beside Redis' own record."""
+    import json
+
+    from mlpipeline import online
+    from mlpipeline.meta import utcnow
+
+    if not export or not verified or verified.get("export_id") != export.get("export_id"):
+        raise NothingToDo(
+            "no verified staged snapshot from this run (export, push or verify did not succeed); "
+            "Redis keeps serving its current snapshot"
+        )
+    result = online.switch(online.redis_client(_settings()), _manifest(export))
+    at = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    _store().put_bytes(
+        f"features/customer_snapshot/switches/{at}-{export['export_id']}.json",
+        json.dumps(result, default=str, indent=2).encode(),
+    )
+    log.info("online switch: %s", result)
+    return result
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def check_training_set(day: str, run_id: str, *, enabled: bool = True) -> dict[str, Any]:
+    """GX gate on the training set; skipped (with the reason) when training is off or at cold
+    start, so that scoring goes on with whatever champion exists."""
+    from mlpipeline import gates, quality
+    from mlpipeline.split import read_training_set
+    from mlpipeline.train import training_skip_reason
+    from mlpipeline.warehouse import connect
+
+    if not enabled:
+        raise NothingToDo("training is switched off for this run (param train=false)")
+    cutoff = date.fromisoformat(day)
+    with connect(_settings()) as con:
+        frame = read_training_set(con, cutoff)
+        reason = training_skip_reason(frame)
+        if reason:
+            raise NothingToDo(f"cold start, training skipped for cutoff {day}: {reason}")
+        outcome = gates.training_set_gate(frame, cutoff)
+        quality.record(con, outcome, run_id=run_id)
+    if not outcome.success:
+        raise quality.QualityGateFailed(outcome)
+    return {"rows": outcome.rows, "positives": int(frame["is_fraud"].sum())}
+
+
+def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:
+    """Split the matured labelled rows and persist the split; training reads it from there."""
+    from mlpipeline import transform
+    from mlpipeline.split import persist_split, read_training_set, split_dataset
+    from mlpipeline.train import batch_revisions
+    from mlpipeline.warehouse import connect
+
+    cutoff = date.fromisoformat(day)
+    with connect(_settings(), read_only=True) as con:
+        frame = read_training_set(con, cutoff)
+        revisions = batch_revisions(con, cutoff)
+    conf = pipeline_conf()["split"]
+    result = split_dataset(frame, strategy=conf["strategy"], ratios=tuple(conf["ratios"]))
+    for warning in result.warnings:
+        log.warning("split %s: %s", result.split_id, warning)
+    persist_split(_store(), result)
+    return {
+        "split_id": result.split_id,
+        "warnings": list(result.warnings),
+        "rows": checked.get("rows"),
+        "lineage": {
+            "training_cutoff": day,
+            "batch_revisions": revisions,
+            "dbt_manifest_hash": transform.manifest_hash(),
+        },
+    }
+
+
+def candidates(split_info: dict[str, Any]) -> list[dict[str, Any]]:
+    """One training job per configured candidate (conf/candidates.yaml)."""
+    from mlpipeline.train import load_candidates
+
+    return [{**split_info, "candidate": c.name} for c in load_candidates()]
+
+
+def train(job: dict[str, Any]) -> dict[str, Any]:
+    """Fit one candidate on the persisted split and log it to MLflow (reused when identical)."""
+    from mlpipeline import transform
+    from mlpipeline.split import load_split
+    from mlpipeline.train import load_candidates, train_candidate
+
+    candidate = next(c for c in load_candidates() if c.name == job["candidate"])
+    result = train_candidate(
+        load_split(_store(), job["split_id"]),
+        candidate,
+        feature_columns=transform.online_spec().features,
+        tracking_uri=_settings().mlflow_tracking_uri,
+        lineage=job["lineage"],
+    )
+    return result.to_dict()
+
+
+def evaluate_and_promote(
+    day: str, split_info: dict[str, Any], results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Evaluate the candidates; move `champion` / `challenger` as the promotion rules say."""
+    from mlpipeline import evaluate, transform
+    from mlpipeline.split import load_split
+    from mlpipeline.train import CandidateResult
+
+    outcome = evaluate.evaluate_and_promote(
+        [CandidateResult.from_dict(r) for r in results if r],
+        load_split(_store(), split_info["split_id"]),
+        feature_columns=transform.online_spec().features,
+        tracking_uri=_settings().mlflow_tracking_uri,
+    )
+    log.info("promotion for cutoff %s: %s (%s)", day, outcome.decision, outcome.reason)
+    return outcome.to_dict()
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+def score(day: str, run_id: str) -> dict[str, Any]:
+    """Score D's transactions with the champion resolved now to an exact version (or record
+    "no model yet"), then mark the day published once its snapshot export exists too."""
+    from mlpipeline import model_registry
+    from mlpipeline import score as scoring
+    from mlpipeline.export import ExportNotFound, latest_export
+    from mlpipeline.meta import update_day
+    from mlpipeline.warehouse import connect
+
+    settings = _settings()
+    champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
+    result = scoring.score_day(
+        day,
+        settings=settings,
+        champion=champion,
+        load_model=model_registry.load_model,
+        run_id=run_id,
+    )
+    try:
+        export = latest_export(_store(), day)
+    except ExportNotFound:
+        export = None
+    with connect(settings) as con:
+        update_day(
+            con,
+            date.fromisoformat(day),
+            export_id=export["export_id"] if export else None,
+            snapshot_rows=export["row_count"] if export else None,
+            published=export is not None,
+        )
+    if export is None:
+        log.warning("day %s scored but not published: no snapshot export for cutoff %s", day, day)
+    return {**dataclasses.asdict(result), "day": day, "published": export is not None}

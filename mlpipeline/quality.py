@@ -168,8 +168,17 @@ def record(con: duckdb.DuckDBPyConnection, outcome: CheckOutcome, *, run_id: str
     con.executemany(
         "INSERT INTO meta.validation_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (outcome.subject, outcome.suite, r.expectation, r.column, r.severity, r.success,
-             r.observed, run_id, now)
+            (
+                outcome.subject,
+                outcome.suite,
+                r.expectation,
+                r.column,
+                r.severity,
+                r.success,
+                r.observed,
+                run_id,
+                now,
+            )
             for r in outcome.results
         ],
     )

@@ -131,9 +131,7 @@ def check_rows(
         checker.required(["transaction_id", "customer_id", "merchant_id", "merchant_category"])
         amount_ok = pc.match_substring_regex(strings.column("amount"), _AMOUNT_PATTERN)
         checker.rule("amount is a number with at most 2 decimals", pc.invert(amount_ok), "amount")
-        amount = pc.cast(
-            pc.if_else(amount_ok, strings.column("amount"), "0"), pa.decimal128(18, 2)
-        )
+        amount = pc.cast(pc.if_else(amount_ok, strings.column("amount"), "0"), pa.decimal128(18, 2))
         max_amount = Decimal(str(pipeline_conf()["ingest"]["max_amount_eur"]))
         checker.rule("amount > 0", pc.less_equal(amount, Decimal("0")), "amount")
         checker.rule(

@@ -11,10 +11,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from pendulum import UTC, DateTime, Time
-
 from airflow.plugins_manager import AirflowPlugin
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
+from pendulum import UTC, DateTime, Time
 
 
 def _midnight(value: DateTime) -> DateTime:

@@ -18,13 +18,14 @@ from airflow.dag_processing.dagbag import DagBag
 started = time.monotonic()
 bag = DagBag(dag_folder=sys.argv[1])
 seconds = time.monotonic() - started
-heavy = sorted(m for m in ("great_expectations", "mlflow", "sklearn", "dbt", "deltalake", "cosmos.dbt")
-               if m in sys.modules)
+HEAVY = ("great_expectations", "mlflow", "sklearn", "dbt", "deltalake", "cosmos.dbt")
+heavy = sorted(m for m in HEAVY if m in sys.modules)
 dags = {}
 for dag_id, dag in bag.dags.items():
     dags[dag_id] = {
         "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
-        "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks},
+        "trigger_rules": {t.task_id: str(getattr(t.trigger_rule, "value", t.trigger_rule))
+                          for t in dag.tasks},
         "pools": {t.task_id: t.pool for t in dag.tasks},
         "doc": bool(dag.doc_md),
         "params": sorted(dag.params.keys()),
@@ -38,14 +39,20 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data_dir = tmp_path_factory.mktemp("dagbag")
     env = airflow_env(
         Settings.from_env().__class__(
-            data_dir=data_dir, duckdb_path=data_dir / "w.duckdb", redis_url=None,
-            mlflow_tracking_uri=f"sqlite:///{data_dir}/mlflow.db", bucket=None,
+            data_dir=data_dir,
+            duckdb_path=data_dir / "w.duckdb",
+            redis_url=None,
+            mlflow_tracking_uri=f"sqlite:///{data_dir}/mlflow.db",
+            bucket=None,
             aws_endpoint_url=None,
         )
     )
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(PROJECT_ROOT / "dags")],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -82,11 +89,23 @@ def test_nightly_stages_are_in_order(parsed):
         assert before(f"{g}.check_raw_{ds}", f"{g}.promote_{ds}")
         assert before(f"{g}.promote_{ds}", "dbt_build")
     assert before("dbt_build", "check_snapshot")
-    chain = ["check_snapshot", "online.export_snapshot", "online.push_staged",
-             "online.verify_staged", "switch_online"]
+    chain = [
+        "check_snapshot",
+        "online.export_snapshot",
+        "online.push_staged",
+        "online.verify_staged",
+        "switch_online",
+    ]
     assert all(before(a, b) for a, b in zip(chain, chain[1:], strict=False))
-    training = ["check_snapshot", "training.check_training_set", "training.split",
-                "training.train", "training.evaluate_register", "score", "switch_online"]
+    training = [
+        "check_snapshot",
+        "training.check_training_set",
+        "training.split",
+        "training.train",
+        "training.evaluate_register",
+        "score",
+        "switch_online",
+    ]
     assert all(before(a, b) for a, b in zip(training, training[1:], strict=False))
     # switch_online is the last real task; the watcher only turns failures into a failed run.
     assert set(tasks) - _ancestors(tasks, "watcher") == {"watcher"}
@@ -103,7 +122,13 @@ def test_final_tasks_run_whatever_happened_before(parsed):
 
 def test_every_duckdb_opener_uses_the_warehouse_pool(parsed):
     pools = parsed["dags"]["fraud_nightly"]["pools"]
-    for task_id in ("ingest_transactions.load_transactions", "dbt_build", "check_snapshot",
-                    "online.export_snapshot", "training.check_training_set", "score"):
+    for task_id in (
+        "ingest_transactions.load_transactions",
+        "dbt_build",
+        "check_snapshot",
+        "online.export_snapshot",
+        "training.check_training_set",
+        "score",
+    ):
         assert pools[task_id] == "warehouse", task_id
     assert pools["ingest_transactions.prepare_transactions"] != "warehouse"

@@ -12,7 +12,10 @@ from mlpipeline.objectstore import ObjectStore
 from mlpipeline.warehouse import connect
 
 DAY = date(2026, 3, 10)
-HEADER = "transaction_id,customer_id,merchant_id,merchant_category,amount,currency,country,channel,event_ts"
+HEADER = (
+    "transaction_id,customer_id,merchant_id,merchant_category,amount,currency,country,channel,"
+    "event_ts"
+)
 GOOD_ROWS = [
     "t1,c1,m1,grocery,12.50,EUR,DE,pos,2026-03-10T08:00:00Z",
     "t2,c1,m2,travel,300.00,GBP,GB,online,2026-03-10T23:59:59Z",
@@ -20,8 +23,15 @@ GOOD_ROWS = [
 ]
 
 
-def land(store: ObjectStore, rows: list[str], *, dataset: str = "transactions",
-         header: str = HEADER, name: str = "part-00000.csv", declared: int | None = None) -> None:
+def land(
+    store: ObjectStore,
+    rows: list[str],
+    *,
+    dataset: str = "transactions",
+    header: str = HEADER,
+    name: str = "part-00000.csv",
+    declared: int | None = None,
+) -> None:
     body = "\n".join([header, *rows]) + "\n"
     store.put_bytes(landing.day_prefix(dataset, DAY) + name, body.encode())
     count = len(rows) if declared is None else declared
@@ -43,7 +53,9 @@ def test_good_day_lands_as_revision_aside(request, settings, store_fixture):
     assert status == "ingested"
     assert prepared.rows_written == 3 and prepared.rows_rejected == 0
     assert prepared.batch_id == "transactions-2026-03-10"
-    assert store.exists(f"raw/transactions/dt=2026-03-10/rev={prepared.revision}/part-00000.parquet")
+    assert store.exists(
+        f"raw/transactions/dt=2026-03-10/rev={prepared.revision}/part-00000.parquet"
+    )
     with connect(settings) as con:
         rows = con.execute(
             "SELECT transaction_id, amount, event_ts, batch_id, revision, source_row "
@@ -143,13 +155,16 @@ def test_bad_revision_is_quarantined_and_never_current(local_store, settings, ca
         land(local_store, GOOD_ROWS)
         local_store.put_bytes(landing.day_prefix("transactions", DAY) + "late.csv", b"x")
     elif case == "non_utf8":
-        land(local_store, [GOOD_ROWS[0], "t2,c\xff,m1,grocery,1.00,EUR,DE,pos,2026-03-10T01:00:00Z"])
+        land(
+            local_store, [GOOD_ROWS[0], "t2,c\xff,m1,grocery,1.00,EUR,DE,pos,2026-03-10T01:00:00Z"]
+        )
         key = landing.day_prefix("transactions", DAY) + "part-00000.csv"
         local_store.put_bytes(key, local_store.get_bytes(key).replace("ÿ".encode(), b"\xff"))
     elif case == "empty_file":
         local_store.put_bytes(landing.day_prefix("transactions", DAY) + "part-00000.csv", b"")
-        landing.write_success(local_store, "transactions", DAY,
-                              [landing.DeclaredFile("part-00000.csv", 0)])
+        landing.write_success(
+            local_store, "transactions", DAY, [landing.DeclaredFile("part-00000.csv", 0)]
+        )
     elif case == "malformed_csv":
         land(local_store, [GOOD_ROWS[0], "t2,c1,m1"])
     prepared, status = ingest(local_store, settings)

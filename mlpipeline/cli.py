@@ -1,0 +1,151 @@
+"""`mlpipeline` command line: demo data, catch-up, the demo run, and what operators inspect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+from mlpipeline.config import Settings, pipeline_conf
+from mlpipeline.days import parse_day
+
+
+def _yesterday() -> date:
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from mlpipeline.generate import generate_range
+    from mlpipeline.objectstore import from_settings
+
+    conf = pipeline_conf()["generator"]
+    generate_range(
+        from_settings(),
+        parse_day(args.start),
+        parse_day(args.end),
+        customers=args.customers or conf["customers"],
+        seed=conf["seed"] if args.seed is None else args.seed,
+        fraud_rate=conf["fraud_rate"],
+        file_format=args.format,
+    )
+
+
+def cmd_catchup(args: argparse.Namespace) -> None:
+    from mlpipeline.catchup import catchup
+
+    catchup(parse_day(args.start), parse_day(args.end))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from mlpipeline.demo import run_demo
+
+    end = parse_day(args.end) if args.end else _yesterday()
+    sys.exit(run_demo(end, history_days=args.days, customers=args.customers))
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from mlpipeline.summary import summarize
+
+    print(json.dumps(summarize(parse_day(args.day), Settings.from_env()), indent=2, default=str))
+
+
+def cmd_batches(args: argparse.Namespace) -> None:
+    from mlpipeline.warehouse import connect
+
+    with connect(read_only=True) as con:
+        if args.action == "list":
+            print(
+                con.sql(
+                    "SELECT batch_id, revision, status, rows_written, rows_rejected, updated_at "
+                    "FROM meta.batches ORDER BY dt DESC, batch_id, created_at DESC LIMIT ?",
+                    params=[args.limit],
+                )
+            )
+        else:
+            print(
+                con.sql(
+                    "SELECT * FROM meta.batches WHERE batch_id = ? ORDER BY created_at",
+                    params=[args.batch_id],
+                )
+            )
+            print(
+                con.sql(
+                    "SELECT revision, status, detail, run_id, recorded_at FROM meta.batch_events "
+                    "WHERE batch_id = ? ORDER BY recorded_at",
+                    params=[args.batch_id],
+                )
+            )
+            print(
+                con.sql(
+                    "SELECT revision, source_file, source_row, rule, detail "
+                    "FROM meta.rejected_rows "
+                    "WHERE batch_id = ? ORDER BY revision, source_file, source_row LIMIT 50",
+                    params=[args.batch_id],
+                )
+            )
+
+
+def cmd_online_get(args: argparse.Namespace) -> None:
+    from mlpipeline.online import OnlineReader, redis_client
+
+    reader = OnlineReader(redis_client(Settings.from_env()))
+    print(json.dumps(reader.get(args.entity), indent=2, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlpipeline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="land demo transactions and chargebacks for a day range")
+    p.add_argument("--start", required=True)
+    p.add_argument("--end", required=True)
+    p.add_argument("--customers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("catchup", help="ingest and promote a day range outside Airflow, then build")
+    p.add_argument("--start", required=True)
+    p.add_argument("--end", required=True)
+    p.set_defaults(func=cmd_catchup)
+
+    p = sub.add_parser("demo", help="generate history, catch up, run fraud_nightly, summarize")
+    p.add_argument("--end", help="the nightly run's day D (default: yesterday, UTC)")
+    p.add_argument("--days", type=int, default=pipeline_conf()["demo"]["history_days"])
+    p.add_argument("--customers", type=int, default=pipeline_conf()["generator"]["customers"])
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("summary", help="what a day's run left in DuckDB, MLflow and Redis")
+    p.add_argument("--day", required=True)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("batches", help="inspect the batch registry")
+    bsub = p.add_subparsers(dest="action", required=True)
+    bl = bsub.add_parser("list")
+    bl.add_argument("--limit", type=int, default=30)
+    bs = bsub.add_parser("show")
+    bs.add_argument("batch_id")
+    p.set_defaults(func=cmd_batches)
+
+    p = sub.add_parser("online", help="read the online feature store")
+    osub = p.add_subparsers(dest="action", required=True)
+    og = osub.add_parser("get", help="print one entity's current feature vector as JSON")
+    og.add_argument("entity")
+    og.set_defaults(func=cmd_online_get)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

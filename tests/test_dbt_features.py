@@ -1,0 +1,461 @@
+"""The dbt feature project against real DuckDB files and real dbt builds.
+
+One module-scoped scenario keeps the dbt invocations few: warehouse A is built like the nightly
+(a first build on 2026-02-08, then incrementally day by day while the raw data arrives), warehouse
+B gets the same raw data at once and one full refresh. A's last day is then corrected by a new
+revision and re-run, which must replace that day's rows. Hand-computed customers pin the window
+maths, the cutoff and publication-lag boundaries, the TTL and the label rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpipeline import transform
+from mlpipeline.config import Settings
+from mlpipeline.warehouse import connect
+from tests.dbt_fixtures import background, chargeback, load_raw, retire, row_day, ts, txn
+
+FIRST_DAY = date(2026, 1, 1)
+FIRST_BUILD = date(2026, 2, 8)
+LAST_DAY = date(2026, 2, 10)
+LINEAGE = ["dbt_invocation_id", "built_at"]
+
+# c_hand: every window boundary of cutoff 2026-02-05 (cutoff_ts 2026-02-06 00:00).
+# id, customer, event_ts, amount, merchant, category, country, channel
+HAND_ROWS = [
+    ("h-a", "c_hand", "2026-01-01 09:00:00", "5.00", "m9", "grocery", "NL", "pos"),
+    ("h-b", "c_hand", "2026-01-06 23:59:59", "7.00", "m8", "jewelry", "US", "pos"),
+    ("h-c", "c_hand", "2026-01-07 00:00:00", "11.00", "m1", "grocery", "FR", "pos"),
+    ("h-d", "c_hand", "2026-01-29 23:59:59", "13.00", "m1", "grocery", "NL", "pos"),
+    ("h-e", "c_hand", "2026-01-30 00:00:00", "17.00", "m2", "fuel", "DE", "online"),
+    ("h-f", "c_hand", "2026-02-04 23:59:59", "19.00", "m3", "grocery", "NL", "pos"),
+    ("h-g", "c_hand", "2026-02-05 00:00:00", "23.00", "m3", "travel", "NL", "contactless"),
+    ("h-h", "c_hand", "2026-02-05 23:59:59", "29.00", "m3", "travel", "NL", "online"),
+    ("h-i", "c_hand", "2026-02-06 00:00:00", "1000.00", "m1", "grocery", "NL", "pos"),
+    ("h-j", "c_hand", "2026-02-06 01:59:59", "3.00", "m1", "grocery", "NL", "pos"),
+    ("h-k", "c_hand", "2026-02-06 02:00:00", "4.00", "m1", "grocery", "NL", "pos"),
+    # ties on usual_country: equal counts go to the most recent, equal times alphabetically
+    ("t-1", "c_tie", "2026-02-01 10:00:00", "10.00", "m1", "grocery", "FR", "pos"),
+    ("t-2", "c_tie", "2026-02-03 10:00:00", "10.00", "m1", "grocery", "DE", "pos"),
+    ("t-3", "c_alpha", "2026-02-02 12:00:00", "10.00", "m1", "grocery", "IT", "pos"),
+    ("t-4", "c_alpha", "2026-02-02 12:00:00", "10.00", "m1", "grocery", "BE", "pos"),
+    # c_lapsed: inside the TTL of cutoff 02-05 with nothing in 30 days, gone from 02-06
+    ("l-1", "c_lapsed", "2026-01-02 10:00:00", "50.00", "m1", "grocery", "NL", "pos"),
+    ("l-2", "c_lapsed", "2026-02-10 12:00:00", "60.00", "m1", "grocery", "NL", "pos"),
+    # c_new: first seen after its snapshot was taken
+    ("n-1", "c_new", "2026-02-06 10:00:00", "70.00", "m1", "grocery", "NL", "pos"),
+]
+HAND = [
+    txn(tid, cid, at, amount, merchant_id=merchant, category=category, country=country, channel=ch)
+    for tid, cid, at, amount, merchant, category, country, ch in HAND_ROWS
+]
+HAND_CHARGEBACKS = [
+    chargeback("h-a", "2026-01-20 10:00:00"),
+    chargeback("h-b", "2026-02-09 12:00:00"),
+    chargeback("h-d", "2026-02-05 23:00:00"),
+    chargeback("h-f", "2026-02-06 00:00:00"),
+    chargeback("h-c", "2026-02-11 00:00:00"),
+    chargeback("x-unknown", "2026-02-03 08:00:00"),
+]
+# A revision that never became current: nothing of it may reach the features.
+QUARANTINED = [txn("q-1", "c_hand", "2026-02-05 12:00:00", "5000.00")]
+
+
+@dataclass
+class Warehouse:
+    """What one build left in the warehouse, read back right after it."""
+
+    tables: dict[str, list[dict[str, Any]]]
+    columns: dict[str, list[tuple[str, str]]]
+    summary: dict[str, Any]
+
+
+def _settings(root: Path) -> Settings:
+    return Settings(
+        data_dir=root,
+        duckdb_path=root / "warehouse.duckdb",
+        redis_url=None,
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        bucket=None,
+        aws_endpoint_url=None,
+    )
+
+
+def _load(settings: Settings, transactions: list, chargebacks: list) -> None:
+    with connect(settings) as con:
+        load_raw(con, "transactions", transactions)
+        load_raw(con, "chargebacks", chargebacks)
+
+
+def _read(settings: Settings, summary: dict[str, Any]) -> Warehouse:
+    tables, columns = {}, {}
+    with connect(settings, read_only=True) as con:
+        for name in (
+            "features.customer_snapshot",
+            "features.transaction_features",
+            "marts.training_set",
+        ):
+            cur = con.execute(f"SELECT * FROM {name}")
+            names = [d[0] for d in cur.description]
+            tables[name] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            schema, table = name.split(".")
+            columns[name] = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [schema, table],
+            ).fetchall()
+    return Warehouse(tables, columns, summary)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _corrected(rows: list, chargebacks: list, day: date) -> list:
+    """A producer's correction of one day: one transaction withdrawn, one amount fixed."""
+    disputed = {c["transaction_id"] for c in chargebacks}
+    day_rows = [
+        r
+        for r in rows
+        if row_day("transactions", r) == day and r["transaction_id"].startswith("bg-")
+    ]
+    withdrawn = next(r for r in day_rows if r["transaction_id"] not in disputed)
+    fixed = next(r for r in day_rows if r is not withdrawn)
+    return [
+        {**r, "amount": Decimal("999.99")} if r is fixed else r
+        for r in rows
+        if row_day("transactions", r) == day and r is not withdrawn
+    ]
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    transactions, chargebacks = background(FIRST_DAY, LAST_DAY)
+    transactions += HAND
+    chargebacks += HAND_CHARGEBACKS
+    correction = _corrected(transactions, chargebacks, LAST_DAY)
+
+    def upto(rows: list, dataset: str, first: date, last: date) -> list:
+        return [r for r in rows if first <= row_day(dataset, r) <= last]
+
+    nightly = _settings(tmp_path_factory.mktemp("nightly"))
+    _load(nightly, upto(transactions, "transactions", FIRST_DAY, FIRST_BUILD),
+          upto(chargebacks, "chargebacks", FIRST_DAY, FIRST_BUILD))  # fmt: skip
+    with connect(nightly) as con:
+        load_raw(con, "transactions", QUARANTINED, revision="r2", status="quarantined")
+
+    collect = _Collect()
+    dbt_logger = logging.getLogger("mlpipeline.transform.dbt")
+    level = dbt_logger.level
+    dbt_logger.addHandler(collect)
+    dbt_logger.setLevel(logging.INFO)
+    try:
+        summary = transform.build(FIRST_BUILD, settings=nightly)
+    finally:
+        dbt_logger.removeHandler(collect)
+        dbt_logger.setLevel(level)
+    states = {FIRST_BUILD: _read(nightly, summary)}
+    for day in (date(2026, 2, 9), LAST_DAY):
+        last = day if day < LAST_DAY else date(2026, 12, 31)  # the last load brings everything
+        _load(nightly, upto(transactions, "transactions", day, last),
+              upto(chargebacks, "chargebacks", day, last))  # fmt: skip
+        states[day] = _read(nightly, transform.build(day, settings=nightly))
+    # The producer corrects the last day; its new revision becomes current and the day re-runs.
+    with connect(nightly) as con:
+        load_raw(con, "transactions", correction, revision="r2")
+        retire(con, "transactions", LAST_DAY, "r1")
+    rerun = _read(nightly, transform.build(LAST_DAY, settings=nightly))
+
+    refreshed = _settings(tmp_path_factory.mktemp("refreshed"))
+    _load(
+        refreshed, [r for r in transactions if row_day("transactions", r) != LAST_DAY], chargebacks
+    )
+    with connect(refreshed) as con:
+        load_raw(con, "transactions", correction, revision="r2")
+    full = _read(refreshed, transform.build(LAST_DAY, settings=refreshed, full_refresh=True))
+    return {"nightly": states, "rerun": rerun, "full": full, "dbt_log": collect.messages}
+
+
+def _snapshot_row(wh: Warehouse, customer: str, cutoff: date) -> dict[str, Any] | None:
+    rows = [
+        r
+        for r in wh.tables["features.customer_snapshot"]
+        if r["customer_id"] == customer and r["cutoff_date"] == cutoff
+    ]
+    assert len(rows) <= 1
+    return rows[0] if rows else None
+
+
+def _txn_row(wh: Warehouse, transaction_id: str) -> dict[str, Any]:
+    (row,) = [
+        r
+        for r in wh.tables["features.transaction_features"]
+        if r["transaction_id"] == transaction_id
+    ]
+    return row
+
+
+def test_windows_match_hand_computed_values(scenario: dict) -> None:
+    row = _snapshot_row(scenario["full"], "c_hand", date(2026, 2, 5))
+    assert row is not None
+    assert row["cutoff_ts"] == ts("2026-02-06 00:00:00")
+    assert row["available_at"] == ts("2026-02-06 02:00:00")
+    assert (row["txn_count_24h"], row["txn_count_7d"], row["txn_count_30d"]) == (2, 4, 6)
+    assert row["amount_sum_24h"] == Decimal("52.00")
+    assert row["amount_sum_7d"] == Decimal("88.00")
+    assert row["amount_sum_30d"] == Decimal("112.00")
+    assert row["amount_mean_30d"] == Decimal("18.67")
+    assert row["amount_max_30d"] == Decimal("29.00")
+    assert (row["distinct_merchants_30d"], row["distinct_categories_30d"]) == (3, 3)
+    assert row["distinct_countries_30d"] == 3
+    assert row["usual_country"] == "NL"
+    assert row["online_share_30d"] == pytest.approx(2 / 6)
+    assert row["last_txn_ts"] == ts("2026-02-05 23:59:59")
+    assert row["tenure_days"] == 35
+
+
+def test_later_transactions_do_not_leak_into_a_snapshot(scenario: dict) -> None:
+    """h-i (1000.00) at exactly cutoff_ts and a quarantined 5000.00 must both stay invisible."""
+    row = _snapshot_row(scenario["nightly"][FIRST_BUILD], "c_hand", date(2026, 2, 5))
+    assert row is not None
+    assert row["amount_max_30d"] == Decimal("29.00")
+    assert row["last_txn_ts"] < row["cutoff_ts"]
+    after = _snapshot_row(scenario["full"], "c_hand", date(2026, 2, 6))
+    assert (
+        after is not None
+        and after["txn_count_24h"] == 3
+        and after["amount_max_30d"] == Decimal("1000.00")
+    )
+    assert all(
+        r["transaction_id"] != "q-1"
+        for r in scenario["rerun"].tables["features.transaction_features"]
+    )
+
+
+def test_chargebacks_count_only_when_reported_before_the_cutoff(scenario: dict) -> None:
+    """h-f's chargeback is reported at 02-06 00:00, i.e. exactly at cutoff_ts of 02-05."""
+    totals = {
+        day: _snapshot_row(scenario["full"], "c_hand", day)["chargebacks_total"]
+        for day in (
+            date(2026, 1, 19),
+            date(2026, 1, 20),
+            date(2026, 2, 4),
+            date(2026, 2, 5),
+            date(2026, 2, 6),
+        )
+    }
+    assert totals == {
+        date(2026, 1, 19): 0,
+        date(2026, 1, 20): 1,
+        date(2026, 2, 4): 1,
+        date(2026, 2, 5): 2,
+        date(2026, 2, 6): 3,
+    }
+
+
+def test_usual_country_ties_are_deterministic(scenario: dict) -> None:
+    assert _snapshot_row(scenario["full"], "c_tie", date(2026, 2, 5))["usual_country"] == "DE"
+    assert _snapshot_row(scenario["full"], "c_alpha", date(2026, 2, 5))["usual_country"] == "BE"
+
+
+def test_ttl_keeps_inactive_customers_with_nulls_then_drops_them(scenario: dict) -> None:
+    kept = _snapshot_row(scenario["full"], "c_lapsed", date(2026, 2, 5))
+    assert kept is not None
+    assert (kept["txn_count_30d"], kept["amount_sum_30d"]) == (0, Decimal("0.00"))
+    assert kept["amount_mean_30d"] is None and kept["usual_country"] is None
+    assert kept["tenure_days"] == 34
+    assert _snapshot_row(scenario["full"], "c_lapsed", date(2026, 2, 6)) is None
+
+
+def test_snapshot_cutoff_follows_the_publication_lag(scenario: dict) -> None:
+    wh = scenario["full"]
+    at_cutoff, before_lag, at_lag = _txn_row(wh, "h-i"), _txn_row(wh, "h-j"), _txn_row(wh, "h-k")
+    assert before_lag["snapshot_cutoff"] == date(2026, 2, 4)
+    assert before_lag["txn_count_24h"] == 1 and before_lag["amount_sum_30d"] == Decimal("67.00")
+    assert at_lag["snapshot_cutoff"] == date(2026, 2, 5)
+    assert at_lag["txn_count_24h"] == 2 and at_lag["amount_sum_30d"] == Decimal("112.00")
+    assert at_cutoff["snapshot_cutoff"] == date(2026, 2, 4)
+    first_available = ts("2026-01-02 02:00:00")
+    for row in wh.tables["features.transaction_features"]:
+        assert (row["snapshot_cutoff"] is None) == (row["event_ts"] < first_available)
+
+
+def test_absent_customers_get_the_declared_defaults(scenario: dict) -> None:
+    spec = transform.online_spec()
+    wh = scenario["full"]
+    for transaction_id, cutoff in (
+        ("n-1", date(2026, 2, 5)),
+        ("l-2", date(2026, 2, 9)),
+        ("h-a", None),
+    ):
+        row = _txn_row(wh, transaction_id)
+        assert row["snapshot_cutoff"] == cutoff
+        assert {f.name: row[f.name] for f in spec.features} == {
+            f.name: f.default for f in spec.features
+        }
+    present = _txn_row(wh, "t-2")
+    assert present["snapshot_cutoff"] == date(2026, 2, 2)
+    assert present["txn_count_30d"] == 1 and present["usual_country"] == "FR"
+
+
+def test_training_set_keeps_matured_rows_with_labels_known_at_the_cutoff(scenario: dict) -> None:
+    early = scenario["nightly"][FIRST_BUILD].tables["marts.training_set"]
+    late = scenario["full"].tables["marts.training_set"]
+    early_horizon, late_horizon = ts("2026-01-19 00:00:00"), ts("2026-01-21 00:00:00")
+    assert early and all(r["event_ts"] < early_horizon for r in early)
+    assert {r["training_cutoff"] for r in early} == {FIRST_BUILD}
+    assert {r["training_cutoff"] for r in late} == {LAST_DAY}
+    features = scenario["full"].tables["features.transaction_features"]
+    assert {r["transaction_id"] for r in late} == {
+        r["transaction_id"] for r in features if r["event_ts"] < late_horizon
+    }
+    early_labels = {r["transaction_id"]: r["is_fraud"] for r in early}
+    late_labels = {r["transaction_id"]: r["is_fraud"] for r in late}
+    assert (early_labels["h-a"], early_labels["h-b"], early_labels["h-c"]) == (1, 0, 0)
+    assert (late_labels["h-a"], late_labels["h-b"], late_labels["h-c"]) == (1, 1, 0)
+    assert "h-d" not in late_labels
+
+
+def test_incremental_day_by_day_with_a_rerun_equals_full_refresh(scenario: dict) -> None:
+    nightly, full = scenario["rerun"], scenario["full"]
+
+    def rows(wh: Warehouse, table: str) -> list[tuple]:
+        return sorted(
+            tuple((k, v) for k, v in r.items() if k not in LINEAGE) for r in wh.tables[table]
+        )
+
+    for table in (
+        "features.customer_snapshot",
+        "features.transaction_features",
+        "marts.training_set",
+    ):
+        assert rows(nightly, table) == rows(full, table), table
+        assert nightly.columns[table] == full.columns[table]
+    cutoffs = {r["cutoff_date"] for r in full.tables["features.customer_snapshot"]}
+    assert min(cutoffs) == FIRST_DAY and max(cutoffs) == LAST_DAY and len(cutoffs) == 41
+    built = {
+        r["cutoff_date"]: r["dbt_invocation_id"]
+        for r in nightly.tables["features.customer_snapshot"]
+    }
+    assert len({built[date(2026, 2, d)] for d in (8, 9, 10)}) == 3, "one cutoff per incremental run"
+    assert len({built[date(2026, 1, 1) + timedelta(days=d)] for d in range(39)}) == 1
+    before = scenario["nightly"][LAST_DAY].tables["features.transaction_features"]
+    after = nightly.tables["features.transaction_features"]
+    assert len(after) == len(before) - 1, "the withdrawn transaction is gone after the re-run"
+    assert sum(r["amount"] == Decimal("999.99") for r in after) == 1
+    assert {r["revision"] for r in after if r["dt"] == LAST_DAY} == {"r2"}
+
+
+def test_columns_follow_the_online_spec(scenario: dict) -> None:
+    spec = transform.online_spec()
+    names = [f.name for f in spec.features]
+    cols = scenario["full"].columns
+    snapshot = cols["features.customer_snapshot"]
+    assert [c for c, _ in snapshot] == [
+        "customer_id",
+        "cutoff_date",
+        "cutoff_ts",
+        "available_at",
+        *names,
+        *LINEAGE,
+    ]
+    assert [t for _, t in snapshot[4 : 4 + len(names)]] == [f.type for f in spec.features]
+    lineage = ["transaction_id", "customer_id", "merchant_id", "merchant_category", "amount",
+               "currency", "country", "channel", "event_ts", "dt", "batch_id", "revision",
+               "snapshot_cutoff"]  # fmt: skip
+    assert [c for c, _ in cols["features.transaction_features"]] == [*lineage, *names]
+    assert [c for c, _ in cols["marts.training_set"]] == [
+        *lineage,
+        *names,
+        "is_fraud",
+        "training_cutoff",
+    ]
+    assert dict(cols["marts.training_set"])["is_fraud"] == "INTEGER"
+    assert spec.entity_key == "customer_id" and spec.ttl_days == 35
+
+
+def test_build_summarises_warnings_and_forwards_dbt_logs(scenario: dict) -> None:
+    summary = scenario["full"].summary
+    assert summary["warnings"] == [
+        "test relationships_stg_chargebacks_transaction_id__transaction_id__ref_stg_transactions_:"
+        " warn, 1 failing rows"
+    ]
+    assert summary["processing_day"] == "2026-02-10" and summary["full_refresh"] is True
+    assert summary["dbt_manifest_hash"] == transform.manifest_hash()
+    assert summary["nodes"] > 40
+    assert any(m.startswith("Running with dbt=") for m in scenario["dbt_log"])
+    assert any("Done. PASS=" in m and "WARN=1" in m for m in scenario["dbt_log"])
+
+
+def test_failed_build_names_the_failing_test_and_its_rows(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    dup = txn("dup-1", "c1", "2026-01-02 10:00:00", "1.00")
+    _load(settings, [txn("dup-1", "c1", "2026-01-01 10:00:00", "1.00"), dup], [])
+    with pytest.raises(transform.DbtBuildError) as caught:
+        transform.build(
+            "2026-01-02", settings=settings, select=["stg_transactions", "stg_chargebacks"]
+        )
+    message = str(caught.value)
+    assert "unique_stg_transactions_transaction_id: fail, 1 failing rows" in message
+    assert "dbt.log" in message
+    assert [f.name for f in caught.value.failures] == ["unique_stg_transactions_transaction_id"]
+    with connect(settings, read_only=True) as con:  # the build released the warehouse
+        assert con.execute("SELECT count(*) FROM staging.stg_transactions").fetchone() == (2,)
+
+
+def test_manifest_hash_tracks_the_dbt_code_only(tmp_path: Path) -> None:
+    import shutil
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(
+        Settings.from_env().dbt_project_dir,
+        project,
+        ignore=shutil.ignore_patterns("target", "logs"),
+    )
+    before = transform.manifest_hash(project)
+    assert before == transform.manifest_hash(project) and len(before) == 64
+    (project / "target").mkdir()
+    (project / "target" / "manifest.json").write_text("{}")
+    (project / "profiles.yml").write_text((project / "profiles.yml").read_text() + "\n# local\n")
+    assert transform.manifest_hash(project) == before
+    model = project / "models" / "marts" / "training_set.sql"
+    model.write_text(model.read_text() + "\n-- changed\n")
+    assert transform.manifest_hash(project) != before
+
+
+def test_online_spec_rejects_a_feature_without_default(tmp_path: Path) -> None:
+    path = tmp_path / "models" / "features" / "customer_snapshot.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "version: 2\nmodels:\n  - name: customer_snapshot\n    config:\n      meta:\n"
+        "        online:\n          entity_key: customer_id\n          ttl_days: 35\n"
+        "          features:\n            - {name: txn_count_24h, type: BIGINT}\n"
+    )
+    with pytest.raises(ValueError, match=r"features\[0\] needs name, type and default"):
+        transform.online_spec(tmp_path)
+
+
+def test_each_target_writes_its_own_warehouse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(tmp_path)
+    monkeypatch.delenv("DBT_DEV_DUCKDB_PATH", raising=False)
+    assert transform._warehouse(settings, "prod") == ("DUCKDB_PATH", settings.duckdb_path)
+    assert transform._warehouse(settings, "dev") == ("DBT_DEV_DUCKDB_PATH", tmp_path / "dev.duckdb")
+    monkeypatch.setenv("DBT_DEV_DUCKDB_PATH", str(tmp_path / "mine.duckdb"))
+    assert transform._warehouse(settings, "dev")[1] == tmp_path / "mine.duckdb"
+    with pytest.raises(ValueError, match="unknown dbt target 'staging'"):
+        transform.build("2026-01-02", settings=settings, target="staging")
