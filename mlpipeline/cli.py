@@ -87,6 +87,23 @@ def cmd_batches(args: argparse.Namespace) -> None:
             )
 
 
+def cmd_dev_db(args: argparse.Namespace) -> None:
+    from mlpipeline.dev_db import fill_dev_db
+
+    print(json.dumps(fill_dev_db(), indent=2))
+
+
+def cmd_airflow(args: argparse.Namespace) -> None:
+    from mlpipeline import local_airflow
+    from mlpipeline.localredis import resolve_url
+
+    settings = Settings.from_env()
+    env = local_airflow.airflow_env(settings, {"REDIS_URL": resolve_url(settings)})
+    if not (settings.data_dir / "airflow" / "airflow.db").exists():
+        local_airflow.init(env)
+    sys.exit(local_airflow.run(args.args, env, check=False))
+
+
 def cmd_online_get(args: argparse.Namespace) -> None:
     from mlpipeline.online import OnlineReader, redis_client
 
@@ -129,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     bs = bsub.add_parser("show")
     bs.add_argument("batch_id")
     p.set_defaults(func=cmd_batches)
+
+    p = sub.add_parser("dev-db", help="fill the analysts' dev warehouse from the current raw data")
+    p.set_defaults(func=cmd_dev_db)
+
+    p = sub.add_parser(
+        "airflow", help="run an airflow command on this checkout's local Airflow (e.g. standalone)"
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_airflow)
 
     p = sub.add_parser("online", help="read the online feature store")
     osub = p.add_subparsers(dest="action", required=True)

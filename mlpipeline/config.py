@@ -18,6 +18,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
+def candidates_path() -> Path:
+    """The model candidates file: conf/candidates.yaml unless MLPIPELINE_CANDIDATES names another
+    (a deployment may keep its own list of candidates and promotion rules)."""
+    return Path(os.environ.get("MLPIPELINE_CANDIDATES") or CONF_DIR / "candidates.yaml")
+
+
 @cache
 def pipeline_conf() -> dict[str, Any]:
     """Tunable thresholds and windows (conf/pipeline.yaml), shared by every stage."""

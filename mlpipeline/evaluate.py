@@ -33,7 +33,7 @@ from sklearn.metrics import (
 )
 
 from mlpipeline import model_registry
-from mlpipeline.config import CONF_DIR
+from mlpipeline.config import candidates_path
 from mlpipeline.meta import utcnow
 from mlpipeline.model_features import (
     FeatureColumns,
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONF_PATH = CONF_DIR / "candidates.yaml"
 THRESHOLD_RULES = ("target_fpr", "max_f1")
 METRICS = ("roc_auc", "pr_auc", "log_loss", "brier")
 RANKING_METRICS = ("roc_auc", "pr_auc")
@@ -93,7 +92,7 @@ class EvaluationRules:
 
     @classmethod
     def from_conf(cls, path: Path | None = None) -> EvaluationRules:
-        conf = yaml.safe_load(Path(path or CONF_PATH).read_text())
+        conf = yaml.safe_load(Path(path or candidates_path()).read_text())
         evaluation, promotion = conf.get("evaluation", {}), conf.get("promotion", {})
         return cls(
             recall_at_fpr=float(evaluation.get("recall_at_fpr", 0.01)),

@@ -14,7 +14,6 @@ digital goods / electronics / jewelry, and account takeovers whose activity burs
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from mlpipeline import landing
 from mlpipeline.days import day_range, parse_day
 from mlpipeline.objectstore import ObjectStore
 
@@ -696,8 +696,8 @@ def _land(
     The old `_SUCCESS` goes first so a reader never pairs it with new parts; parts of an earlier
     delivery that this one does not list are removed before the new `_SUCCESS` is written.
     """
-    folder = f"landing/{dataset}/dt={day.isoformat()}/"
-    store.delete(f"{folder}_SUCCESS")
+    folder = landing.day_prefix(dataset, day)
+    store.delete(landing.success_key(dataset, day))
     parts: list[tuple[str, int]] = []
     for table in tables:
         if not table.num_rows:
@@ -712,13 +712,10 @@ def _land(
     for key in store.list(folder):
         if key.rsplit("/", 1)[-1] not in listed:
             store.delete(key)
-    success = {
-        "dataset": dataset,
-        "dt": day.isoformat(),
-        "files": [{"name": name, "rows": rows} for name, rows in parts],
-    }
-    store.put_bytes(f"{folder}_SUCCESS", json.dumps(success, indent=2).encode() + b"\n")
-    return [folder + name for name, _ in parts] + [f"{folder}_SUCCESS"]
+    landing.write_success(
+        store, dataset, day, [landing.DeclaredFile(name, rows) for name, rows in parts]
+    )
+    return [folder + name for name, _ in parts] + [landing.success_key(dataset, day)]
 
 
 def _land_transactions(

@@ -6,6 +6,7 @@ laptop's; production sets the same `AIRFLOW__*` variables in docker-compose.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -70,3 +71,29 @@ def init(env: dict[str, str]) -> None:
 def dags_test(dag_id: str, day: date, env: dict[str, str]) -> int:
     """`airflow dags test` for the run of day D; returns the exit code (non-zero: run failed)."""
     return run(["dags", "test", dag_id, day.isoformat()], env, check=False)
+
+
+def _json(args: list[str], env: dict[str, str]) -> list[dict]:
+    out = subprocess.run(
+        [_airflow(), *args, "-o", "json"], env=env, capture_output=True, text=True, check=True
+    )
+    # The CLI may print warnings first; the JSON document is the last line.
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def task_states(dag_id: str, day: date, env: dict[str, str]) -> dict[str, str]:
+    """task id (with map index when mapped) → state, for the newest run of day D."""
+    runs = [
+        r
+        for r in _json(["dags", "list-runs", dag_id], env)
+        if r["logical_date"].startswith(day.isoformat())
+    ]
+    if not runs:
+        raise LookupError(f"no {dag_id} run for {day}")
+    run_id = max(runs, key=lambda r: r["run_after"])["run_id"]
+    states: dict[str, str] = {}
+    for ti in _json(["tasks", "states-for-dag-run", dag_id, run_id], env):
+        mapped = str(ti.get("map_index", "")) not in {"", "-1"}
+        key = f"{ti['task_id']}[{ti['map_index']}]" if mapped else ti["task_id"]
+        states[key] = ti["state"]
+    return states

@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from mlpipeline import model_features, model_registry
-from mlpipeline.config import CONF_DIR, PROJECT_ROOT, pipeline_conf
+from mlpipeline.config import PROJECT_ROOT, candidates_path, pipeline_conf
 from mlpipeline.days import parse_day
 from mlpipeline.evaluate import classification_metrics
 from mlpipeline.model_features import FeatureColumns, FeatureSpecLike, build_pipeline
@@ -40,7 +40,6 @@ from mlpipeline.split import Split
 
 log = logging.getLogger(__name__)
 
-CONF_PATH = CONF_DIR / "candidates.yaml"
 ESTIMATORS: dict[str, type[BaseEstimator]] = {
     "logistic_regression": LogisticRegression,
     "hist_gradient_boosting": HistGradientBoostingClassifier,
@@ -108,7 +107,7 @@ class CandidateResult:
 
 
 def _conf(path: Path | None) -> dict[str, Any]:
-    return yaml.safe_load(Path(path or CONF_PATH).read_text())
+    return yaml.safe_load(Path(path or candidates_path()).read_text())
 
 
 def load_candidates(path: Path | None = None) -> list[Candidate]:

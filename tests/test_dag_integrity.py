@@ -114,7 +114,12 @@ def test_nightly_stages_are_in_order(parsed):
 def test_final_tasks_run_whatever_happened_before(parsed):
     nightly = parsed["dags"]["fraud_nightly"]
     rules = nightly["trigger_rules"]
-    assert rules["score"] == "all_done_min_one_success"
+    assert rules["ready_to_score"] == "all_done"
+    assert rules["score"] == "all_success"
+    assert set(nightly["tasks"]["ready_to_score"]) == {
+        "training.evaluate_register",
+        "online.export_snapshot",
+    }
     assert rules["switch_online"] == "all_done"
     assert rules["watcher"] == "one_failed"
     assert "check_snapshot" in nightly["tasks"]["score"]

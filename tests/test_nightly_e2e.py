@@ -1,0 +1,234 @@
+"""End to end: `fraud_nightly` runs with `airflow dags test` on one shared multi-day history.
+
+Three nights on the same warehouse, object store, MLflow store and Redis:
+- cold start (five days of history): training is skipped, the day records "no model yet",
+  Redis still switches to the new snapshot;
+- a normal night: a champion is registered and every transaction of the day is scored;
+- a night whose training fails: scoring (with the existing champion) and the Redis switch
+  still happen, and the run ends failed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mlpipeline import local_airflow, model_registry, online
+from mlpipeline.catchup import catchup
+from mlpipeline.config import CONF_DIR, Settings
+from mlpipeline.export import latest_export
+from mlpipeline.generate import generate_range
+from mlpipeline.objectstore import from_settings
+from mlpipeline.score import read_scores
+from mlpipeline.warehouse import connect
+
+pytestmark = pytest.mark.e2e
+
+START = date(2026, 1, 1)
+COLD_DAY = START + timedelta(days=5)
+NIGHT = START + timedelta(days=44)
+FAILING_NIGHT = NIGHT + timedelta(days=1)
+CUSTOMERS = 600
+
+
+def _broken_candidates(path: Path) -> Path:
+    """The configured candidates, one of them with a hyperparameter scikit-learn refuses."""
+    conf = yaml.safe_load((CONF_DIR / "candidates.yaml").read_text())
+    conf["candidates"][-1]["params"]["learning_rate"] = -1.0
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[dict]:
+    data_dir = tmp_path_factory.mktemp("e2e")
+    redis_url = redis_server.rsplit("/", 1)[0] + "/7"
+    saved = {k: os.environ.get(k) for k in ("MLPIPELINE_DATA_DIR", "REDIS_URL")}
+    os.environ.update({"MLPIPELINE_DATA_DIR": str(data_dir), "REDIS_URL": redis_url})
+    for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
+        saved[var] = os.environ.pop(var, None)
+    try:
+        online.as_client(redis_url).flushdb()
+        settings = Settings.from_env()
+        generate_range(from_settings(settings), START, FAILING_NIGHT, customers=CUSTOMERS)
+        env = local_airflow.airflow_env(settings)
+        local_airflow.init(env)
+        runs = {}
+        catchup(START, COLD_DAY - timedelta(days=1))
+        runs["cold"] = local_airflow.dags_test("fraud_nightly", COLD_DAY, env)
+        catchup(COLD_DAY + timedelta(days=1), NIGHT - timedelta(days=1))
+        runs["night"] = local_airflow.dags_test("fraud_nightly", NIGHT, env)
+        champion_after_night = model_registry.resolve_champion(settings.mlflow_tracking_uri)
+        broken = _broken_candidates(data_dir / "broken_candidates.yaml")
+        runs["failing"] = local_airflow.dags_test(
+            "fraud_nightly", FAILING_NIGHT, {**env, "MLPIPELINE_CANDIDATES": str(broken)}
+        )
+        states = {
+            name: local_airflow.task_states("fraud_nightly", day, env)
+            for name, day in (("cold", COLD_DAY), ("night", NIGHT), ("failing", FAILING_NIGHT))
+        }
+        yield {
+            "settings": settings,
+            "redis_url": redis_url,
+            "exit": runs,
+            "states": states,
+            "champion_after_night": champion_after_night,
+        }
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _day_counts(settings: Settings, day: date) -> dict:
+    with connect(settings, read_only=True) as con:
+        transactions = con.execute(
+            "SELECT count(*) FROM features.transaction_features WHERE dt = ?", [day]
+        ).fetchall()[0][0]
+        row = con.execute(
+            "SELECT no_model_yet, rows_to_score, rows_scored, model_version, published "
+            "FROM meta.days WHERE day = ?",
+            [day],
+        ).fetchall()
+    keys = ["no_model_yet", "rows_to_score", "rows_scored", "model_version", "published"]
+    return {"transactions": transactions, **dict(zip(keys, row[0], strict=True))}
+
+
+def test_cold_start_skips_training_and_records_no_model_yet(nights):
+    states = nights["states"]["cold"]
+    assert nights["exit"]["cold"] == 0
+    assert states["training.check_training_set"] == "skipped"
+    assert states["score"] == "success" and states["switch_online"] == "success"
+    counts = _day_counts(nights["settings"], COLD_DAY)
+    assert counts["no_model_yet"] is True and counts["rows_scored"] is None
+    assert counts["rows_to_score"] == counts["transactions"] > 0
+
+
+def test_raw_rows_carry_batch_id_and_revision(nights):
+    with connect(nights["settings"], read_only=True) as con:
+        rows = con.execute(
+            "SELECT r.batch_id, r.revision, count(*), any_value(b.status) "
+            "FROM raw.transactions r JOIN meta.batches b USING (batch_id, revision) "
+            "WHERE r.dt = ? GROUP BY ALL",
+            [NIGHT],
+        ).fetchall()
+        events = con.execute(
+            "SELECT list(status ORDER BY recorded_at) FROM meta.batch_events WHERE batch_id = ?",
+            [f"transactions-{NIGHT}"],
+        ).fetchall()[0][0]
+    assert len(rows) == 1
+    batch_id, revision, count, status = rows[0]
+    assert batch_id == f"transactions-{NIGHT}" and len(revision) == 12
+    assert count > 0 and status == "current"
+    assert events == ["ingested", "validated", "current"]
+
+
+def test_snapshot_holds_every_active_customer_as_of_the_cutoff(nights):
+    with connect(nights["settings"], read_only=True) as con:
+        snapshot = con.execute(
+            "SELECT count(*), count(DISTINCT customer_id), max(last_txn_ts) "
+            "FROM features.customer_snapshot WHERE cutoff_date = ?",
+            [NIGHT],
+        ).fetchall()[0]
+        active = con.execute(
+            "SELECT count(DISTINCT customer_id) FROM raw.transactions_current "
+            "WHERE event_ts >= ? AND event_ts < ?",
+            [
+                datetime.combine(NIGHT - timedelta(days=34), datetime.min.time()),
+                datetime.combine(NIGHT + timedelta(days=1), datetime.min.time()),
+            ],
+        ).fetchall()[0][0]
+    rows, distinct, newest = snapshot
+    assert rows == distinct == active > 0
+    assert newest < datetime.combine(NIGHT + timedelta(days=1), datetime.min.time())
+
+
+def test_champion_is_registered_with_a_useful_validation_auc(nights):
+    settings = nights["settings"]
+    champion = nights["champion_after_night"]
+    assert nights["exit"]["night"] == 0
+    assert champion is not None and champion.name == "fraud_detector"
+    run = model_registry.client(settings.mlflow_tracking_uri).get_run(champion.run_id)
+    assert run.data.metrics["val_roc_auc"] >= 0.75
+    assert champion.training_cutoff == NIGHT
+    assert 0.0 < champion.decision_threshold < 1.0
+
+
+def test_every_transaction_of_the_night_is_scored_once(nights):
+    settings = nights["settings"]
+    counts = _day_counts(settings, NIGHT)
+    assert counts["no_model_yet"] is False and counts["published"] is True
+    assert counts["rows_scored"] == counts["rows_to_score"] == counts["transactions"] > 0
+    scores = read_scores(settings, NIGHT)
+    with connect(settings, read_only=True) as con:
+        ids = {
+            r[0]
+            for r in con.execute(
+                "SELECT transaction_id FROM features.transaction_features WHERE dt = ?", [NIGHT]
+            ).fetchall()
+        }
+    assert len(scores) == len(ids) and set(scores["transaction_id"]) == ids
+    assert scores["model_version"].nunique() == 1
+    assert scores["model_version"].iloc[0] == nights["champion_after_night"].version
+    assert scores["score"].between(0, 1).all()
+
+
+def _exported_rows(settings: Settings, day: date) -> tuple[dict, pd.DataFrame]:
+    store = from_settings(settings)
+    manifest = latest_export(store, day)
+    frames = [
+        pq.read_table(io.BytesIO(store.get_bytes(manifest["prefix"] + f["name"]))).to_pandas()
+        for f in manifest["files"]
+    ]
+    return manifest, pd.concat(frames, ignore_index=True)
+
+
+def _same(a, b) -> bool:
+    if a is None or (isinstance(a, float) and pd.isna(a)) or a is pd.NaT:
+        return b is None
+    if isinstance(a, pd.Timestamp | datetime):
+        return pd.Timestamp(a) == pd.Timestamp(b)
+    return a == b
+
+
+def test_redis_serves_one_vector_per_entity_equal_to_the_export(nights):
+    settings = nights["settings"]
+    manifest, exported = _exported_rows(settings, FAILING_NIGHT)
+    current = online.current_snapshot(nights["redis_url"])
+    assert current["export_id"] == manifest["export_id"] and current["cutoff"] == str(FAILING_NIGHT)
+    assert current["entities"] == len(exported) == manifest["row_count"]
+    reader = online.OnlineReader(nights["redis_url"])
+    vectors = reader.get_many(exported[manifest["entity_key"]].tolist())
+    columns = [c["name"] for c in manifest["columns"]]
+    mismatches = [
+        (entity, column)
+        for entity, vector, (_, row) in zip(
+            exported[manifest["entity_key"]], vectors, exported.iterrows(), strict=True
+        )
+        for column in columns
+        if not _same(row[column], vector[column])
+    ]
+    assert mismatches == []
+    assert reader.get("no-such-customer") == manifest["defaults"]
+
+
+def test_failed_training_still_scores_and_switches_but_fails_the_run(nights):
+    states = nights["states"]["failing"]
+    assert nights["exit"]["failing"] != 0
+    assert "failed" in {s for t, s in states.items() if t.startswith("training.train")}
+    assert states["score"] == "success"
+    assert states["switch_online"] == "success"
+    assert states["watcher"] == "failed"
+    counts = _day_counts(nights["settings"], FAILING_NIGHT)
+    assert counts["rows_scored"] == counts["transactions"] > 0
+    assert counts["model_version"] == nights["champion_after_night"].version
