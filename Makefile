@@ -11,7 +11,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # lives in mlpipeline/local_airflow.py, shared by the demo and the tests.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install system-deps demo test lint clean
+.PHONY: install system-deps demo test bench lint clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Every benchmark, each against a baseline measured in the same run: benchmarks/results.json.
+bench: install
+	$(PY) -m benchmarks.harness
 
 lint: install
 	$(VENV)/bin/ruff check .

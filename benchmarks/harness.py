@@ -1,0 +1,90 @@
+"""Shared shape of a benchmark result and the runner behind `make bench`.
+
+Each `benchmarks/bench_*.py` exposes `run(workdir: Path) -> list[Result]`; the runner calls
+them all and writes `benchmarks/results.json`, the source of the README's figures. Ratios are
+always against a baseline measured in the same run on the same machine, never a stored number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.json"
+
+
+@dataclass(frozen=True)
+class Result:
+    """`ratio` = value / baseline; `met` compares it with `target` in the stated direction."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: float
+    ratio: float
+    target: float
+    met: bool
+
+    @classmethod
+    def at_least(cls, name: str, value: float, unit: str, baseline: float, target: float) -> Result:
+        ratio = value / baseline
+        return cls(
+            name,
+            round(value, 4),
+            unit,
+            round(baseline, 4),
+            round(ratio, 4),
+            target,
+            ratio >= target,
+        )
+
+    @classmethod
+    def at_most(cls, name: str, value: float, unit: str, baseline: float, target: float) -> Result:
+        ratio = value / baseline
+        return cls(
+            name,
+            round(value, 4),
+            unit,
+            round(baseline, 4),
+            round(ratio, 4),
+            target,
+            ratio <= target,
+        )
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:  # noqa: ANN001
+    started = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - started, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="run the benchmarks, write results.json")
+    parser.add_argument("only", nargs="*", help="benchmark module names (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    names = args.only or sorted(p.stem for p in HERE.glob("bench_*.py"))
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    results: list[dict] = [r for r in previous if r["name"].split(":")[0] not in names]
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+            for result in module.run(Path(tmp)):
+                row = {**asdict(result), "name": f"{name}:{result.name}"}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
