@@ -4,16 +4,19 @@
 Runs for processing day **D** (UTC) once D has ended; a manual run or `airflow dags test` runs for
 the day of its logical date, or for the `day` param when given.
 
-1. **ingest** — each dataset's landed files become a revision aside, are checked with Great
-   Expectations, and only then promoted to current.
-2. **features** — `dbt build` of the feature project (snapshots, point-in-time join, marts).
+1. **ingest** — wait for each dataset's `_SUCCESS`; its landed files become a revision aside, are
+   checked with Great Expectations, and only then promoted to current.
+2. **dbt_build** — the dbt feature project, one task per model, per model's tests and per
+   source's freshness (Cosmos): snapshots, point-in-time join, marts. A failing test stops the
+   run; its log names the test and its first failing rows.
 3. **check_snapshot** — GX gate on cutoff D's snapshot; it gates everything after it.
 4. **online** — export the snapshot to the object store, push it to Redis as a staged snapshot,
    verify it.
 5. **training** — GX gate on the training set, split, train candidates in parallel, evaluate and
-   register `fraud_detector` (skipped at cold start).
+   register `fraud_detector` (skipped at cold start, and on backfills unless `train` is true).
 6. **score** — score D's transactions with the champion (also when training is skipped or fails).
-7. **switch_online** — the final task: make the verified snapshot current in Redis.
+7. **switch_online** — the final task: make the verified snapshot current in Redis (with the
+   `push_online` param false, push, verify and switch are skipped and only the export is written).
 
 `ready_to_score` joins the training branch and the export whatever their outcome, so a failed
 training never leaves the day unscored; `watcher` fails the run when any task failed, since the
@@ -28,6 +31,14 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.task.trigger_rule import TriggerRule
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import (
+    ExecutionMode,
+    InvocationMode,
+    LoadMode,
+    SourceRenderingBehavior,
+    TestBehavior,
+)
 from processing_day import ProcessingDayTimetable, processing_day
 from stage_runner import run_id_of, run_stage
 
@@ -56,7 +67,19 @@ default_args = {"owner": "data-platform"}
             format="date",
             description="Processing day D (YYYY-MM-DD); empty: the run's logical date.",
         ),
-        "train": Param(True, type="boolean", description="Train and evaluate candidates."),
+        "train": Param(
+            None,
+            type=["null", "boolean"],
+            description=(
+                "Train and evaluate candidates. Empty: yes for scheduled and manual runs, no for "
+                "backfills; true or false forces it."
+            ),
+        ),
+        "push_online": Param(
+            True,
+            type="boolean",
+            description="Push the snapshot to Redis and switch it in (false: export only).",
+        ),
     },
 )
 def fraud_nightly() -> None:
@@ -68,6 +91,12 @@ def fraud_nightly() -> None:
 
     @task_group(group_id="ingest")
     def ingest(dataset: str) -> None:
+        # Waits for the producer's _SUCCESS without holding a worker slot between pokes; the
+        # log of each poke names the missing object, the timeout fails the run.
+        @task.sensor(task_id=f"wait_for_{dataset}", mode="reschedule", **nightly.landing_wait())
+        def wait_for_landing(day: str) -> bool:
+            return nightly.landing_ready(dataset, day)
+
         @task(task_id=f"prepare_{dataset}")
         def prepare(day: str) -> dict:
             return nightly.prepare(dataset, day)
@@ -85,19 +114,54 @@ def fraud_nightly() -> None:
             return nightly.promote(prepared, run_id_of(get_current_context()))
 
         prepared = prepare(day)
+        wait_for_landing(day) >> prepared
         load(prepared) >> check_raw(prepared) >> promote(prepared)
 
     ingest_groups = [ingest.override(group_id=f"ingest_{ds}")(ds) for ds in nightly.DATASETS]
 
-    @task(pool=WAREHOUSE)
-    def dbt_build(day: str) -> dict:
-        return nightly.build_features(day)
+    # The dbt models, their tests and the sources' freshness as tasks, rendered by Cosmos from the
+    # manifest setup parsed ahead (no dbt at parse time). Each runs dbt in-process for D's vars
+    # against the prod target; the callback releases the warehouse and logs failing test rows.
+    dbt = nightly.dbt_tasks()
+    features = DbtTaskGroup(
+        group_id="dbt_build",
+        project_config=ProjectConfig(
+            dbt_project_path=dbt["project_dir"],
+            manifest_path=dbt["manifest"],
+            project_name="fraud_features",
+            install_dbt_deps=False,
+        ),
+        profile_config=ProfileConfig(
+            profile_name="fraud_features",
+            target_name="prod",
+            profiles_yml_filepath=dbt["profiles_yml"],
+        ),
+        execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.DBT_RUNNER
+        ),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            test_behavior=TestBehavior.AFTER_EACH,
+            source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
+            should_detach_multiple_parents_tests=True,
+            emit_datasets=False,
+            enable_owner_inheritance=False,
+        ),
+        operator_args={
+            "pool": WAREHOUSE,
+            "vars": {"processing_day": "{{ ti.xcom_pull(task_ids='resolve_day') }}"},
+            # Trigger with conf {"full_refresh": true} after a feature was added or retyped.
+            "full_refresh": "{{ dag_run.conf.get('full_refresh', false) }}",
+            "env": dbt["env"],
+            "append_env": True,
+            "callback": "mlpipeline.transform.after_dbt_node",
+        },
+    )
 
     @task(pool=WAREHOUSE)
     def check_snapshot(day: str) -> dict:
         return nightly.check_snapshot(day, run_id_of(get_current_context()))
 
-    features = dbt_build(day)
     snapshot_ok = check_snapshot(day)
     ingest_groups >> features >> snapshot_ok
 
@@ -109,7 +173,8 @@ def fraud_nightly() -> None:
 
         @task
         def push_staged(manifest: dict) -> dict:
-            return nightly.push_staged(manifest)
+            enabled = bool(get_current_context()["params"]["push_online"])
+            return run_stage(nightly.push_staged, manifest, enabled=enabled)
 
         @task
         def verify_staged(manifest: dict) -> dict:
@@ -129,7 +194,8 @@ def fraud_nightly() -> None:
                 nightly.check_training_set,
                 day,
                 run_id_of(context),
-                enabled=bool(context["params"]["train"]),
+                train=context["params"]["train"],
+                run_type=context["dag_run"].run_type,
             )
 
         @task
@@ -140,7 +206,8 @@ def fraud_nightly() -> None:
         def candidates(split_info: dict) -> list[dict]:
             return nightly.candidates(split_info)
 
-        @task(max_active_tis_per_dagrun=2)
+        # Each task takes cores // parallel_tasks for its threads (mlpipeline.train).
+        @task(max_active_tis_per_dagrun=nightly.training_parallelism())
         def train(job: dict) -> dict:
             return nightly.train(job)
 
@@ -183,6 +250,12 @@ def fraud_nightly() -> None:
 
 
 fraud_nightly_dag = fraud_nightly()
+# Chargebacks are checked against the transactions the warehouse holds: load them after the day's
+# transactions.
+(
+    fraud_nightly_dag.get_task("ingest_transactions.load_transactions")
+    >> fraud_nightly_dag.get_task("ingest_chargebacks.load_chargebacks")
+)
 for _task in fraud_nightly_dag.tasks:
     if _task.task_id != "watcher":
         _task >> fraud_nightly_dag.get_task("watcher")

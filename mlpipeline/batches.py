@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from mlpipeline.meta import ensure_meta, utcnow
+from mlpipeline.meta import ensure_meta, update_day, utcnow
 
 if TYPE_CHECKING:
     from mlpipeline.ingest import PreparedRevision
@@ -134,3 +134,118 @@ def current_revisions(con: duckdb.DuckDBPyConnection, up_to: date) -> dict[str, 
         [up_to],
     ).fetchall()
     return dict(rows)
+
+
+def missing_batches(
+    con: duckdb.DuckDBPyConnection, day: date, window_days: int, datasets: tuple[str, ...]
+) -> list[str]:
+    """Batch ids in the history window ending at `day` that have no current revision.
+
+    The window starts at the later of `day - window_days + 1` and the first day any batch was
+    registered, so a warehouse's first days are not flagged for history that never existed.
+    A quarantined (or discarded, or not yet ingested) batch in the window is missing."""
+    ensure_meta(con)
+    first = con.execute("SELECT min(dt) FROM meta.batches").fetchone()[0]
+    if first is None:
+        return [f"{dataset}-{day.isoformat()}" for dataset in datasets]
+    start = max(first, day - timedelta(days=window_days - 1))
+    current = {
+        (dataset, dt)
+        for dataset, dt in con.execute(
+            "SELECT DISTINCT dataset, dt FROM meta.batches "
+            "WHERE status = 'current' AND dt BETWEEN ? AND ?",
+            [start, day],
+        ).fetchall()
+    }
+    missing = []
+    for offset in range((day - start).days + 1):
+        dt = start + timedelta(days=offset)
+        missing += [f"{ds}-{dt.isoformat()}" for ds in datasets if (ds, dt) not in current]
+    return missing
+
+
+def _pick(
+    con: duckdb.DuckDBPyConnection, batch_id: str, revision: str | None, statuses: set[str]
+) -> dict[str, Any]:
+    """The named revision, or the batch's newest one in one of `statuses`."""
+    if revision is not None:
+        row = get(con, batch_id, revision)
+        if row is None:
+            raise LookupError(
+                f"batch {batch_id} has no revision {revision}; see `mlpipeline batches show "
+                f"{batch_id}`"
+            )
+    else:
+        ensure_meta(con)
+        found = con.execute(
+            "SELECT revision FROM meta.batches WHERE batch_id = ? AND status IN "
+            f"({', '.join('?' * len(statuses))}) ORDER BY created_at DESC LIMIT 1",
+            [batch_id, *sorted(statuses)],
+        ).fetchone()
+        if found is None:
+            raise LookupError(
+                f"batch {batch_id} has no revision in status {sorted(statuses)}; see "
+                f"`mlpipeline batches show {batch_id}`"
+            )
+        row = get(con, batch_id, found[0])
+    assert row is not None
+    if row["status"] not in statuses:
+        raise ValueError(
+            f"batch {batch_id} revision {row['revision']} is '{row['status']}'; only a revision "
+            f"in {sorted(statuses)} can be changed this way"
+        )
+    return row
+
+
+def was_released(con: duckdb.DuckDBPyConnection, batch_id: str, revision: str) -> bool:
+    """True when an operator released this revision from quarantine (its checks are waived)."""
+    ensure_meta(con)
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM meta.batch_events "
+            "WHERE batch_id = ? AND revision = ? AND status = 'released'",
+            [batch_id, revision],
+        ).fetchone()[0]
+    )
+
+
+def release(
+    con: duckdb.DuckDBPyConnection, batch_id: str, revision: str | None, *, run_id: str | None
+) -> dict[str, Any]:
+    """Release a quarantined revision: it becomes current (released → current) and the days it
+    affects (its own and every later processed day) are marked stale for a re-run in order.
+
+    Only a revision whose rows were loaded (quarantined by the raw check) can be released; one
+    rejected as a whole at the file level has no rows: fix the landed files instead."""
+    row = _pick(con, batch_id, revision, {"quarantined"})
+    if row["object_prefix"] is None:
+        raise ValueError(
+            f"batch {batch_id} revision {row['revision']} was rejected as a whole and has no rows "
+            f"to release ({row['error']}). Fix the landed files and re-run the day: the new "
+            "content becomes a new revision."
+        )
+    set_status(con, batch_id, row["revision"], "released", run_id=run_id, detail="by operator")
+    promote(con, batch_id, row["revision"], run_id=run_id)
+    days = mark_stale(con, row["dt"])
+    return {"batch_id": batch_id, "revision": row["revision"], "stale_days": days}
+
+
+def discard(
+    con: duckdb.DuckDBPyConnection, batch_id: str, revision: str | None, *, run_id: str | None
+) -> dict[str, Any]:
+    """Mark a revision that never became current as discarded: it will never be promoted."""
+    row = _pick(con, batch_id, revision, {"quarantined", "ingested", "validated"})
+    set_status(con, batch_id, row["revision"], "discarded", run_id=run_id, detail="by operator")
+    return {"batch_id": batch_id, "revision": row["revision"], "status": "discarded"}
+
+
+def mark_stale(con: duckdb.DuckDBPyConnection, since: date) -> list[date]:
+    """Mark `since` and every later processed day stale in `meta.days`; returns them in order."""
+    ensure_meta(con)
+    later = [
+        d for (d,) in con.execute("SELECT day FROM meta.days WHERE day > ?", [since]).fetchall()
+    ]
+    days = sorted({since, *later})
+    for day in days:
+        update_day(con, day, stale=True)
+    return days

@@ -51,6 +51,22 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(json.dumps(summarize(parse_day(args.day), Settings.from_env()), indent=2, default=str))
 
 
+def cmd_batches_change(args: argparse.Namespace) -> None:
+    """release / discard a revision; a release then re-runs the days it affects, in order."""
+    from mlpipeline import backfill, batches
+    from mlpipeline.warehouse import connect
+
+    change = batches.release if args.action == "release" else batches.discard
+    with connect() as con:
+        try:
+            result = change(con, args.batch_id, args.revision, run_id=f"cli:{args.action}")
+        except (LookupError, ValueError) as exc:
+            sys.exit(f"mlpipeline batches {args.action}: {exc}")
+    print(json.dumps(result, indent=2, default=str))
+    if args.action == "release":
+        print("\n".join(backfill.start_rerun(result["stale_days"])))
+
+
 def cmd_batches(args: argparse.Namespace) -> None:
     from mlpipeline.warehouse import connect
 
@@ -87,6 +103,12 @@ def cmd_batches(args: argparse.Namespace) -> None:
             )
 
 
+def cmd_dbt_manifest(args: argparse.Namespace) -> None:
+    from mlpipeline import transform
+
+    print(transform.ensure_manifest())
+
+
 def cmd_dev_db(args: argparse.Namespace) -> None:
     from mlpipeline.dev_db import fill_dev_db
 
@@ -109,6 +131,70 @@ def cmd_online_get(args: argparse.Namespace) -> None:
 
     reader = OnlineReader(redis_client(Settings.from_env()))
     print(json.dumps(reader.get(args.entity), indent=2, default=str))
+
+
+def cmd_online_rollback(args: argparse.Namespace) -> None:
+    from mlpipeline import online
+    from mlpipeline.objectstore import from_settings
+
+    settings = Settings.from_env()
+    try:
+        result = online.rollback(
+            online.redis_client(settings),
+            from_settings(settings),
+            reason=args.reason,
+            verify=not args.skip_verify,
+        )
+    except online.OnlineStoreError as exc:
+        sys.exit(f"online rollback not done: {exc}")
+    print(json.dumps(result, indent=2, default=str))
+
+
+def cmd_online_release(args: argparse.Namespace) -> None:
+    from mlpipeline import online
+    from mlpipeline.objectstore import from_settings
+
+    settings = Settings.from_env()
+    result = online.release(
+        online.redis_client(settings),
+        from_settings(settings),
+        switch_pending=args.switch_pending,
+        reason=args.reason,
+    )
+    print(json.dumps(result, indent=2, default=str))
+
+
+def cmd_online_status(args: argparse.Namespace) -> None:
+    from mlpipeline import online
+
+    print(json.dumps(online.status(online.redis_client(Settings.from_env())), indent=2))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from mlpipeline.serve import serve
+
+    serve(args.host, args.port, model_refresh_seconds=args.model_refresh_seconds)
+
+
+def cmd_model_rollback(args: argparse.Namespace) -> None:
+    """Restore the previous champion and pin it: the nightly stops promoting until release."""
+    from mlpipeline import model_registry
+
+    try:
+        result = model_registry.rollback_champion(
+            Settings.from_env().mlflow_tracking_uri, reason=args.reason, by=args.by
+        )
+    except model_registry.RollbackError as exc:
+        sys.exit(f"mlpipeline model rollback: {exc}")
+    print(json.dumps(result, indent=2))
+
+
+def cmd_model_release(args: argparse.Namespace) -> None:
+    """Remove the rollback pin; the champion stays until a nightly promotes a better model."""
+    from mlpipeline import model_registry
+
+    result = model_registry.release_pin(Settings.from_env().mlflow_tracking_uri, by=args.by)
+    print(json.dumps(result, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,9 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
     bs = bsub.add_parser("show")
     bs.add_argument("batch_id")
     p.set_defaults(func=cmd_batches)
+    for action, text in (
+        ("release", "make a quarantined revision current and re-run the days it affects"),
+        ("discard", "mark a revision that never became current as discarded"),
+    ):
+        bc = bsub.add_parser(action, help=text)
+        bc.add_argument("batch_id")
+        bc.add_argument("--revision", help="default: the batch's newest quarantined revision")
+        bc.set_defaults(func=cmd_batches_change)
 
     p = sub.add_parser("dev-db", help="fill the analysts' dev warehouse from the current raw data")
     p.set_defaults(func=cmd_dev_db)
+
+    p = sub.add_parser(
+        "dbt-manifest",
+        help="parse dbt_project/ into the manifest the nightly's dbt tasks are rendered from",
+    )
+    p.set_defaults(func=cmd_dbt_manifest)
 
     p = sub.add_parser(
         "airflow", help="run an airflow command on this checkout's local Airflow (e.g. standalone)"
@@ -156,11 +256,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_airflow)
 
-    p = sub.add_parser("online", help="read the online feature store")
+    p = sub.add_parser("online", help="read and operate the online feature store")
     osub = p.add_subparsers(dest="action", required=True)
     og = osub.add_parser("get", help="print one entity's current feature vector as JSON")
     og.add_argument("entity")
     og.set_defaults(func=cmd_online_get)
+    orb = osub.add_parser(
+        "rollback",
+        help="make the previous snapshot current and pin it (nightly switches are skipped) "
+        "until `online release`",
+    )
+    orb.add_argument("--reason", default="", help="why, recorded with the rollback")
+    orb.add_argument(
+        "--skip-verify",
+        action="store_true",
+        help="do not re-check the previous snapshot's keys in Redis first (faster, riskier)",
+    )
+    orb.set_defaults(func=cmd_online_rollback)
+    orl = osub.add_parser("release", help="remove the rollback pin; switches move forward again")
+    orl.add_argument("--reason", default="", help="why, recorded with the release")
+    orl.add_argument(
+        "--switch-pending",
+        action="store_true",
+        help="also switch in the newest verified snapshot a nightly kept aside while pinned",
+    )
+    orl.set_defaults(func=cmd_online_release)
+    ost = osub.add_parser("status", help="current and previous snapshots, pin, recent switches")
+    ost.set_defaults(func=cmd_online_status)
+
+    p = sub.add_parser("serve", help="online scoring: POST /score with one transaction as JSON")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--model-refresh-seconds",
+        type=float,
+        default=60.0,
+        help="how often the champion alias is re-resolved (a promotion or rollback is picked up)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("model", help="roll the champion model back, release the rollback pin")
+    msub = p.add_subparsers(dest="action", required=True)
+    mr = msub.add_parser(
+        "rollback", help="restore the previous champion and pin it until `model release`"
+    )
+    mr.add_argument("--reason", required=True, help="why (kept on the model versions)")
+    mr.add_argument("--by", help="who (default: the current user)")
+    mr.set_defaults(func=cmd_model_rollback)
+    ml = msub.add_parser("release", help="let the nightly promote again (the champion stays)")
+    ml.add_argument("--by", help="who (default: the current user)")
+    ml.set_defaults(func=cmd_model_release)
     return parser
 
 

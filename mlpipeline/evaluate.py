@@ -5,8 +5,10 @@ in-memory copy) on the split's validation and test rows. The decision threshold 
 validation by a configured rule and stored on the model version. The best candidate by a
 validation metric replaces the champion only when it beats it on the same test rows by a
 margin, meets absolute floors and beats trivial baselines; a model trained on an older cutoff
-never replaces a champion trained on a newer one. Every decision and its reason are recorded as
-tags on the run and the model version.
+never replaces a champion trained on a newer one, and a version once rolled back is never
+promoted again automatically. While a rollback pins the champion (`mlpipeline model rollback`)
+evaluation still runs and records what it would have decided, but nothing is promoted. Every
+decision and its reason are recorded as tags on the run and the model version, and in the log.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from sklearn.metrics import (
 
 from mlpipeline import model_registry
 from mlpipeline.config import candidates_path
-from mlpipeline.meta import utcnow
 from mlpipeline.model_features import (
     FeatureColumns,
     FeatureSpecLike,
@@ -222,7 +223,7 @@ class CandidateEvaluation:
 
 @dataclass
 class PromotionOutcome:
-    decision: str  # promoted | kept_champion | rejected | already_champion
+    decision: str  # promoted | kept_champion | rejected | already_champion | pinned
     reason: str
     best: str
     best_version: str
@@ -398,10 +399,20 @@ def decide(
     split: Split,
     base: dict[str, Any],
     rules: EvaluationRules,
+    *,
+    rolled_back: str | None = None,
 ) -> tuple[str, str]:
-    """Whether the best candidate becomes champion: (decision, reason)."""
+    """Whether the best candidate becomes champion: (decision, reason).
+
+    `rolled_back` describes an earlier rollback of the best candidate's version, if any.
+    """
     if champion is not None and champion.version == best.version:
         return "already_champion", f"version {best.version} is already the champion"
+    if rolled_back:
+        return "rejected", (
+            f"version {best.version} was rolled back ({rolled_back}); a rolled-back version is "
+            "never promoted again automatically"
+        )
     if champion is not None and best.training_cutoff < champion.training_cutoff:
         return "kept_champion", (
             f"trained on cutoff {best.training_cutoff}, older than the champion's "
@@ -461,16 +472,21 @@ def evaluate_and_promote(
     ranked = sorted(evaluations, key=lambda e: e.validation[rules.selection_metric], reverse=True)
     best = ranked[0]
     champion = model_registry.resolve_champion(tracking_uri)
-    decision, reason = decide(best, champion, split, base, rules)
-    log.info("promotion of %s v%s: %s (%s)", best.name, best.version, decision, reason)
-
     client = model_registry.client(tracking_uri)
     name = model_registry.MODEL_NAME
+    decision, reason = decide(
+        best, champion, split, base, rules, rolled_back=_rollback_record(client, best.version)
+    )
+    decision, reason = _unless_pinned(tracking_uri, decision, reason)
     champion_version = champion.version if champion else None
     if decision == "promoted":
-        client.set_registered_model_alias(name, model_registry.CHAMPION_ALIAS, best.version)
-        client.set_model_version_tag(name, best.version, "promoted_at", utcnow().isoformat())
-        champion_version = best.version
+        if model_registry.promote(tracking_uri, best.version):
+            champion_version = best.version
+        else:
+            # A rollback pinned the champion while this evaluation ran.
+            decision, reason = _unless_pinned(tracking_uri, decision, reason)
+    log_level = logging.INFO if decision in {"promoted", "already_champion"} else logging.WARNING
+    log.log(log_level, "promotion of %s v%s: %s (%s)", best.name, best.version, decision, reason)
     challenger = next((e for e in ranked if e.version != champion_version), None)
     if challenger is not None:
         client.set_registered_model_alias(name, model_registry.CHALLENGER_ALIAS, challenger.version)
@@ -513,6 +529,25 @@ def evaluate_and_promote(
         baselines=base,
         evaluations=evaluations,
     )
+
+
+def _rollback_record(client: Any, version: str) -> str | None:
+    """How and why a version was rolled back, from its tags; None if it never was."""
+    tags = client.get_model_version(model_registry.MODEL_NAME, version).tags
+    if "rolled_back_at" not in tags:
+        return None
+    return (
+        f"at {tags['rolled_back_at']} by {tags.get('rolled_back_by', 'unknown')}: "
+        f"{tags.get('rolled_back_reason', 'no reason given')}"
+    )
+
+
+def _unless_pinned(tracking_uri: str, decision: str, reason: str) -> tuple[str, str]:
+    """While a rollback pins the champion nothing is promoted: say so, and what the rules said."""
+    pin = model_registry.champion_pin(tracking_uri)
+    if pin is None or decision in {"already_champion", "pinned"}:
+        return decision, reason
+    return "pinned", f"{pin.describe()}. Without the pin: {decision}: {reason}"
 
 
 def _metric_entities(metrics: dict[str, float]) -> list[Any]:

@@ -6,14 +6,18 @@ the wire format of a feature vector is decided here, once:
 - Parquet files hold the entity key then the online features, sorted by entity key, with Arrow
   types int64 (integer SQL types), double (DECIMAL, DOUBLE, FLOAT: the models consume floats),
   string, bool, date32 and timestamp[us] (naive UTC, like the warehouse).
-- In Redis each entity's vector is one compact JSON array in manifest column order: integers as
-  JSON integers, DECIMAL/DOUBLE as JSON numbers in the shortest text that reads back to the same
-  double, strings as JSON strings, booleans as true/false, DATE as "YYYY-MM-DD", TIMESTAMP as
-  "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC), NULL as null. NaN and infinities are refused.
+- In Redis each entity's vector is one MessagePack array in manifest column order (format 2):
+  integers as MessagePack integers, DECIMAL/DOUBLE as float 64 (exactly the double), strings as
+  str, booleans as true/false, DATE as the str "YYYY-MM-DD", TIMESTAMP as the str
+  "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC), NULL as nil. NaN and infinities are refused. MessagePack
+  rather than JSON: as compact, readable in every language, and it decodes about eight times
+  faster (floats are not parsed from text), which keeps a 100-entity read near a raw MGET.
 - Readers decode per manifest column kind: int, float, str, bool, `date`, naive-UTC `datetime`
   (the same types the warehouse hands to pandas), None for NULL.
-- The checksum is the sum modulo 2**128 of blake2b-128(entity, 0x1F, packed JSON) over all rows.
-  A sum does not depend on row order, so Redis can be checked in whatever order its keys come.
+- The checksum is the sum modulo 2**128 of blake2b-128(entity, 0x1F, packed vector) over all
+  rows. A sum does not depend on row order, so Redis can be checked in whatever order its keys
+  come.
+- The manifest's parity sample holds some rows' values as JSON (the same values, decoded).
 
 An export goes to `features/customer_snapshot/cutoff=YYYY-MM-DD/export=<export_id>/`, a folder
 never written before; `manifest.json` is written last, so a folder without it is unfinished and
@@ -31,11 +35,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
+import msgpack
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -49,11 +53,11 @@ FEATURE_VIEW = "customer_snapshot"
 SOURCE_TABLE = "features.customer_snapshot"
 EXPORT_ROOT = "features/customer_snapshot"
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
-CHECKSUM_ALGORITHM = "sum mod 2^128 of blake2b-128(entity 0x1F packed-json)"
+FORMAT_VERSION = 2
+CHECKSUM_ALGORITHM = "sum mod 2^128 of blake2b-128(entity 0x1F packed-vector)"
 ENCODING = (
-    "JSON array in column order; DECIMAL/DOUBLE as numbers, DATE as YYYY-MM-DD, "
-    "TIMESTAMP as YYYY-MM-DDTHH:MM:SS.ffffffZ (UTC), NULL as null"
+    "MessagePack array in column order; integers as int, DECIMAL/DOUBLE as float 64, strings as "
+    "str, DATE as str YYYY-MM-DD, TIMESTAMP as str YYYY-MM-DDTHH:MM:SS.ffffffZ (UTC), NULL as nil"
 )
 
 # Declared SQL type (its name before any "(") -> wire kind.
@@ -175,13 +179,10 @@ def columns_from_spec(spec: OnlineSpecLike) -> list[Column]:
     return columns
 
 
-def _json_literals(
+def _wire_values(
     name: str, values: pa.ChunkedArray, kind: str, entities: pa.ChunkedArray
-) -> pa.ChunkedArray:
-    """One JSON literal per value, computed column-wise (Arrow does the per-row work in C++)."""
-    if kind == "str":
-        texts = [encode_basestring(v) if v is not None else "null" for v in values.to_pylist()]
-        return pa.chunked_array([pa.array(texts, pa.string())])
+) -> list[Any]:
+    """One column's values as the Python objects MessagePack writes (None for NULL)."""
     if kind == "float":
         finite = pc.is_finite(values)
         if pc.any(pc.invert(finite)).as_py():
@@ -191,15 +192,22 @@ def _json_literals(
                 f"{entities[position].as_py()}; NaN and infinities cannot be served. "
                 "Fix the model so it yields NULL or a number."
             )
-        text = values.cast(pa.string())
-    elif kind == "date":
-        text = pc.binary_join_element_wise('"', values.cast(pa.string()), '"', "")
-    elif kind == "timestamp":
+        return values.cast(pa.float64()).to_pylist()
+    if kind == "date":
+        return values.cast(pa.string()).to_pylist()
+    if kind == "timestamp":
         iso = pc.utf8_replace_slice(values.cast(pa.string()), 10, 11, "T")
-        text = pc.binary_join_element_wise('"', iso, 'Z"', "")
-    else:
-        text = values.cast(pa.string())
-    return pc.fill_null(text, "null")
+        return pc.binary_join_element_wise(iso, "Z", "").to_pylist()
+    return values.to_pylist()
+
+
+def _array_header(length: int) -> bytes:
+    """MessagePack header of an array of `length` items."""
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
 
 
 class SnapshotCodec:
@@ -209,6 +217,11 @@ class SnapshotCodec:
         self.entity_key = entity_key
         self.columns = list(columns)
         self._decoders = [(c.name, DECODERS[c.kind]) for c in self.columns]
+        self._names = [c.name for c in self.columns]
+        # Kinds MessagePack does not hand back as the right Python type: written as text.
+        self._converted = [
+            (i, c.kind) for i, c in enumerate(self.columns) if c.kind in ("date", "timestamp")
+        ]
         self.schema = pa.schema(
             [pa.field(entity_key, pa.string(), nullable=False)]
             + [pa.field(c.name, KIND_TYPES[c.kind][1]) for c in self.columns]
@@ -216,6 +229,13 @@ class SnapshotCodec:
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> SnapshotCodec:
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ExportError(
+                f"export {manifest.get('export_id')} (cutoff {manifest.get('cutoff')}) has wire "
+                f"format {version!r}; this code reads format {FORMAT_VERSION}. Re-export the "
+                "cutoff with the current code, then push, verify and switch it."
+            )
         defaults = manifest["defaults"]
         columns = [
             Column(c["name"], c["type"], c["kind"], defaults.get(c["name"]))
@@ -229,12 +249,11 @@ class SnapshotCodec:
             table = pa.Table.from_batches([table])
         table = table.combine_chunks()
         entities = table.column(self.entity_key).cast(pa.string())
-        literals = [
-            _json_literals(c.name, table.column(c.name), c.kind, entities) for c in self.columns
+        columns = [
+            _wire_values(c.name, table.column(c.name), c.kind, entities) for c in self.columns
         ]
-        joined = pc.binary_join_element_wise(*literals, ",")
-        packed = pc.binary_join_element_wise("[", joined, "]", "").cast(pa.binary())
-        return entities.to_pylist(), packed.to_pylist()
+        pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+        return entities.to_pylist(), [pack(row) for row in zip(*columns, strict=True)]
 
     def decode(self, values: Sequence[Any]) -> dict[str, Any]:
         if len(values) != len(self._decoders):
@@ -246,8 +265,39 @@ class SnapshotCodec:
             for (name, decoder), value in zip(self._decoders, values, strict=True)
         }
 
-    def unpack(self, packed: bytes | str) -> dict[str, Any]:
-        return self.decode(json.loads(packed))
+    def unpack(self, packed: bytes) -> dict[str, Any]:
+        return self.decode(msgpack.unpackb(packed))
+
+    def unpack_many(
+        self, values: Sequence[bytes | None], defaults: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Typed dicts for many packed vectors at once (None: the defaults, copied per row).
+
+        The vectors are decoded as one MessagePack array (one C call), then only the text-encoded
+        kinds (DATE, TIMESTAMP) are converted in Python.
+        """
+        width = len(self._decoders)
+        present = [v for v in values if v is not None]
+        decoded: list[dict[str, Any]] = []
+        if present:
+            rows = msgpack.unpackb(_array_header(len(present)) + b"".join(present))
+            if len(rows) != len(present) or set(map(len, rows)) != {width}:
+                bad = next((r for r in rows if len(r) != width), rows)
+                raise ValueError(
+                    f"vector has {len(bad)} values, the manifest declares {width}: {bad!r}"[:300]
+                )
+            for position, kind in self._converted:
+                convert = DECODERS[kind]
+                for row in rows:
+                    if row[position] is not None:
+                        row[position] = convert(row[position])
+            names = self._names
+            decoded = [dict(zip(names, row, strict=True)) for row in rows]
+        if len(decoded) == len(values):
+            return decoded
+        fallback = self.defaults() if defaults is None else defaults
+        found = iter(decoded)
+        return [dict(fallback) if v is None else next(found) for v in values]
 
     def defaults(self) -> dict[str, Any]:
         return self.decode([c.default for c in self.columns])
@@ -421,7 +471,7 @@ class _Sample:
 
     def rows(self) -> list[dict[str, Any]]:
         return [
-            {"entity": entity, "values": json.loads(packed)}
+            {"entity": entity, "values": msgpack.unpackb(packed)}
             for _, entity, packed in sorted(self._heap, key=lambda item: item[1])
         ]
 

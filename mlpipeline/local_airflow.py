@@ -62,8 +62,12 @@ def run(args: list[str], env: dict[str, str], *, check: bool = True) -> int:
 
 
 def init(env: dict[str, str]) -> None:
-    """Create the metadata DB and the single-slot `warehouse` pool (setup's job, not DAG code)."""
+    """Create the metadata DB and the single-slot `warehouse` pool, and parse the dbt manifest
+    the nightly's dbt tasks are rendered from (setup's job, not DAG code)."""
+    from mlpipeline import transform
+
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    transform.ensure_manifest()
     run(["db", "migrate"], env)
     run(["pools", "set", *POOL], env)
 

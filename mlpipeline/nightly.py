@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from mlpipeline.config import Settings, pipeline_conf
-from mlpipeline.landing import DATASETS  # noqa: F401 - the DAG maps its ingest groups over it
+from mlpipeline.landing import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,29 @@ def _store():  # noqa: ANN202 - ObjectStore
 
 
 # --- ingest ------------------------------------------------------------------------------------
+
+
+def landing_ready(dataset: str, day: str) -> bool:
+    """Has the producer finished the day (`_SUCCESS` present)? Logs what is missing when not,
+    so the waiting task's log says what the run waits for when it times out."""
+    from mlpipeline.landing import LandingNotReady, read_success
+
+    try:
+        declared = read_success(_store(), dataset, date.fromisoformat(day))
+    except LandingNotReady as exc:
+        log.warning("waiting: %s", exc)
+        return False
+    log.info("%s for %s: _SUCCESS declares %d file(s)", dataset, day, len(declared))
+    return True
+
+
+def landing_wait() -> dict[str, int]:
+    """The sensor's poke interval and timeout (seconds) from pipeline.yaml."""
+    conf = pipeline_conf()["ingest"]["wait_for_landing"]
+    return {
+        "poke_interval": int(conf["poke_interval_seconds"]),
+        "timeout": int(conf["timeout_minutes"]) * 60,
+    }
 
 
 def prepare(dataset: str, day: str) -> dict[str, Any]:
@@ -58,15 +81,26 @@ def load(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
     revision = _prepared(prepared)
     with connect(_settings()) as con:
         status = load_revision(con, _store(), revision, run_id)
-    if status == "quarantined":
+    if status in {"quarantined", "discarded"}:
         error = revision.error or {}
-        raise ValueError(
-            f"batch {revision.batch_id} revision {revision.revision} is quarantined: "
-            f"file {error.get('file')}: rule '{error.get('rule')}' broken: {error.get('detail')}. "
-            "Fix the landed files and re-run, or inspect with "
-            f"`mlpipeline batches show {revision.batch_id}`."
+        why = (
+            f"file {error.get('file')}: rule '{error.get('rule')}' broken: {error.get('detail')}"
+            if error
+            else "see its raw check results"
         )
-    return {"batch_id": revision.batch_id, "revision": revision.revision, "status": status}
+        raise ValueError(
+            f"batch {revision.batch_id} revision {revision.revision} is {status}: {why}. "
+            "Fix the landed files and re-run (new content is a new revision), or inspect with "
+            f"`mlpipeline batches show {revision.batch_id}` and release it with "
+            f"`mlpipeline batches release {revision.batch_id}`."
+        )
+    return {
+        "batch_id": revision.batch_id,
+        "revision": revision.revision,
+        "status": status,
+        "rows_written": revision.rows_written,
+        "rows_rejected": revision.rows_rejected,
+    }
 
 
 def check_raw(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -75,8 +109,15 @@ def check_raw(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
     from mlpipeline.warehouse import connect
 
     revision = _prepared(prepared)
-    outcome = gates.raw_gate(_store(), revision)
-    with connect(_settings()) as con:
+    settings = _settings()
+    with connect(settings) as con:
+        outcome = gates.raw_gate(
+            con,
+            revision.batch_id,
+            revision.revision,
+            docs=quality.DataDocs.from_settings(settings, _store()),
+            run_name=run_id,
+        )
         quality.record(con, outcome, run_id=run_id)
         current = batches.get(con, revision.batch_id, revision.revision)
         if current and current["status"] == "ingested":
@@ -85,9 +126,23 @@ def check_raw(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
             batches.set_status(
                 con, revision.batch_id, revision.revision, status, run_id=run_id, detail=detail
             )
-    if not outcome.success:
+        waived = batches.was_released(con, revision.batch_id, revision.revision)
+    if not outcome.success and waived:
+        log.warning(
+            "batch %s revision %s fails its raw check but was released by an operator; going on: "
+            "%s",
+            revision.batch_id,
+            revision.revision,
+            outcome.describe(),
+        )
+    elif not outcome.success:
         raise quality.QualityGateFailed(outcome)
-    return {"suite": outcome.suite, "subject": outcome.subject, "warnings": len(outcome.warnings)}
+    return {
+        "suite": outcome.suite,
+        "subject": outcome.subject,
+        "warnings": len(outcome.warnings),
+        "data_docs": outcome.page.key if outcome.page else None,
+    }
 
 
 def promote(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -111,17 +166,63 @@ def build_features(day: str, *, full_refresh: bool = False) -> dict[str, Any]:
     return transform.build(date.fromisoformat(day), settings=_settings(), full_refresh=full_refresh)
 
 
+def dbt_tasks() -> dict[str, Any]:
+    """What the DAG's Cosmos task group needs: the dbt project, the manifest its tasks are
+    rendered from, the profile, and the environment dbt runs with (the prod target's warehouse).
+    Reads files only, so parsing the DAG stays fast; the manifest comes from setup."""
+    from mlpipeline import transform
+
+    settings = _settings()
+    project = settings.dbt_project_dir
+    manifest = transform.manifest_path(project)
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"{manifest} is missing: the nightly's dbt tasks are rendered from it. Build it with "
+            "`mlpipeline dbt-manifest` (setup does: mlpipeline.local_airflow.init)"
+        )
+    if not transform.manifest_is_current(project):
+        log.warning(
+            "%s was parsed from older dbt code than %s: the DAG shows the old models and tests "
+            "until `mlpipeline dbt-manifest` runs",
+            manifest,
+            project,
+        )
+    return {
+        "project_dir": str(project),
+        "manifest": str(manifest),
+        "profiles_yml": str(project / "profiles.yml"),
+        "env": {
+            "DUCKDB_PATH": str(settings.duckdb_path),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+            "DO_NOT_TRACK": "1",
+        },
+    }
+
+
 def check_snapshot(day: str, run_id: str) -> dict[str, Any]:
     """GX gate on cutoff D's snapshot: it gates export, push, training and scoring."""
-    from mlpipeline import gates, quality
+    from mlpipeline import gates, quality, transform
     from mlpipeline.warehouse import connect
 
-    with connect(_settings()) as con:
-        outcome = gates.snapshot_gate(con, date.fromisoformat(day))
+    settings, spec = _settings(), transform.online_spec()
+    with connect(settings) as con:
+        outcome = gates.snapshot_gate(
+            con,
+            date.fromisoformat(day),
+            feature_columns=[f.name for f in spec.features],
+            ttl_days=spec.ttl_days,
+            docs=quality.DataDocs.from_settings(settings, _store()),
+            run_name=run_id,
+        )
         quality.record(con, outcome, run_id=run_id)
     if not outcome.success:
         raise quality.QualityGateFailed(outcome)
-    return {"suite": outcome.suite, "rows": outcome.rows, "warnings": len(outcome.warnings)}
+    return {
+        "suite": outcome.suite,
+        "rows": outcome.rows,
+        "warnings": len(outcome.warnings),
+        "data_docs": outcome.page.key if outcome.page else None,
+    }
 
 
 # --- online ------------------------------------------------------------------------------------
@@ -129,18 +230,37 @@ def check_snapshot(day: str, run_id: str) -> dict[str, Any]:
 
 def export_snapshot(day: str) -> dict[str, Any]:
     """Export cutoff D to a new immutable folder; returns where (the manifest stays there)."""
-    from mlpipeline import transform
+    from mlpipeline import batches, transform
     from mlpipeline.export import export_snapshot as export
+    from mlpipeline.meta import update_day
     from mlpipeline.warehouse import connect
 
     settings = _settings()
-    with connect(settings, read_only=True) as con:
+    cutoff = date.fromisoformat(day)
+    window = int(pipeline_conf()["ingest"]["history_window_days"])
+    with connect(settings) as con:
+        missing = batches.missing_batches(con, cutoff, window, DATASETS)
+        if missing:
+            log.warning(
+                "cutoff %s is built on incomplete history: no current revision for %s",
+                day,
+                missing,
+            )
+        update_day(
+            con,
+            cutoff,
+            incomplete_history=bool(missing),
+            missing_batches=",".join(missing) or None,
+            stale=False,
+        )
         result = export(
             con,
             _store(),
-            date.fromisoformat(day),
+            cutoff,
             transform.online_spec(),
             transform.manifest_hash(),
+            incomplete_history=bool(missing),
+            missing_batches=missing,
         )
     return {
         "cutoff": day,
@@ -156,9 +276,16 @@ def _manifest(export: dict[str, Any]) -> dict[str, Any]:
     return read_manifest(_store(), export["prefix"])
 
 
-def push_staged(export: dict[str, Any]) -> dict[str, Any]:
-    """Write the export into Redis aside from the current snapshot."""
+def push_staged(export: dict[str, Any], *, enabled: bool = True) -> dict[str, Any]:
+    """Write the export into Redis aside from the current snapshot (skipped when the run's
+    `push_online` param is false: the export stays in the object store, Redis is untouched)."""
     from mlpipeline import online
+
+    if not enabled:
+        raise NothingToDo(
+            f"push_online=false: snapshot {export['export_id']} of cutoff {export['cutoff']} is "
+            "exported but not pushed; Redis keeps serving its current snapshot"
+        )
 
     return online.push_staged(online.redis_client(_settings()), _store(), _manifest(export))
 
@@ -173,11 +300,9 @@ def verify_staged(export: dict[str, Any]) -> dict[str, Any]:
 
 def switch_online(export: dict[str, Any] | None, verified: dict[str, Any] | None) -> dict[str, Any]:
     """Make the verified staged snapshot current (compare-and-set on the cutoff) and record the
-    switch in the object store beside Redis' own record."""
-    import json
-
+    switch in the object store beside Redis' own record. While a rollback is pinned the switch
+    is skipped (the verified export waits aside until `mlpipeline online release`)."""
     from mlpipeline import online
-    from mlpipeline.meta import utcnow
 
     if not export or not verified or verified.get("export_id") != export.get("export_id"):
         raise NothingToDo(
@@ -185,35 +310,74 @@ def switch_online(export: dict[str, Any] | None, verified: dict[str, Any] | None
             "Redis keeps serving its current snapshot"
         )
     result = online.switch(online.redis_client(_settings()), _manifest(export))
-    at = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
-    _store().put_bytes(
-        f"features/customer_snapshot/switches/{at}-{export['export_id']}.json",
-        json.dumps(result, default=str, indent=2).encode(),
-    )
+    online.record_event(_store(), result)
     log.info("online switch: %s", result)
+    if result["outcome"] == "skipped: pinned":
+        raise NothingToDo(
+            f"online snapshot pinned to export {result['pinned_to']} by a rollback; export "
+            f"{export['export_id']} is verified and kept aside. Run `mlpipeline online release` "
+            "(--switch-pending to serve it at once, or re-run this task after the release)"
+        )
     return result
 
 
 # --- training ----------------------------------------------------------------------------------
 
 
-def check_training_set(day: str, run_id: str, *, enabled: bool = True) -> dict[str, Any]:
-    """GX gate on the training set; skipped (with the reason) when training is off or at cold
-    start, so that scoring goes on with whatever champion exists."""
+def training_wanted(train: bool | None, run_type: object) -> tuple[bool, str]:
+    """Whether this run trains, and why: the `train` param when set, else every run but a
+    backfill (re-running history must not retrain and re-promote on old cutoffs by accident)."""
+    kind = str(getattr(run_type, "value", run_type))
+    if train is not None:
+        return bool(train), f"param train={str(bool(train)).lower()}"
+    if kind == "backfill":
+        return False, "backfill runs do not train unless the run sets param train=true"
+    return True, f"{kind} run (param train not set)"
+
+
+def training_parallelism() -> int:
+    """Candidates trained at once (candidates.yaml resources.parallel_tasks): the DAG's limit on
+    mapped `train` tasks, read at parse time without importing the training stack."""
+    import yaml
+
+    from mlpipeline.config import candidates_path
+
+    resources = yaml.safe_load(candidates_path().read_text()).get("resources") or {}
+    value = int(resources.get("parallel_tasks", 2))
+    if value < 1:
+        raise ValueError(f"resources.parallel_tasks must be at least 1, got {value}")
+    return value
+
+
+def check_training_set(
+    day: str, run_id: str, *, train: bool | None = None, run_type: object = "manual"
+) -> dict[str, Any]:
+    """GX gate on the training set; skipped (with the reason) when this run does not train
+    (`training_wanted`) or at cold start, so that scoring goes on with whatever champion exists."""
     from mlpipeline import gates, quality
     from mlpipeline.split import read_training_set
     from mlpipeline.train import training_skip_reason
     from mlpipeline.warehouse import connect
 
-    if not enabled:
-        raise NothingToDo("training is switched off for this run (param train=false)")
+    wanted, why = training_wanted(train, run_type)
+    if not wanted:
+        raise NothingToDo(f"training skipped for cutoff {day}: {why}")
+    log.info("training for cutoff %s: %s", day, why)
     cutoff = date.fromisoformat(day)
-    with connect(_settings()) as con:
+    settings = _settings()
+    with connect(settings) as con:
         frame = read_training_set(con, cutoff)
         reason = training_skip_reason(frame)
         if reason:
             raise NothingToDo(f"cold start, training skipped for cutoff {day}: {reason}")
-        outcome = gates.training_set_gate(frame, cutoff)
+        outcome = gates.training_set_gate(
+            con,
+            frame,
+            cutoff,
+            maturity_days=gates.label_maturity_days(settings),
+            docs=quality.DataDocs.from_settings(settings, _store()),
+            run_name=run_id,
+        )
         quality.record(con, outcome, run_id=run_id)
     if not outcome.success:
         raise quality.QualityGateFailed(outcome)
@@ -232,9 +396,8 @@ def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:
         frame = read_training_set(con, cutoff)
         revisions = batch_revisions(con, cutoff)
     conf = pipeline_conf()["split"]
+    # split_dataset logs each warning; they travel on to every candidate's MLflow run.
     result = split_dataset(frame, strategy=conf["strategy"], ratios=tuple(conf["ratios"]))
-    for warning in result.warnings:
-        log.warning("split %s: %s", result.split_id, warning)
     persist_split(_store(), result)
     return {
         "split_id": result.split_id,

@@ -3,12 +3,14 @@
 A snapshot goes live in three steps, each safe to repeat: `push_staged` writes one export aside
 under its export id, `verify_staged` checks it against the export's manifest (count, checksum,
 parity sample) and marks it verified, `switch` moves the current pointer to it in one atomic
-script. Readers resolve the pointer and fetch the vectors inside one server-side script, so a
-reader never sees a mix of two snapshots or a half-written one.
+script (a compare-and-set on the cutoff). A reader fetches the current-export key and the
+entities' keys in one MGET, so it never sees a mix of two snapshots or a half-written one.
+`rollback` makes the previous snapshot current and pins it: switches are skipped (the newest
+verified export waits aside as "pending") until `release`.
 
 Key layout (every key starts with `fs:customer_snapshot:`):
 
-    <export_id>:<entity>   STRING  the entity's vector: JSON array in manifest column order
+    <export_id>:<entity>   STRING  the entity's vector: MessagePack array in manifest column order
                                    (wire format: mlpipeline.export), TTL = manifest ttl_seconds
     index:<export_id>      LIST    per pushed chunk, its entity ids joined by newlines; same TTL;
                                    lets verify and purge walk exactly one export's keys (no SCAN)
@@ -16,20 +18,31 @@ Key layout (every key starts with `fs:customer_snapshot:`):
                                    row_count, checksum, ttl_seconds, status (staging | staged |
                                    verified | failed), staged_at, verified_at, error; same TTL
                                    until switched in, then kept without TTL
+    current_export_id      STRING  export id of the live snapshot (what readers MGET first)
     current                HASH    export_id, cutoff, switched_at of the live snapshot
     previous               HASH    the snapshot `current` replaced, kept for rollback
+                                   (rolled_back_at when a rollback replaced it)
+    pin                    HASH    present while a rollback is pinned: export_id, cutoff,
+                                   pinned_at, by, reason, rolled_back_from(_cutoff),
+                                   pending_export_id, pending_cutoff
     retired                SET     export ids whose keys are being deleted (survives a crash)
-    switches               STREAM  one entry per switch attempt: outcome, export_id, cutoff,
-                                   current_before, cutoff_before, at
+    switches               STREAM  one entry per switch attempt, rollback and release: outcome,
+                                   export_id, cutoff, current_before, cutoff_before, at (by,
+                                   reason)
 
-The scripts build key names from the pointer, so this needs one Redis server (not Cluster).
+Switch, rollback and release records also go to the object store under
+`features/customer_snapshot/switches/`. The scripts and the reader's MGET touch keys of several
+hash slots, so this needs one Redis server (or a primary with replicas), not Cluster.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,11 +60,13 @@ from redis.retry import Retry
 from mlpipeline import localredis
 from mlpipeline.config import Settings
 from mlpipeline.export import (
+    EXPORT_ROOT,
     FEATURE_VIEW,
     Checksum,
     ExportNotFound,
     Progress,
     SnapshotCodec,
+    read_manifest,
 )
 from mlpipeline.objectstore import ObjectNotFound, ObjectStore
 
@@ -62,6 +77,10 @@ CURRENT_KEY = PREFIX + "current"
 PREVIOUS_KEY = PREFIX + "previous"
 RETIRED_KEY = PREFIX + "retired"
 SWITCHES_KEY = PREFIX + "switches"
+POINTER_KEY = PREFIX + "current_export_id"
+PIN_KEY = PREFIX + "pin"
+EVENTS_PREFIX = f"{EXPORT_ROOT}/switches/"
+READ_ATTEMPTS = 5
 SWITCH_EVENTS_KEPT = 1000
 CHUNK_SIZE = 10_000
 READER_CODECS_KEPT = 8
@@ -137,6 +156,11 @@ def connect(url: str, *, attempts: int = 5, delay: float = 0.5) -> redis.Redis:
         try:
             client.ping()
             return client
+        except redis.AuthenticationError as exc:  # no use retrying
+            raise OnlineStoreUnavailable(
+                f"Redis at {redact(url)} refused the credentials: {exc}. Check the user and "
+                "password in REDIS_URL."
+            ) from exc
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if attempt >= attempts:
                 raise OnlineStoreUnavailable(
@@ -156,9 +180,13 @@ def connect(url: str, *, attempts: int = 5, delay: float = 0.5) -> redis.Redis:
             attempt += 1
 
 
-def redis_client(settings: Settings | None = None) -> redis.Redis:
-    """Client of the configured Redis (`REDIS_URL`, else the local run's own server)."""
-    return connect(localredis.resolve_url(settings or Settings.from_env()))
+def redis_client(settings_or_url: Settings | str | None = None) -> redis.Redis:
+    """Client of a Redis URL, or of the configured one (`REDIS_URL`, else the local run's own
+    server). URLs: `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS (e.g.
+    `?ssl_ca_certs=/path/ca.pem`, `?ssl_cert_reqs=none`), `unix:///path.sock?db=N`."""
+    if isinstance(settings_or_url, str):
+        return connect(settings_or_url)
+    return connect(localredis.resolve_url(settings_or_url or Settings.from_env()))
 
 
 def as_client(client_or_url: redis.Redis | str) -> redis.Redis:
@@ -168,22 +196,24 @@ def as_client(client_or_url: redis.Redis | str) -> redis.Redis:
 _STAGE = """
 -- KEYS[1]: index list
 -- ARGV[1]: ttl seconds, ARGV[2]: key prefix of the export, ARGV[3]: entity ids joined by
--- newlines, ARGV[4]: their packed vectors joined by newlines (JSON text holds no raw newline)
-local ttl, prefix, ids, vectors = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local i, j, n = 1, 1, 0
+-- newlines (an entity id holds no newline; the export checks), ARGV[4..]: their packed vectors
+local ttl, prefix, ids = ARGV[1], ARGV[2], ARGV[3]
+local i, n = 1, 0
 while true do
   local id_end = string.find(ids, '\\n', i, true)
-  local vector_end = string.find(vectors, '\\n', j, true)
-  if (id_end == nil) ~= (vector_end == nil) then
-    return redis.error_reply('a staging chunk has different numbers of entity ids and vectors')
-  end
-  redis.call('SET', prefix .. string.sub(ids, i, (id_end or 0) - 1),
-    string.sub(vectors, j, (vector_end or 0) - 1), 'EX', ttl)
   n = n + 1
+  local vector = ARGV[3 + n]
+  if not vector then
+    return redis.error_reply('a staging chunk has more entity ids than vectors')
+  end
+  redis.call('SET', prefix .. string.sub(ids, i, (id_end or 0) - 1), vector, 'EX', ttl)
   if not id_end then
     break
   end
-  i, j = id_end + 1, vector_end + 1
+  i = id_end + 1
+end
+if n ~= #ARGV - 3 then
+  return redis.error_reply('a staging chunk has more vectors than entity ids')
 end
 redis.call('RPUSH', KEYS[1], ids)
 redis.call('EXPIRE', KEYS[1], ttl)
@@ -234,7 +264,8 @@ def _packed_chunks(
     with tempfile.TemporaryDirectory(prefix="snapshot-push-") as tmp:
         for entry in manifest["files"]:
             path = _download(store, manifest, entry["name"], Path(tmp))
-            with pq.ParquetFile(path) as parquet:
+            # pre_buffer off: it caches every column chunk read until the file is closed.
+            with pq.ParquetFile(path, pre_buffer=False) as parquet:
                 for batch in parquet.iter_batches(batch_size=chunk_size, columns=columns):
                     if batch.num_rows:
                         yield codec.pack(batch)
@@ -265,7 +296,7 @@ def push_staged(
         in_flight: Future | None = None
         for entities, packed in _packed_chunks(store, manifest, codec, chunk_size):
             checksum.update(entities, packed)
-            args = [ttl, prefix, "\n".join(entities), b"\n".join(packed)]
+            args = [ttl, prefix, "\n".join(entities), *packed]
             job = writer.submit(stage, keys=[index], args=args)
             if in_flight is not None:
                 in_flight.result()
@@ -346,7 +377,7 @@ def _verify(client: redis.Redis, manifest: dict[str, Any], sample_size: int) -> 
             f"manifest checksum {manifest['checksum']}: staged values were altered; "
             "re-run push_staged"
         )
-    sample = manifest["parity_sample"][:sample_size]
+    sample = manifest.get("parity_sample", [])[:sample_size]
     _check_parity(client, manifest, sample)
     return {
         "export_id": export_id,
@@ -407,7 +438,8 @@ def verify_staged(
 
 
 _SWITCH = """
--- KEYS: 1 current, 2 previous, 3 exports:<export_id>, 4 switches stream, 5 retired set
+-- KEYS: 1 current, 2 previous, 3 exports:<export_id>, 4 switches stream, 5 retired set,
+--       6 current export id (string), 7 pin
 -- ARGV: 1 export_id, 2 cutoff (YYYY-MM-DD), 3 time, 4 stream entries kept
 local status = redis.call('HGET', KEYS[3], 'status')
 if status ~= 'verified' then
@@ -415,9 +447,18 @@ if status ~= 'verified' then
 end
 local cur = redis.call('HMGET', KEYS[1], 'export_id', 'cutoff', 'switched_at')
 local prev = redis.call('HGET', KEYS[2], 'export_id')
+local pin = redis.call('HMGET', KEYS[7], 'export_id', 'pending_export_id')
 local outcome = 'switched'
 if cur[1] == ARGV[1] then
   outcome = 'already current'
+  redis.call('PERSIST', KEYS[3])
+elseif pin[1] then
+  -- A rollback is pinned: keep this verified export aside until release (one at most).
+  outcome = 'skipped: pinned'
+  if pin[2] and pin[2] ~= ARGV[1] and pin[2] ~= cur[1] and pin[2] ~= prev then
+    redis.call('SADD', KEYS[5], pin[2])
+  end
+  redis.call('HSET', KEYS[7], 'pending_export_id', ARGV[1], 'pending_cutoff', ARGV[2])
 elseif cur[2] and cur[2] > ARGV[2] then
   outcome = 'skipped: older'
   if prev ~= ARGV[1] then
@@ -428,7 +469,9 @@ else
     redis.call('DEL', KEYS[2])
     redis.call('HSET', KEYS[2], 'export_id', cur[1], 'cutoff', cur[2], 'switched_at', cur[3] or '')
   end
+  redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'export_id', ARGV[1], 'cutoff', ARGV[2], 'switched_at', ARGV[3])
+  redis.call('SET', KEYS[6], ARGV[1])
   redis.call('PERSIST', KEYS[3])
   if prev and prev ~= ARGV[1] and prev ~= cur[1] then
     redis.call('SADD', KEYS[5], prev)
@@ -437,17 +480,31 @@ end
 local event = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*',
   'outcome', outcome, 'export_id', ARGV[1], 'cutoff', ARGV[2],
   'current_before', cur[1] or '', 'cutoff_before', cur[2] or '', 'at', ARGV[3])
-return {outcome, cur[1] or '', cur[2] or '', event}
+return {outcome, cur[1] or '', cur[2] or '', event, pin[1] or ''}
 """
 
 
 def switch(client: redis.Redis | str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Make the verified export current unless a newer cutoff is; then purge retired snapshots."""
+    """Make the verified export current unless a newer cutoff is current or a rollback is
+    pinned; then purge retired snapshots.
+
+    Outcomes: `switched`, `already current`, `skipped: older` (a newer cutoff is current; the
+    export is deleted), `skipped: pinned` (a rollback is pinned; the export stays verified
+    aside as the pin's pending export until `release`).
+    """
     client = as_client(client)
     export_id, cutoff = manifest["export_id"], manifest["cutoff"]
     now = _now()
     reply = client.register_script(_SWITCH)(
-        keys=[CURRENT_KEY, PREVIOUS_KEY, export_key(export_id), SWITCHES_KEY, RETIRED_KEY],
+        keys=[
+            CURRENT_KEY,
+            PREVIOUS_KEY,
+            export_key(export_id),
+            SWITCHES_KEY,
+            RETIRED_KEY,
+            POINTER_KEY,
+            PIN_KEY,
+        ],
         args=[export_id, cutoff, now, SWITCH_EVENTS_KEPT],
     )
     outcome, *rest = [_text(item) for item in reply]
@@ -456,9 +513,10 @@ def switch(client: redis.Redis | str, manifest: dict[str, Any]) -> dict[str, Any
             f"export {export_id} (cutoff {cutoff}) is not verified in Redis (status: "
             f"{rest[0] or 'not staged'}); run verify_staged before switch"
         )
-    before_id, before_cutoff, event_id = rest
+    before_id, before_cutoff, event_id, pinned = rest
     result = {
         "feature_view": FEATURE_VIEW,
+        "action": "switch",
         "outcome": outcome,
         "export_id": export_id,
         "cutoff": cutoff,
@@ -467,18 +525,36 @@ def switch(client: redis.Redis | str, manifest: dict[str, Any]) -> dict[str, Any
         "event_id": event_id,
         "purged": purge_retired(client),
     }
+    if outcome == "skipped: pinned":
+        result["pinned_to"] = pinned
+        log.warning(
+            "online switch of %s skipped: rollback to export %s is pinned; export %s (cutoff %s) "
+            "stays verified aside until `mlpipeline online release`",
+            FEATURE_VIEW,
+            pinned,
+            export_id,
+            cutoff,
+        )
     log.info("online switch of %s: %s", FEATURE_VIEW, result)
     return result
 
 
+def _live_exports(client: redis.Redis) -> set[str | None]:
+    """Exports that must not be deleted: current, previous and a pin's pending export."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hget(CURRENT_KEY, "export_id")
+    pipe.hget(PREVIOUS_KEY, "export_id")
+    pipe.hget(PIN_KEY, "pending_export_id")
+    return {_text(value) for value in pipe.execute()}
+
+
 def purge_retired(client: redis.Redis | str) -> dict[str, int]:
-    """Delete retired snapshots' keys in chunks (never the current or previous one)."""
+    """Delete retired snapshots' keys in chunks (never the current, previous or pending one)."""
     client = as_client(client)
     purged = {}
     for member in client.smembers(RETIRED_KEY):
         export_id = _text(member)
-        live = {_text(client.hget(key, "export_id")) for key in (CURRENT_KEY, PREVIOUS_KEY)}
-        if export_id not in live:
+        if export_id not in _live_exports(client):
             purged[export_id] = _delete_export(client, export_id)
         client.srem(RETIRED_KEY, export_id)
     return purged
@@ -501,79 +577,314 @@ def _delete_export(client: redis.Redis, export_id: str) -> int:
     return deleted
 
 
-_READ = """
--- KEYS[1]: current pointer
--- ARGV[1]: key prefix, ARGV[2]: export id to read instead of the current one ('' = current),
--- ARGV[3]: export id whose manifest the caller already holds, ARGV[4..]: entity ids
-local export_id, cutoff
-if ARGV[2] ~= '' then
-  export_id = ARGV[2]
-  cutoff = redis.call('HGET', ARGV[1] .. 'exports:' .. export_id, 'cutoff')
-else
-  local cur = redis.call('HMGET', KEYS[1], 'export_id', 'cutoff')
-  export_id, cutoff = cur[1], cur[2]
+# --- rollback ----------------------------------------------------------------------------------
+
+_ROLLBACK = """
+-- KEYS: 1 current, 2 previous, 3 current export id (string), 4 pin, 5 switches stream
+-- ARGV: 1 current export id seen by the caller, 2 previous export id seen by the caller,
+--       3 time, 4 by, 5 reason, 6 stream entries kept
+local pinned = redis.call('HMGET', KEYS[4], 'export_id', 'pinned_at')
+if pinned[1] then
+  return {'pinned', pinned[1], pinned[2] or ''}
 end
-if not export_id then
-  return {false, false, false, {}}
+local cur = redis.call('HMGET', KEYS[1], 'export_id', 'cutoff', 'switched_at')
+local prev = redis.call('HMGET', KEYS[2], 'export_id', 'cutoff', 'switched_at', 'rolled_back_at')
+if not cur[1] or not prev[1] then
+  return {'nothing to roll back to', cur[1] or '', prev[1] or ''}
 end
-local manifest = false
-if export_id ~= ARGV[3] then
-  manifest = redis.call('HGET', ARGV[1] .. 'exports:' .. export_id, 'manifest')
+if cur[1] ~= ARGV[1] or prev[1] ~= ARGV[2] then
+  return {'changed', cur[1], prev[1]}
 end
-local prefix = ARGV[1] .. export_id .. ':'
-local values = {}
-for first = 4, #ARGV, 1000 do
-  local keys = {}
-  for i = first, math.min(first + 999, #ARGV) do
-    keys[#keys + 1] = prefix .. ARGV[i]
-  end
-  local got = redis.call('MGET', unpack(keys))
-  for i = 1, #keys do
-    values[#values + 1] = got[i]
-  end
+if prev[4] then
+  return {'previous was rolled back', prev[1], prev[4]}
 end
-return {export_id, cutoff, manifest, values}
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'export_id', prev[1], 'cutoff', prev[2], 'switched_at', ARGV[3])
+redis.call('SET', KEYS[3], prev[1])
+redis.call('HSET', KEYS[2], 'export_id', cur[1], 'cutoff', cur[2], 'switched_at', cur[3] or '',
+  'rolled_back_at', ARGV[3])
+redis.call('HSET', KEYS[4], 'export_id', prev[1], 'cutoff', prev[2], 'pinned_at', ARGV[3],
+  'by', ARGV[4], 'reason', ARGV[5], 'rolled_back_from', cur[1], 'rolled_back_from_cutoff', cur[2])
+local event = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*',
+  'outcome', 'rolled back', 'export_id', prev[1], 'cutoff', prev[2],
+  'current_before', cur[1], 'cutoff_before', cur[2], 'at', ARGV[3], 'by', ARGV[4],
+  'reason', ARGV[5])
+return {'rolled back', prev[1], prev[2], cur[1], cur[2], event}
 """
+
+_RELEASE = """
+-- KEYS: 1 pin, 2 switches stream, 3 current
+-- ARGV: 1 time, 2 by, 3 reason, 4 stream entries kept
+local pin = redis.call('HMGET', KEYS[1], 'export_id', 'cutoff', 'pending_export_id',
+  'pending_cutoff', 'pinned_at')
+if not pin[1] then
+  return {'not pinned'}
+end
+redis.call('DEL', KEYS[1])
+local cur = redis.call('HMGET', KEYS[3], 'export_id', 'cutoff')
+local event = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+  'outcome', 'released', 'export_id', cur[1] or '', 'cutoff', cur[2] or '',
+  'pinned_export_id', pin[1], 'pending_export_id', pin[3] or '', 'at', ARGV[1], 'by', ARGV[2],
+  'reason', ARGV[3])
+return {'released', pin[1], pin[2], pin[3] or '', pin[4] or '', pin[5] or '', event}
+"""
+
+
+class RollbackRefused(OnlineStoreError):
+    """A rollback cannot be done now; the message says why and what to do."""
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER") or "unknown"
+
+
+def _hash(client: redis.Redis, key: str) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in client.hgetall(key).items()}
+
+
+def _stored_manifest(
+    client: redis.Redis, export_id: str, store: ObjectStore | None
+) -> dict[str, Any]:
+    """An export's manifest: from the object store when given (it holds the parity sample),
+    else the summary kept in Redis."""
+    summary = client.hget(export_key(export_id), "manifest")
+    if summary is None:
+        raise RollbackRefused(
+            f"export {export_id} has no manifest in Redis ({export_key(export_id)} is missing): "
+            "its snapshot is gone; nothing to roll back to"
+        )
+    manifest = json.loads(summary)
+    if store is not None:
+        try:
+            manifest = read_manifest(store, manifest["prefix"])
+        except ExportNotFound:
+            log.warning(
+                "manifest of export %s is missing from %s; checking against Redis' copy",
+                export_id,
+                store.url,
+            )
+    return manifest
+
+
+def rollback(
+    client_or_url: redis.Redis | str,
+    store: ObjectStore | None = None,
+    *,
+    reason: str = "",
+    by: str | None = None,
+    verify: bool = True,
+) -> dict[str, Any]:
+    """Make the previous snapshot current and pin it: switches are skipped until `release`.
+
+    The previous snapshot is first re-checked in Redis (count, checksum, parity sample) so a
+    rollback never serves one whose keys expired or were deleted. The rollback is recorded in
+    the switches stream and, when `store` is given, in the object store.
+    """
+    client = as_client(client_or_url)
+    current, previous = _hash(client, CURRENT_KEY), _hash(client, PREVIOUS_KEY)
+    pin = _hash(client, PIN_KEY)
+    if pin:
+        raise RollbackRefused(
+            f"a rollback to export {pin['export_id']} (cutoff {pin['cutoff']}) is already pinned "
+            f"since {pin['pinned_at']} by {pin.get('by')}; run `mlpipeline online release` first"
+        )
+    if not current or not previous:
+        raise RollbackRefused(
+            "no previous snapshot in Redis to roll back to (current: "
+            f"{current.get('export_id') or 'none'}, previous: none); only the snapshot replaced "
+            "by the last switch is kept for rollback"
+        )
+    if previous.get("rolled_back_at"):
+        raise RollbackRefused(
+            f"the previous snapshot {previous['export_id']} (cutoff {previous['cutoff']}) is the "
+            f"one rolled back from at {previous['rolled_back_at']}; to serve it again, re-run the "
+            "nightly's switch (or `release --switch-pending`), not a rollback"
+        )
+    target = previous["export_id"]
+    if verify:
+        try:
+            verify_staged(client, _stored_manifest(client, target, store))
+        except VerificationFailed as exc:
+            raise RollbackRefused(
+                f"the previous snapshot {target} (cutoff {previous['cutoff']}) is no longer whole "
+                f"in Redis, so it cannot be served: {exc}"
+            ) from exc
+    now = _now()
+    reply = client.register_script(_ROLLBACK)(
+        keys=[CURRENT_KEY, PREVIOUS_KEY, POINTER_KEY, PIN_KEY, SWITCHES_KEY],
+        args=[current["export_id"], target, now, by or _operator(), reason, SWITCH_EVENTS_KEPT],
+    )
+    outcome, *rest = [_text(item) for item in reply]
+    if outcome != "rolled back":
+        raise RollbackRefused(
+            f"rollback refused ({outcome}: {rest}); the current or previous snapshot changed "
+            "while it was being prepared. Check `mlpipeline online status` and retry."
+        )
+    export_id, cutoff, from_id, from_cutoff, event_id = rest
+    result = {
+        "feature_view": FEATURE_VIEW,
+        "action": "rollback",
+        "outcome": outcome,
+        "export_id": export_id,
+        "cutoff": cutoff,
+        "current_before": {"export_id": from_id, "cutoff": from_cutoff},
+        "pinned": True,
+        "by": by or _operator(),
+        "reason": reason,
+        "verified": verify,
+        "at": now,
+        "event_id": event_id,
+    }
+    log.warning("online rollback of %s: %s", FEATURE_VIEW, result)
+    if store is not None:
+        record_event(store, result)
+    return result
+
+
+def release(
+    client_or_url: redis.Redis | str,
+    store: ObjectStore | None = None,
+    *,
+    switch_pending: bool = False,
+    reason: str = "",
+    by: str | None = None,
+) -> dict[str, Any]:
+    """Remove the rollback pin; the next switch moves forward again by the cutoff rule.
+
+    The current snapshot stays as it is. With `switch_pending`, the newest verified export a
+    switch kept aside while pinned is switched in at once (same compare-and-set as the nightly).
+    """
+    client = as_client(client_or_url)
+    now = _now()
+    reply = client.register_script(_RELEASE)(
+        keys=[PIN_KEY, SWITCHES_KEY, CURRENT_KEY],
+        args=[now, by or _operator(), reason, SWITCH_EVENTS_KEPT],
+    )
+    outcome, *rest = [_text(item) for item in reply]
+    result: dict[str, Any] = {
+        "feature_view": FEATURE_VIEW,
+        "action": "release",
+        "outcome": outcome,
+        "by": by or _operator(),
+        "reason": reason,
+        "at": now,
+    }
+    if outcome == "released":
+        pinned_id, pinned_cutoff, pending_id, pending_cutoff, pinned_at, event_id = rest
+        result.update(
+            export_id=pinned_id,
+            cutoff=pinned_cutoff,
+            pinned={"export_id": pinned_id, "cutoff": pinned_cutoff, "pinned_at": pinned_at},
+            pending={"export_id": pending_id, "cutoff": pending_cutoff} if pending_id else None,
+            event_id=event_id,
+        )
+        if switch_pending and pending_id:
+            result["switch"] = switch(client, {"export_id": pending_id, "cutoff": pending_cutoff})
+    log.info("online release of %s: %s", FEATURE_VIEW, result)
+    if store is not None and outcome == "released":
+        record_event(store, result)
+    return result
+
+
+def record_event(store: ObjectStore, event: dict[str, Any]) -> str:
+    """Write a switch, rollback or release record to the object store (one new object each)."""
+    at = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    key = f"{EVENTS_PREFIX}{at}-{event.get('action', 'switch')}-{event.get('export_id') or 'none'}"
+    store.put_bytes(key + ".json", json.dumps(event, default=str, indent=2).encode())
+    return key + ".json"
+
+
+def status(client_or_url: redis.Redis | str, events: int = 10) -> dict[str, Any]:
+    """Current and previous snapshots, the rollback pin (with its pending export), last events."""
+    client = as_client(client_or_url)
+    return {
+        "current": current_snapshot(client),
+        "previous": _hash(client, PREVIOUS_KEY) or None,
+        "pin": _hash(client, PIN_KEY) or None,
+        "recent_events": [
+            {"id": _text(event_id), **{_text(k): _text(v) for k, v in fields.items()}}
+            for event_id, fields in client.xrevrange(SWITCHES_KEY, count=events)
+        ],
+    }
+
+
+# --- reads -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SnapshotRead:
-    """Vectors of one snapshot, in the order the entities were asked for."""
+    """Vectors of one snapshot, in the order the entities were asked for; `known[i]` is False
+    where entity i is not in the snapshot and got the manifest's defaults."""
 
     export_id: str
     cutoff: str | None
     rows: list[dict[str, Any]]
+    known: list[bool]
+
+
+@dataclass(frozen=True)
+class _Codec:
+    codec: SnapshotCodec
+    defaults: dict[str, Any]
+    cutoff: str | None
+    prefix: str
 
 
 class OnlineReader:
     """Feature vectors from the current snapshot (or a named export) in one round trip.
 
-    Unknown entities get the manifest's defaults: the same values the training join gives a
-    customer absent from the snapshot.
+    The reader remembers which export is current and reads with one MGET of the current-export
+    key plus the entities' keys: one atomic command, so the vectors all come from the export
+    that was current at that instant. When the first value names another export (a switch
+    happened), the reader loads that export's manifest and reads again. Unknown entities get the
+    manifest's defaults: the same values the training join gives a customer absent from the
+    snapshot. Safe to share between threads.
     """
 
     def __init__(self, client_or_url: redis.Redis | str) -> None:
         self.client = as_client(client_or_url)
-        self._script = self.client.register_script(_READ)
-        self._codecs: dict[str, tuple[SnapshotCodec, dict[str, Any]]] = {}
-        self._current = ""
+        if self.client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                "OnlineReader needs a client with decode_responses=False: vectors are binary "
+                "MessagePack"
+            )
+        self._codecs: dict[str, _Codec] = {}
+        self._lock = threading.Lock()
+        self._current: str | None = None
 
     def read(self, entities: Iterable[Any], *, export_id: str | None = None) -> SnapshotRead:
         ids = [str(entity) for entity in entities]
-        known = export_id if export_id in self._codecs else self._current
-        reply = self._script(keys=[CURRENT_KEY], args=[PREFIX, export_id or "", known, *ids])
-        found, cutoff, manifest, values = reply
-        if found is None:
-            raise NoCurrentSnapshot(
-                f"no current {FEATURE_VIEW} snapshot in Redis ({CURRENT_KEY} is missing): no "
-                "snapshot has been switched in yet; run the nightly's online switch"
-            )
-        found = _text(found)
-        codec, defaults = self._codec(found, manifest)
-        if export_id is None:
-            self._current = found
-        rows = [dict(defaults) if value is None else codec.unpack(value) for value in values]
-        return SnapshotRead(found, _text(cutoff), rows)
+        if export_id is not None:
+            codec = self._codec(export_id)
+            values = self.client.mget([codec.prefix + i for i in ids]) if ids else []
+            return self._decoded(export_id, codec, values)
+        current = self._current
+        for _ in range(READ_ATTEMPTS):
+            if current is None:
+                current = self._resolve()
+            try:
+                codec = self._codec(current)
+            except OnlineStoreError:  # deleted since it was current: where is the pointer now?
+                if self._resolve() == current:
+                    raise
+                current = self._current
+                continue
+            prefix = codec.prefix
+            reply = self.client.execute_command("MGET", POINTER_KEY, *[prefix + i for i in ids])
+            found = _text(reply[0])
+            if found == current:
+                return self._decoded(current, codec, reply[1:])
+            if found is None:
+                self._current = None
+                raise self._no_current()
+            current = self._current = found  # switched since the last read: read that one
+        raise OnlineStoreError(
+            f"the current {FEATURE_VIEW} snapshot changed {READ_ATTEMPTS} times during one read; "
+            "is something switching snapshots in a loop?"
+        )
 
     def get(self, entity: Any) -> dict[str, Any]:
         return self.read([entity]).rows[0]
@@ -581,27 +892,55 @@ class OnlineReader:
     def get_many(self, entities: Iterable[Any]) -> list[dict[str, Any]]:
         return self.read(entities).rows
 
-    def _codec(
-        self, export_id: str, manifest: bytes | str | None
-    ) -> tuple[SnapshotCodec, dict[str, Any]]:
-        if manifest is not None:
-            codec = SnapshotCodec.from_manifest(json.loads(manifest))
-            self._codecs[export_id] = (codec, codec.defaults())
-            while len(self._codecs) > READER_CODECS_KEPT:
-                del self._codecs[next(iter(self._codecs))]
-        elif export_id not in self._codecs:
+    def _decoded(self, export_id: str, codec: _Codec, values: list[Any]) -> SnapshotRead:
+        rows = codec.codec.unpack_many(values, codec.defaults)
+        return SnapshotRead(export_id, codec.cutoff, rows, [v is not None for v in values])
+
+    @staticmethod
+    def _no_current() -> NoCurrentSnapshot:
+        return NoCurrentSnapshot(
+            f"no current {FEATURE_VIEW} snapshot in Redis ({POINTER_KEY} is missing): no "
+            "snapshot has been switched in yet; run the nightly's online switch"
+        )
+
+    def _resolve(self) -> str:
+        found = _text(self.client.get(POINTER_KEY))
+        if found is None:
+            raise self._no_current()
+        self._current = found
+        return found
+
+    def _codec(self, export_id: str) -> _Codec:
+        cached = self._codecs.get(export_id)
+        if cached is not None:
+            return cached
+        manifest = self.client.hget(export_key(export_id), "manifest")
+        if manifest is None:
             raise OnlineStoreError(
                 f"export {export_id} has no manifest in Redis ({export_key(export_id)} is "
                 "missing): it was never staged, or was deleted or expired; push it again"
             )
-        return self._codecs[export_id]
+        parsed = json.loads(manifest)
+        codec = SnapshotCodec.from_manifest(parsed)
+        entry = _Codec(codec, codec.defaults(), parsed.get("cutoff"), entity_prefix(export_id))
+        with self._lock:
+            self._codecs[export_id] = entry
+            while len(self._codecs) > READER_CODECS_KEPT:
+                del self._codecs[next(iter(self._codecs))]
+        return entry
 
 
 def current_snapshot(client_or_url: redis.Redis | str) -> dict[str, Any] | None:
-    """The current pointer (export id, cutoff, switch time) with its entity count, or None."""
+    """The current pointer (export id, cutoff, switch time) with its entity count and the
+    rollback pin if any, or None."""
     client = as_client(client_or_url)
-    pointer = {_text(k): _text(v) for k, v in client.hgetall(CURRENT_KEY).items()}
+    pointer = _hash(client, CURRENT_KEY)
     if not pointer:
         return None
     rows = client.hget(export_key(pointer["export_id"]), "row_count")
-    return {**pointer, "entities": int(rows) if rows is not None else None}
+    pin = _hash(client, PIN_KEY)
+    return {
+        **pointer,
+        "entities": int(rows) if rows is not None else None,
+        "pinned": bool(pin) and pin.get("export_id") == pointer["export_id"],
+    }

@@ -7,15 +7,27 @@ The same rows land in DuckDB (`scores.transaction_scores`, view `scores.latest`)
 
 Scoring reads `features.transaction_features`, the dbt model training reads too, so the model
 sees exactly the features it was trained on: there is no second copy of that join here.
+
+Memory does not grow with the day: the feature rows stream out of DuckDB in chunks
+(`scoring.chunk_rows`), each chunk is scored and appended to the day's new Parquet data files,
+which one Delta commit then puts in place of the day's old files; DuckDB works under
+`scoring.duckdb_memory_limit`, spilling to disk beyond it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -23,11 +35,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
-from deltalake.exceptions import CommitFailedError, SchemaMismatchError, TableNotFoundError
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Schema
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from mlpipeline import warehouse
-from mlpipeline.config import Settings
+from mlpipeline import objectstore, warehouse
+from mlpipeline.config import Settings, pipeline_conf
 from mlpipeline.days import parse_day
 from mlpipeline.meta import ensure_meta, update_day, utcnow
 from mlpipeline.objectstore import LocalStore, ObjectStore, S3Store
@@ -36,8 +51,11 @@ log = logging.getLogger(__name__)
 
 SCORE_TABLE_KEY = "scores/transaction_scores"
 FEATURES_TABLE = "features.transaction_features"
-DEFAULT_CHUNK_ROWS = 65_536
-_DUCKDB_VECTOR_ROWS = 2048
+# Rows per Parquet data file of a day (about 40 MB): big enough for readers, small enough to
+# stage on local disk before the upload.
+_FILE_ROWS = 1_000_000
+_MIN_MAX_TYPES = (pa.string(), pa.float64(), pa.date32())
+_MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|B)$", re.IGNORECASE)
 
 # The downstream contract. Timestamps are UTC instants (Delta `timestamp`, readable by every
 # Delta reader); DuckDB keeps them as naive UTC like the rest of the warehouse.
@@ -110,6 +128,22 @@ class ScoreTableNotFound(LookupError):
 
 class ScoreCountMismatch(RuntimeError):
     """The rows scored or published differ from the rows there were to score."""
+
+
+@dataclass(frozen=True)
+class ScoringConf:
+    """How scoring bounds its memory (pipeline.yaml `scoring:`)."""
+
+    chunk_rows: int
+    duckdb_memory_limit: str | None
+
+    @classmethod
+    def load(cls) -> ScoringConf:
+        conf = pipeline_conf().get("scoring") or {}
+        return cls(
+            chunk_rows=int(conf.get("chunk_rows", 200_000)),
+            duckdb_memory_limit=conf.get("duckdb_memory_limit"),
+        )
 
 
 @dataclass(frozen=True)
@@ -187,81 +221,85 @@ def score_day(
     champion: ChampionLike | None,
     load_model: ModelLoader,
     run_id: str,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
+    memory_limit: str | None = None,
 ) -> ScoreResult:
     """Score every transaction of day D with the champion and publish the day atomically.
 
     `champion` is resolved once by the caller to an exact version (None: no model yet), so a
-    promotion during the run cannot mix two models in one day. The DuckDB rows are replaced in
-    one transaction that commits only after the Delta commit succeeded, so a failure before the
-    Delta commit leaves both as they were; a re-run always replaces the whole day again.
+    promotion during the run cannot mix two models in one day. Chunks stream from DuckDB through
+    the model into new Parquet files of the Delta table; one commit then swaps the day's files,
+    only once every row of the day was scored exactly once, so any failure before it leaves the
+    published day as it was. The committed rows are then copied into DuckDB, with the day's
+    `meta.days` record, in one transaction. A re-run replaces the whole day again.
+    `chunk_rows` and `memory_limit` default to pipeline.yaml's `scoring:` section.
     """
     day = parse_day(day)
+    conf = ScoringConf.load()
+    chunk_rows = chunk_rows or conf.chunk_rows
+    if chunk_rows < 1:
+        raise ValueError(f"scoring chunk_rows must be at least 1, got {chunk_rows}")
     location = score_table_location(settings)
-    with warehouse.connect(settings) as con:
+    with (
+        warehouse.connect(settings) as con,
+        _memory_limit(con, memory_limit or conf.duckdb_memory_limit),
+    ):
         warehouse.ensure_schemas(con)
         ensure_meta(con)
         ensure_score_tables(con)
-        rows_to_score = _count_features(con, day, settings)
+        rows_to_score, distinct = _count_features(con, day, settings)
         if champion is None:
             return _record_no_model(con, day, rows_to_score, run_id, location)
+        _check_unique(con, day, rows_to_score, distinct)
         threshold = _threshold(champion)
         _check_table_schema(location)
         log.info(
-            "scoring %d transactions of %s with %s version %s (decision threshold %.4f)",
+            "scoring %d transactions of %s with %s version %s (decision threshold %.4f, "
+            "chunks of up to %d rows)",
             rows_to_score,
             day,
             champion.name,
             champion.version,
             threshold,
+            chunk_rows,
         )
         model = load_model(champion)
-        with con.cursor() as reader, con.cursor() as writer:
-            writer.begin()
+        with tempfile.TemporaryDirectory(prefix="scores-") as staging:
+            files = _DayFiles(objectstore.from_settings(settings), day, Path(staging))
+            chunks = _scored_chunks(
+                con,
+                model,
+                day=day,
+                champion=champion,
+                threshold=threshold,
+                run_id=run_id,
+                rows_to_score=rows_to_score,
+                chunk_rows=chunk_rows,
+            )
             try:
-                writer.execute("DELETE FROM scores.transaction_scores WHERE dt = ?", [day])
-                _score_into(
-                    reader,
-                    writer,
-                    model,
-                    day=day,
-                    champion=champion,
-                    threshold=threshold,
-                    run_id=run_id,
-                    rows_to_score=rows_to_score,
-                    chunk_rows=chunk_rows,
-                )
-                rows_scored = _check_counts(writer, day, rows_to_score)
-                version = _publish(
-                    writer,
-                    location,
-                    day,
-                    champion=champion,
-                    run_id=run_id,
-                    rows_scored=rows_scored,
-                    batch_rows=chunk_rows,
-                )
-                update_day(
-                    writer,
-                    day,
-                    no_model_yet=False,
-                    rows_to_score=rows_to_score,
-                    rows_scored=rows_scored,
-                    model_name=champion.name,
-                    model_version=str(champion.version),
-                )
-                writer.commit()
+                for rows in chunks:
+                    files.write(rows)
+                actions = files.close()
+                if files.rows != rows_to_score:
+                    raise ScoreCountMismatch(
+                        f"scored {files.rows} rows for {day} but {FEATURES_TABLE} had "
+                        f"{rows_to_score}; nothing was published. Re-run scoring for the day; if "
+                        "it repeats, the features changed while scoring ran (is another task "
+                        "writing the warehouse outside the pool?)."
+                    )
             except BaseException:
-                writer.rollback()
+                files.discard()
                 raise
+            version = _commit(location, files, actions, champion=champion, run_id=run_id)
+            _copy_to_warehouse(con, files, location, version, champion, rows_to_score)
     log.info(
-        "published %d scores for %s as version %d of %s", rows_scored, day, version, location.uri
+        "published %d scores for %s as version %d of %s", files.rows, day, version, location.uri
     )
     return ScoreResult(
         day=day,
         no_model_yet=False,
         rows_to_score=rows_to_score,
-        rows_scored=rows_scored,
+        rows_scored=files.rows,
         model_name=champion.name,
         model_version=str(champion.version),
         scoring_run_id=run_id,
@@ -293,17 +331,41 @@ def read_scores(
     return table.to_pandas(filters=filters)
 
 
-def _count_features(con: duckdb.DuckDBPyConnection, day: date, settings: Settings) -> int:
+def _count_features(
+    con: duckdb.DuckDBPyConnection, day: date, settings: Settings
+) -> tuple[int, int]:
+    """The day's feature rows and distinct transactions."""
     try:
-        row = con.execute(f"SELECT count(*) FROM {FEATURES_TABLE} WHERE dt = ?", [day]).fetchall()[
-            0
-        ]
+        rows, distinct = con.execute(
+            f"SELECT count(*), count(DISTINCT transaction_id) FROM {FEATURES_TABLE} WHERE dt = ?",
+            [day],
+        ).fetchall()[0]
     except duckdb.CatalogException as exc:
         raise RuntimeError(
             f"cannot read {FEATURES_TABLE} in the warehouse {settings.duckdb_path}: {exc}. "
             f"Build the dbt models for {day} (mlpipeline.transform.build) before scoring."
         ) from exc
-    return int(row[0])
+    return int(rows), int(distinct)
+
+
+def _check_unique(con: duckdb.DuckDBPyConnection, day: date, rows: int, distinct: int) -> None:
+    """One score per transaction: refuse a day whose feature rows repeat a transaction."""
+    if distinct == rows:
+        return
+    examples = [
+        tid
+        for (tid,) in con.execute(
+            f"SELECT transaction_id FROM {FEATURES_TABLE} WHERE dt = ? "
+            "GROUP BY transaction_id HAVING count(*) > 1 ORDER BY transaction_id LIMIT 5",
+            [day],
+        ).fetchall()
+    ]
+    raise ScoreCountMismatch(
+        f"{FEATURES_TABLE} has {rows - distinct} duplicate transaction rows for {day} "
+        f"(e.g. {examples}); nothing was scored or published. Each transaction must appear "
+        "once: fix the duplicates upstream (raw batch or the dbt join), rebuild, then re-run "
+        "scoring."
+    )
 
 
 def _record_no_model(
@@ -404,9 +466,48 @@ def _delta_type(field: Any) -> str:
     return getattr(field.type, "type", None) or str(field.type)
 
 
-def _score_into(
-    reader: duckdb.DuckDBPyConnection,
-    writer: duckdb.DuckDBPyConnection,
+@contextmanager
+def _memory_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterator[None]:
+    """Cap DuckDB's memory while scoring (beyond it DuckDB spills to `<warehouse>.tmp`), then
+    restore the setting: it belongs to the database instance, not to this connection."""
+    if not limit:
+        yield
+        return
+    if not _MEMORY_SIZE.match(str(limit).strip()):
+        raise ValueError(
+            f"scoring.duckdb_memory_limit {limit!r} is not a size such as '512MB' or '2GiB'; "
+            "fix it in mlpipeline/conf/pipeline.yaml"
+        )
+    previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute(f"SET memory_limit = '{limit}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{previous}'")
+
+
+def _features_query(con: duckdb.DuckDBPyConnection) -> str:
+    """The day's feature rows, DECIMAL columns as DOUBLE.
+
+    Training reads its rows with `.df()`, which turns DECIMAL into float64; casting in DuckDB
+    gives the model the same values while the rows stream as Arrow (vectorised, instead of one
+    Python Decimal per value).
+    """
+    schema, table = FEATURES_TABLE.split(".")
+    columns = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
+    select = ", ".join(
+        f'CAST("{name}" AS DOUBLE) AS "{name}"' if kind.startswith("DECIMAL") else f'"{name}"'
+        for name, kind in columns
+    )
+    return f"SELECT {select} FROM {FEATURES_TABLE} WHERE dt = $day"
+
+
+def _scored_chunks(
+    con: duckdb.DuckDBPyConnection,
     model: ProbabilisticModel,
     *,
     day: date,
@@ -415,30 +516,42 @@ def _score_into(
     run_id: str,
     rows_to_score: int,
     chunk_rows: int,
-) -> None:
-    """Stream the day's feature rows in chunks, score each, insert it into the open transaction.
-
-    `fetch_df_chunk` streams without ORDER BY and converts types exactly as `.df()` does when
-    training reads its rows (DECIMAL to float, DATE/TIMESTAMP to datetime64), so the model
-    gets the same dtypes it was fitted on while memory stays bounded by one chunk.
-    """
-    result = reader.execute(f"SELECT * FROM {FEATURES_TABLE} WHERE dt = ?", [day])
-    vectors = max(1, math.ceil(chunk_rows / _DUCKDB_VECTOR_ROWS))
-    scored_at = utcnow()
+) -> Iterator[pa.Table]:
+    """The day's score rows, chunk by chunk: feature rows stream out of DuckDB as Arrow, so
+    memory follows `chunk_rows`, not the size of the day."""
+    scored_at = pa.scalar(utcnow(), pa.timestamp("us")).cast(SCORE_SCHEMA.field("scored_at").type)
     progress = _Progress(rows_to_score, f"{day} with {champion.name} v{champion.version}")
     done = 0
-    while len(frame := result.fetch_df_chunk(vectors)):
-        scores = _positive_scores(model, frame, champion, first_row=done)
-        chunk = _score_rows(frame, scores, threshold, champion, run_id, scored_at)
-        writer.register("score_chunk", chunk)
-        try:
-            writer.execute(
-                "INSERT INTO scores.transaction_scores BY NAME SELECT * FROM score_chunk"
-            )
-        finally:
-            writer.unregister("score_chunk")
-        done += chunk.num_rows
-        progress.update(done)
+    with con.cursor() as cursor:
+        features = cursor.sql(_features_query(con), params={"day": day})
+        for chunk in _chunks(features.to_arrow_reader(chunk_rows), chunk_rows):
+            scores = _positive_scores(model, _model_input(chunk), champion, first_row=done)
+            rows = _score_rows(chunk, scores, threshold, champion, run_id, scored_at)
+            done += rows.num_rows
+            progress.update(done)
+            yield rows
+
+
+def _chunks(batches: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:
+    """Regroup DuckDB's batches (at most one row group, 122,880 rows, each) into chunks of
+    `rows` rows (the last one shorter), so the model is called once per chunk."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        pending.append(batch)
+        size += batch.num_rows
+        while size >= rows:
+            table = pa.Table.from_batches(pending, schema=batches.schema)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(pending, schema=batches.schema)
+
+
+def _model_input(chunk: pa.Table) -> pd.DataFrame:
+    """A chunk as the DataFrame the model pipeline takes (dates as datetime64, like `.df()`)."""
+    return chunk.to_pandas(date_as_object=False)
 
 
 def _positive_scores(
@@ -463,116 +576,265 @@ def _positive_scores(
 
 
 def _score_rows(
-    frame: pd.DataFrame,
+    chunk: pa.Table,
     scores: np.ndarray,
     threshold: float,
     champion: ChampionLike,
     run_id: str,
-    scored_at: datetime,
+    scored_at: pa.Scalar,
 ) -> pa.Table:
-    n = len(frame)
-    return pa.table(
-        {
-            "dt": pa.array(frame["dt"]).cast(pa.date32()),
-            "transaction_id": pa.array(frame["transaction_id"], pa.string()),
-            "customer_id": pa.array(frame["customer_id"], pa.string()),
-            "score": pa.array(scores, pa.float64()),
-            "decision": pa.array(scores >= threshold, pa.bool_()),
-            "model_name": pa.repeat(pa.scalar(champion.name, pa.string()), n),
-            "model_version": pa.repeat(pa.scalar(str(champion.version), pa.string()), n),
-            "snapshot_cutoff": pa.array(frame["snapshot_cutoff"]).cast(pa.date32()),
-            "batch_id": pa.array(frame["batch_id"], pa.string()),
-            "revision": pa.array(frame["revision"], pa.string()),
-            "scoring_run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
-            "scored_at": pa.repeat(pa.scalar(scored_at, pa.timestamp("us")), n),
-        }
+    """Score rows in the contract's schema; keys and lineage come straight from the features."""
+    n = chunk.num_rows
+    computed = {
+        "score": pa.array(scores, pa.float64()),
+        "decision": pa.array(scores >= threshold, pa.bool_()),
+        "model_name": pa.repeat(pa.scalar(champion.name, pa.string()), n),
+        "model_version": pa.repeat(pa.scalar(str(champion.version), pa.string()), n),
+        "scoring_run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
+        "scored_at": pa.repeat(scored_at, n),
+    }
+    return pa.Table.from_arrays(
+        [
+            (computed[f.name] if f.name in computed else chunk.column(f.name)).cast(f.type)
+            for f in SCORE_SCHEMA
+        ],
+        schema=SCORE_SCHEMA,
     )
 
 
-def _check_counts(writer: duckdb.DuckDBPyConnection, day: date, rows_to_score: int) -> int:
-    rows, distinct = writer.execute(
-        "SELECT count(*), count(DISTINCT transaction_id) "
-        "FROM scores.transaction_scores WHERE dt = ?",
-        [day],
-    ).fetchall()[0]
-    if rows != rows_to_score:
-        raise ScoreCountMismatch(
-            f"scored {rows} rows for {day} but {FEATURES_TABLE} has {rows_to_score}; nothing "
-            "was published. Re-run scoring for the day; if it repeats, the features changed "
-            "while scoring ran (is another task writing the warehouse outside the pool?)."
-        )
-    if distinct != rows:
-        examples = [
-            tid
-            for (tid,) in writer.execute(
-                "SELECT transaction_id FROM scores.transaction_scores WHERE dt = ? "
-                "GROUP BY transaction_id HAVING count(*) > 1 ORDER BY transaction_id LIMIT 5",
-                [day],
-            ).fetchall()
-        ]
-        raise ScoreCountMismatch(
-            f"{FEATURES_TABLE} has {rows - distinct} duplicate transaction rows for {day} "
-            f"(e.g. {examples}); nothing was published. Each transaction must appear once: fix "
-            "the duplicates upstream (raw batch or the dbt join), rebuild, then re-run scoring."
-        )
-    return int(rows)
-
-
-def _publish(
-    writer: duckdb.DuckDBPyConnection,
+def _copy_to_warehouse(
+    con: duckdb.DuckDBPyConnection,
+    files: _DayFiles,
     location: DeltaLocation,
-    day: date,
+    version: int,
+    champion: ChampionLike,
+    rows_to_score: int,
+) -> None:
+    """Replace D in `scores.transaction_scores` with the rows just committed and record the day
+    in `meta.days`, in one transaction: analysts get exactly the published rows.
+
+    DuckDB reads the committed Parquet files from the local staging copies (the same bytes
+    that were uploaded) with one INSERT, so it writes full row groups to disk as they come;
+    appending Arrow data instead would hold the whole day in memory until the commit.
+    """
+    day = files.day
+    names = [name for name in SCORE_SCHEMA.names if name != "dt"]
+    with con.cursor() as writer:
+        writer.begin()
+        try:
+            writer.execute("DELETE FROM scores.transaction_scores WHERE dt = ?", [day])
+            if files.local:
+                writer.execute(
+                    f"INSERT INTO scores.transaction_scores (dt, {', '.join(names)}) "
+                    f"SELECT $day::DATE, {', '.join(names)} FROM read_parquet($files)",
+                    {"day": day, "files": [str(path) for path in files.local]},
+                )
+            copied = writer.execute(
+                "SELECT count(*) FROM scores.transaction_scores WHERE dt = ?", [day]
+            ).fetchall()[0][0]
+            if copied != files.rows:
+                raise ScoreCountMismatch(f"copied {copied} rows, expected {files.rows}")
+            update_day(
+                writer,
+                day,
+                no_model_yet=False,
+                rows_to_score=rows_to_score,
+                rows_scored=files.rows,
+                model_name=champion.name,
+                model_version=str(champion.version),
+            )
+            writer.commit()
+        except Exception as exc:
+            writer.rollback()
+            raise RuntimeError(
+                f"{day} is published as version {version} of {location.uri}, but copying it into "
+                f"scores.transaction_scores failed: {exc}. Readers of the Delta table already see "
+                f"the new scores; re-run scoring for {day} to bring the warehouse copy and "
+                "meta.days in line (it replaces both)."
+            ) from exc
+        except BaseException:
+            writer.rollback()
+            raise
+
+
+class _FileStats:
+    """Per-file Delta statistics: row count, null counts, exact min/max for data skipping."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.nulls: dict[str, int] = {}
+        self.low: dict[str, Any] = {}
+        self.high: dict[str, Any] = {}
+
+    def add(self, data: pa.Table) -> None:
+        self.rows += data.num_rows
+        for field in data.schema:
+            column = data.column(field.name)
+            self.nulls[field.name] = self.nulls.get(field.name, 0) + column.null_count
+            if field.type not in _MIN_MAX_TYPES or column.null_count == len(column):
+                continue
+            bounds = pc.min_max(column)
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            self.low[field.name] = min(low, self.low.get(field.name, low))
+            self.high[field.name] = max(high, self.high.get(field.name, high))
+
+    def to_json(self) -> str:
+        def value(v: Any) -> Any:
+            return v.isoformat() if isinstance(v, date) else v
+
+        return json.dumps(
+            {
+                "numRecords": self.rows,
+                "minValues": {k: value(v) for k, v in self.low.items()},
+                "maxValues": {k: value(v) for k, v in self.high.items()},
+                "nullCount": self.nulls,
+            }
+        )
+
+
+class _DayFiles:
+    """The day's score rows as new Parquet data files of the Delta table, not yet committed.
+
+    delta-rs' own writer keeps every row of a write in memory until it commits; these files
+    are written chunk by chunk instead, so memory stays at one chunk. Each rolls over every
+    `_FILE_ROWS` rows in the local staging folder and is uploaded under
+    `scores/transaction_scores/dt=D/` through the object store; the staging copy stays for the
+    warehouse copy. The partition value lives in the path, as Delta wants. Until a commit names
+    them, readers never see these files; `discard` removes them after a failure.
+    """
+
+    def __init__(self, store: ObjectStore, day: date, staging: Path) -> None:
+        self.store, self.day, self.staging = store, day, staging
+        self.rows = 0
+        self.actions: list[AddAction] = []
+        self.uploaded: list[str] = []
+        self.local: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._stats = _FileStats()
+
+    def write(self, rows: pa.Table) -> None:
+        data = rows.drop_columns(["dt"])
+        if self._writer is None:
+            self.local.append(self.staging / f"part-{uuid.uuid4().hex}.parquet")
+            self._writer = pq.ParquetWriter(self.local[-1], data.schema)
+            self._stats = _FileStats()
+        self._writer.write_table(data)
+        self._stats.add(data)
+        self.rows += data.num_rows
+        if self._stats.rows >= _FILE_ROWS:
+            self._upload()
+
+    def close(self) -> list[AddAction]:
+        if self._writer is not None:
+            self._upload()
+        return self.actions
+
+    def discard(self) -> None:
+        """Remove the files uploaded so far (none of them was committed)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for key in self.uploaded:
+            try:
+                self.store.delete(key)
+            except Exception as exc:  # noqa: BLE001 - leftovers are invisible; vacuum removes them
+                log.warning("could not remove uncommitted score file %s: %s", key, exc)
+        self.uploaded.clear()
+
+    def _upload(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        path = self.local[-1]
+        relative = f"dt={self.day.isoformat()}/{path.name}"
+        key = f"{SCORE_TABLE_KEY}/{relative}"
+        self.store.put_file(key, path)
+        self.uploaded.append(key)
+        self.actions.append(
+            AddAction(
+                path=relative,
+                size=path.stat().st_size,
+                partition_values={"dt": self.day.isoformat()},
+                modification_time=int(time.time() * 1000),
+                data_change=True,
+                stats=self._stats.to_json(),
+            )
+        )
+
+
+def _commit(
+    location: DeltaLocation,
+    files: _DayFiles,
+    actions: list[AddAction],
     *,
     champion: ChampionLike,
     run_id: str,
-    rows_scored: int,
-    batch_rows: int,
 ) -> int:
-    """Replace day D in the Delta table with one commit, streaming the rows from DuckDB."""
-    relation = writer.sql(
-        f"SELECT {', '.join(SCORE_SCHEMA.names)} FROM scores.transaction_scores WHERE dt = $day",
-        params={"day": day},
+    """One Delta commit that replaces day D's files with the new ones; returns its version.
+
+    The first day creates the table (schema, `dt` partitioning, name, description). Commits are
+    put-if-absent, so a concurrent writer makes this one fail cleanly instead of mixing days.
+    """
+    day = files.day.isoformat()
+    properties = CommitProperties(
+        custom_metadata={
+            "dt": day,
+            "scoring_run_id": run_id,
+            "model_name": champion.name,
+            "model_version": str(champion.version),
+            "rows": str(files.rows),
+        }
     )
-    source = relation.to_arrow_reader(batch_rows)
-    batches = pa.RecordBatchReader.from_batches(
-        SCORE_SCHEMA, (batch.cast(SCORE_SCHEMA) for batch in source)
-    )
-    lineage = {
-        "dt": day.isoformat(),
-        "scoring_run_id": run_id,
-        "model_name": champion.name,
-        "model_version": str(champion.version),
-        "rows": str(rows_scored),
-    }
     try:
-        write_deltalake(
-            location.uri,
-            batches,
-            mode="overwrite",
-            predicate=f"dt = '{day.isoformat()}'",
-            partition_by=["dt"],
-            storage_options=location.storage_options,
-            name="transaction_scores",
-            description="Fraud score per transaction, one partition per day (dt), replaced "
-            "atomically when a day is re-scored.",
-            commit_properties=CommitProperties(custom_metadata=lineage),
-        )
-    except SchemaMismatchError as exc:
-        raise ScoreTableSchemaError(
-            f"the score table at {location.uri} rejected the rows for {day}: {exc}. Nothing "
-            "was published; compare the table's schema with mlpipeline.score.SCORE_SCHEMA."
-        ) from exc
+        try:
+            table = DeltaTable(location.uri, storage_options=location.storage_options)
+        except TableNotFoundError:
+            create_table_with_add_actions(
+                location.uri,
+                Schema.from_arrow(SCORE_SCHEMA),
+                actions,
+                mode="error",
+                partition_by=["dt"],
+                name="transaction_scores",
+                description="Fraud score per transaction, one partition per day (dt), replaced "
+                "atomically when a day is re-scored.",
+                storage_options=location.storage_options,
+                commit_properties=properties,
+            )
+        else:
+            table.create_write_transaction(
+                actions,
+                mode="overwrite",
+                schema=SCORE_SCHEMA,
+                partition_by=["dt"],
+                partition_filters=[("dt", "=", day)],
+                commit_properties=properties,
+            )
     except CommitFailedError as exc:
+        files.discard()
         raise RuntimeError(
             f"another writer committed to {location.uri} while {day} was being published "
             f"({exc}); nothing of this run is visible. Re-run scoring for {day}."
         ) from exc
+    return _committed_version(location, files)
+
+
+def _committed_version(location: DeltaLocation, files: _DayFiles) -> int:
+    """The table version that holds exactly this run's files and rows for the day."""
     table = DeltaTable(location.uri, storage_options=location.storage_options)
-    published = table.to_pyarrow_dataset(partitions=[("dt", "=", day.isoformat())]).count_rows()
-    if published != rows_scored:
+    day = files.day.isoformat()
+    expected = {a.path for a in files.actions}
+    current = {
+        "dt=" + uri.rsplit("/dt=", 1)[-1]
+        for uri in table.file_uris(partition_filters=[("dt", "=", day)])
+    }
+    published = table.to_pyarrow_dataset(partitions=[("dt", "=", day)]).count_rows()
+    if current != expected or published != files.rows:
         raise ScoreCountMismatch(
-            f"version {table.version()} of {location.uri} holds {published} rows for {day}, "
-            f"expected {rows_scored}. Re-run scoring for {day}: it replaces the day."
+            f"version {table.version()} of {location.uri} holds {published} rows in "
+            f"{len(current)} files for {day}, expected this run's {files.rows} rows in "
+            f"{len(expected)} files (another writer replaced the day meanwhile?). Re-run "
+            f"scoring for {day}: it replaces the day."
         )
     return table.version()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import joblib
 import pandas as pd
 import yaml
 from sklearn.base import BaseEstimator
@@ -50,6 +51,7 @@ JOBLIB_ESTIMATORS = {"random_forest"}
 MODEL_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy")
 CONFIG_HASH_TAG = "candidate_config_hash"
 CANDIDATE_TAG = "candidate"
+SPLIT_WARNINGS_TAG = "split_warnings"
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ class Candidate:
             )
         if "n_jobs" in self.params:
             raise ValueError(
-                f"candidate {self.name!r}: n_jobs comes from resources.cpu_share, not a candidate"
+                f"candidate {self.name!r}: n_jobs comes from resources.parallel_tasks, not a "
+                "candidate"
             )
 
 
@@ -138,10 +141,21 @@ def load_candidates(path: Path | None = None) -> list[Candidate]:
     return candidates
 
 
+def parallel_tasks(path: Path | None = None) -> int:
+    """How many candidates train at once (resources.parallel_tasks; the DAG maps that many)."""
+    value = int((_conf(path).get("resources") or {}).get("parallel_tasks", 2))
+    if value < 1:
+        raise ValueError(f"resources.parallel_tasks must be at least 1, got {value}")
+    return value
+
+
 def training_jobs(path: Path | None = None) -> int:
-    """Cores one training task may use: resources.cpu_share of the cores this process may run on."""
-    share = float((_conf(path).get("resources") or {}).get("cpu_share", 0.5))
-    return max(1, int(len(os.sched_getaffinity(0)) * share))
+    """Cores one training task may use: its share of the cores this process may run on.
+
+    joblib counts the CPU affinity and a container's CPU quota (cgroups), so a worker pod limited
+    to 2 CPUs on a 64-core node gives each of 2 parallel tasks 1 core, not 32.
+    """
+    return max(1, joblib.cpu_count() // parallel_tasks(path))
 
 
 def training_skip_reason(frame: pd.DataFrame, label: str = "is_fraud") -> str | None:
@@ -276,6 +290,15 @@ def _find_existing(
     return None
 
 
+def split_warnings_tag(split: Split) -> str:
+    """The split's warnings as one tag value, short enough for any MLflow tag (runs take 8,000
+    characters); the full list is in the run's split_summary.json."""
+    if not split.warnings:
+        return "none"
+    text = f"{len(split.warnings)}: " + " | ".join(split.warnings)
+    return text if len(text) <= 4000 else text[:3960] + " ... (see split_summary.json)"
+
+
 def _requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS]
 
@@ -295,6 +318,8 @@ def train_candidate(
     candidate's include/exclude narrow it. `lineage` holds training_cutoff, batch_revisions,
     dbt_manifest_hash and optionally git_commit / split_id.
     """
+    for warning in split.warnings:
+        log.warning("split %s (training %s): %s", split.split_id, candidate.name, warning)
     columns = model_features.select_feature_columns(
         feature_columns, include=candidate.include, exclude=candidate.exclude
     )
@@ -353,7 +378,13 @@ def train_candidate(
     metrics = classification_metrics(split.validation[label], validation_proba)
     log.info("trained %s in %.1fs; validation %s", candidate.name, fit_seconds, metrics)
 
-    tag_values = {**tags, CANDIDATE_TAG: candidate.name, CONFIG_HASH_TAG: config_hash}
+    tag_values = {
+        **tags,
+        CANDIDATE_TAG: candidate.name,
+        CONFIG_HASH_TAG: config_hash,
+        SPLIT_WARNINGS_TAG: split_warnings_tag(split),
+        "training_cores": str(n_jobs),
+    }
     summary = split.summary()
     params = {
         "estimator": candidate.estimator,

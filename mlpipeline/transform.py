@@ -2,9 +2,13 @@
 
 dbt runs through `dbtRunner` so its events reach this module's logger (and so the Airflow task
 log) instead of a separate console. A failed build raises `DbtBuildError` naming every failing
-model and test with its failing row count, so on-call sees what broke without opening dbt.log.
-The online feature set is declared once, in the snapshot model's YAML; `online_spec()` reads it
-from there for the exporter, the trainer and the online reader.
+model and test with its failing row count and the first failing rows, so on-call sees what broke
+without opening dbt.log. The online feature set is declared once, in the snapshot model's YAML;
+`online_spec()` reads it from there for the exporter, the trainer and the online reader.
+
+In Airflow the dbt nodes are tasks rendered by Cosmos from a manifest built ahead
+(`ensure_manifest`, run at setup), so parsing the DAG never runs dbt; after each node
+`after_dbt_node` releases the warehouse and reports failing tests with their rows.
 """
 
 from __future__ import annotations
@@ -35,6 +39,23 @@ SNAPSHOT_YAML = Path("models/features/customer_snapshot.yml")
 CODE_FILES = ("dbt_project.yml", "packages.yml", "dependencies.yml")
 CODE_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 FAILED_STATUSES = {"error", "fail", "runtime error"}
+# Failing rows shown per failing test: a few rows, a few columns, short values (the offending
+# values and the keys that locate them, not whole records).
+SAMPLE_ROWS = 5
+SAMPLE_COLUMNS = 6
+SAMPLE_WIDTH = 60
+KEY_COLUMNS = (
+    "transaction_id",
+    "customer_id",
+    "cutoff_date",
+    "snapshot_cutoff",
+    "training_cutoff",
+    "dt",
+)
+# Where setup writes the manifest the nightly's dbt tasks are rendered from: inside the project's
+# git-ignored target/, apart from the target/manifest.json of analysts' own dbt runs.
+AIRFLOW_MANIFEST_DIR = Path("target/airflow")
+MANIFEST_HASH_FILE = "code.sha256"
 DBT_LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -63,13 +84,15 @@ class OnlineSpec:
 
 @dataclass(frozen=True)
 class NodeResult:
-    """Outcome of one dbt node (model or test) in a build."""
+    """Outcome of one dbt node (model or test) in a build; `sample` holds the first failing rows
+    of a failed test, one text line each."""
 
     name: str
     resource_type: str
     status: str
     failing_rows: int | None
     message: str
+    sample: tuple[str, ...] = ()
 
     def describe(self) -> str:
         text = f"{self.resource_type} {self.name}: {self.status}"
@@ -77,6 +100,8 @@ class NodeResult:
             text += f", {self.failing_rows} failing rows"
         if self.message and (self.resource_type != "test" or self.status == "error"):
             text += f": {self.message}"
+        for line in self.sample:
+            text += f"\n      {line}"
         return text
 
 
@@ -202,16 +227,87 @@ def _dbt_environment(variable: str, path: Path) -> Iterator[None]:
             os.environ[variable] = saved
 
 
-def _node_results(result: Any) -> list[NodeResult]:
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= SAMPLE_WIDTH else text[: SAMPLE_WIDTH - 3] + "..."
+
+
+def failing_rows(warehouse: Path, sql: str, column: str | None = None) -> tuple[str, ...]:
+    """The first rows a failed test's query returns, as `row i: col=value, ...` lines.
+
+    The test's column comes first, then the keys that locate a row, then other columns up to
+    SAMPLE_COLUMNS. Reads the warehouse read-only, so call it once dbt has released the file;
+    a sample that cannot be read says why instead of hiding the test's own failure.
+    """
+    from mlpipeline.warehouse import connect
+
+    query = f"SELECT * FROM ({sql.strip().rstrip(';')}) AS failing LIMIT {SAMPLE_ROWS}"
+    try:
+        with connect(read_only=True, path=warehouse, wait_seconds=10) as con:
+            cursor = con.execute(query)
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+    except Exception as exc:  # noqa: BLE001 - the sample is a courtesy; the failure is reported
+        return (f"(failing rows not shown: {type(exc).__name__}: {str(exc)[:200]})",)
+    first = [c for c in (column, *KEY_COLUMNS) if c and c in names]
+    shown = list(dict.fromkeys([*first, *names]))[:SAMPLE_COLUMNS]
+    positions = [names.index(c) for c in shown]
+    return tuple(
+        f"row {i}: " + ", ".join(f"{names[p]}={_short(row[p])}" for p in positions)
+        for i, row in enumerate(rows, start=1)
+    )
+
+
+def _node_results(result: Any, warehouse: Path | None = None) -> list[NodeResult]:
     nodes = []
     for item in getattr(result, "results", None) or []:
         node = item.node
         name = node.name if node.resource_type == "test" else f"{node.schema}.{node.alias}"
         status = getattr(item.status, "value", str(item.status))
+        sample: tuple[str, ...] = ()
+        if warehouse and node.resource_type == "test" and status == "fail":
+            sample = failing_rows(warehouse, node.compiled_code, getattr(node, "column_name", None))
         nodes.append(
-            NodeResult(name, str(node.resource_type), status, item.failures, item.message or "")
+            NodeResult(
+                name, str(node.resource_type), status, item.failures, item.message or "", sample
+            )
         )
     return nodes
+
+
+def _invoke(
+    command: list[str],
+    settings: Settings,
+    target: str,
+    variables: dict[str, Any],
+) -> tuple[Any, Path, Path, float]:
+    """Run one dbt command in-process against a target's warehouse, released afterwards.
+
+    dbt's target/ and logs/ go under `<data_dir>/dbt/<target>/`. Returns dbt's outcome, the
+    warehouse, the work folder and the elapsed seconds.
+    """
+    from dbt.cli.main import dbtRunner
+
+    path_variable, warehouse = _warehouse(settings, target)
+    project_dir = settings.dbt_project_dir
+    work_dir = settings.data_dir / "dbt" / target
+    args = [
+        *command,
+        "--project-dir", str(project_dir),
+        "--profiles-dir", str(project_dir),
+        "--target", target,
+        "--target-path", str(work_dir / "target"),
+        "--log-path", str(work_dir / "logs"),
+        "--log-level", "none",
+        "--log-level-file", "debug",
+        "--no-use-colors",
+        "--vars", json.dumps(variables),
+    ]  # fmt: skip
+    started = time.monotonic()
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    with _dbt_environment(path_variable, warehouse):
+        outcome = dbtRunner(callbacks=[_forward_event]).invoke(args)
+    return outcome, warehouse, work_dir, time.monotonic() - started
 
 
 def build(
@@ -221,47 +317,34 @@ def build(
     full_refresh: bool = False,
     target: str = "prod",
     select: str | Sequence[str] | None = None,
+    variables: dict[str, Any] | None = None,
+    tests: bool = True,
 ) -> dict[str, Any]:
     """Run `dbt build` for processing day D; raise `DbtBuildError` if any model or test failed.
 
     Incremental models recompute only cutoff D; `full_refresh` rebuilds every cutoff from the
     first raw day to D (needed after a feature is added or retyped). `select` narrows the build
-    with dbt's selection syntax. prod writes `settings.duckdb_path`, dev the analysts' copy
-    (see `_warehouse`); dbt's target/ and logs/ go under `<data_dir>/dbt/<target>/`. Returns a
-    JSON-ready summary (for XCom): day, target, node count, warnings, elapsed seconds and the
-    hash of the dbt code that built the data.
+    with dbt's selection syntax; `variables` adds dbt vars (e.g. training_cutoff); without
+    `tests` only the models run (`dbt run`, e.g. to time them). prod writes
+    `settings.duckdb_path`, dev the analysts' copy (see `_warehouse`). Returns a JSON-ready
+    summary (for XCom): day, target, node count, warnings, elapsed seconds and the hash of the
+    dbt code that built the data.
     """
-    from dbt.cli.main import dbtRunner
-
     settings = settings or Settings.from_env()
     processing_day = parse_day(day)
-    path_variable, warehouse = _warehouse(settings, target)
     project_dir = settings.dbt_project_dir
-    work_dir = settings.data_dir / "dbt" / target
-    args = [
-        "build",
-        "--project-dir", str(project_dir),
-        "--profiles-dir", str(project_dir),
-        "--target", target,
-        "--target-path", str(work_dir / "target"),
-        "--log-path", str(work_dir / "logs"),
-        "--log-level", "none",
-        "--log-level-file", "debug",
-        "--no-use-colors",
-        "--vars", json.dumps({"processing_day": processing_day.isoformat()}),
-    ]  # fmt: skip
-    if full_refresh:
-        args.append("--full-refresh")
+    command = ["build" if tests else "run", *(["--full-refresh"] if full_refresh else [])]
     if select:
-        args += ["--select", *([select] if isinstance(select, str) else select)]
-    where = f"processing day {processing_day} (target {target}, warehouse {warehouse})"
+        command += ["--select", *([select] if isinstance(select, str) else select)]
+    where = f"processing day {processing_day} (target {target}, {_warehouse(settings, target)[1]})"
     log.info("dbt build for %s%s", where, ", full refresh" if full_refresh else "")
-    started = time.monotonic()
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with _dbt_environment(path_variable, warehouse):
-        outcome = dbtRunner(callbacks=[_forward_event]).invoke(args)
-    elapsed = time.monotonic() - started
-    nodes = _node_results(outcome.result)
+    outcome, warehouse, work_dir, elapsed = _invoke(
+        command,
+        settings,
+        target,
+        {**(variables or {}), "processing_day": processing_day.isoformat()},
+    )
+    nodes = _node_results(outcome.result, warehouse)
     failures = [n for n in nodes if n.status in FAILED_STATUSES]
     hint = (
         f"full dbt log: {work_dir / 'logs' / 'dbt.log'}; inspect a failing test's rows with "
@@ -292,3 +375,140 @@ def build(
         "elapsed_seconds": round(elapsed, 1),
         "dbt_manifest_hash": manifest_hash(project_dir),
     }
+
+
+def source_freshness(
+    day: str | date, *, settings: Settings | None = None, target: str = "prod"
+) -> dict[str, dict[str, Any]]:
+    """`dbt source freshness` as of processing day D: per source, its status (pass / warn) and
+    the age in hours of its newest row before cutoff_ts(D), measured at cutoff_ts(D)
+    (macros/freshness.sql), so the answer does not depend on when it runs. Sources declare
+    warn_after only; a source that cannot be read raises `DbtBuildError`."""
+    settings = settings or Settings.from_env()
+    processing_day = parse_day(day)
+    outcome, _, work_dir, _ = _invoke(
+        ["source", "freshness"], settings, target, {"processing_day": processing_day.isoformat()}
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for item in getattr(outcome.result, "results", None) or []:
+        name = f"{item.node.source_name}.{item.node.name}"
+        status = getattr(item.status, "value", str(item.status))
+        age = getattr(item, "age", None)
+        found[name] = {"status": status, "age_hours": None if age is None else age / 3600}
+        if status == "warn":
+            log.warning(
+                "source %s is stale for processing day %s: newest row %.1f h before its cutoff",
+                name,
+                processing_day,
+                age / 3600,
+            )
+    broken = {n: f for n, f in found.items() if f["status"] not in {"pass", "warn"}}
+    if outcome.exception is not None or broken or not found:
+        raise DbtBuildError(
+            f"dbt source freshness for {processing_day} failed: {outcome.exception or broken}; "
+            f"see {work_dir / 'logs' / 'dbt.log'}",
+            [],
+        )
+    return found
+
+
+def manifest_path(project_dir: Path | str | None = None) -> Path:
+    """The manifest Cosmos renders the nightly's dbt tasks from (written by `ensure_manifest`)."""
+    return _project_dir(project_dir) / AIRFLOW_MANIFEST_DIR / "manifest.json"
+
+
+def manifest_is_current(project_dir: Path | str | None = None) -> bool:
+    """Whether the manifest was parsed from the dbt code as it is now (see `manifest_hash`)."""
+    path = manifest_path(project_dir)
+    stamp = path.parent / MANIFEST_HASH_FILE
+    return (
+        path.is_file()
+        and stamp.is_file()
+        and stamp.read_text().strip() == manifest_hash(project_dir)
+    )
+
+
+def ensure_manifest(project_dir: Path | str | None = None) -> Path:
+    """`dbt parse` the project into `manifest_path()` unless it is current; returns the path.
+
+    Setup runs this (mlpipeline.local_airflow.init; a deployment runs it when it ships new dbt
+    code), so parsing the DAG only reads a JSON file. The manifest depends on the code alone:
+    parsing opens no warehouse. It is written aside and moved in place, so a DAG parse never
+    reads a half-written file.
+    """
+    import shutil
+    import tempfile
+
+    from dbt.cli.main import dbtRunner
+
+    root = _project_dir(project_dir)
+    target = manifest_path(root)
+    if manifest_is_current(root):
+        return target
+    code = manifest_hash(root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".parse-") as work:
+        args = [
+            "parse",
+            "--project-dir", str(root),
+            "--profiles-dir", str(root),
+            "--target", "prod",
+            "--target-path", str(Path(work) / "target"),
+            "--log-path", str(Path(work) / "logs"),
+            "--log-level", "none",
+            "--no-use-colors",
+            "--no-partial-parse",
+        ]  # fmt: skip
+        started = time.monotonic()
+        with _dbt_environment("DUCKDB_PATH", Path(work) / "unused.duckdb"):
+            outcome = dbtRunner(callbacks=[_forward_event]).invoke(args)
+        if not outcome.success:
+            log_file = target.parent / "parse.log"
+            shutil.copyfile(Path(work) / "logs" / "dbt.log", log_file)
+            raise DbtBuildError(
+                f"dbt parse of {root} failed: {outcome.exception}. Fix the project (dbt's log: "
+                f"{log_file}); the nightly's dbt tasks are rendered from its manifest",
+                [],
+            )
+        os.replace(Path(work) / "target" / "manifest.json", target)
+    (target.parent / MANIFEST_HASH_FILE).write_text(code + "\n")
+    log.info("dbt manifest for Airflow written to %s in %.1fs", target, time.monotonic() - started)
+    return target
+
+
+def after_dbt_node(project_dir: str, **_: Any) -> None:
+    """Cosmos callback after each dbt node's invocation, whether it passed or failed.
+
+    Cosmos runs dbt in the task's process (dbtRunner), and dbt-duckdb keeps the warehouse open
+    there; releasing it lets the next task (under `airflow dags test`, the same process) and
+    other processes open the file. Then each failed or warning test of the invocation is logged
+    with its failing row count and first rows, read from the artefacts dbt left in
+    `project_dir` (Cosmos' copy of the project).
+    """
+    _release_warehouse()
+    target = Path(project_dir) / "target"
+    results_file = target / "run_results.json"
+    if not results_file.is_file():
+        return
+    results = json.loads(results_file.read_text()).get("results", [])
+    manifest_file = target / "manifest.json"
+    nodes = json.loads(manifest_file.read_text())["nodes"] if manifest_file.is_file() else {}
+    warehouse = Settings.from_env().duckdb_path
+    for result in results:
+        unique_id = result.get("unique_id", "")
+        status = result.get("status")
+        if not unique_id.startswith("test.") or status not in {"fail", "warn", "error"}:
+            continue
+        node = nodes.get(unique_id, {})
+        sample: tuple[str, ...] = ()
+        if status == "fail" and result.get("compiled_code"):
+            sample = failing_rows(warehouse, result["compiled_code"], node.get("column_name"))
+        described = NodeResult(
+            node.get("name", unique_id),
+            "test",
+            status,
+            result.get("failures"),
+            result.get("message") or "",
+            sample,
+        ).describe()
+        (log.warning if status == "warn" else log.error)("dbt %s", described)

@@ -4,14 +4,18 @@ One module-scoped scenario keeps the dbt invocations few: warehouse A is built l
 (a first build on 2026-02-08, then incrementally day by day while the raw data arrives), warehouse
 B gets the same raw data at once and one full refresh. A's last day is then corrected by a new
 revision and re-run, which must replace that day's rows. Hand-computed customers pin the window
-maths, the cutoff and publication-lag boundaries, the TTL and the label rules.
+maths, the cutoff and publication-lag boundaries, the TTL and the label rules. B, which holds
+the future of A's first build (later transactions, later chargebacks, later snapshots), then
+rebuilds the training set for that first cutoff: nothing of the future may show. B's snapshot is
+also exported and pushed to a real Redis, where the online reader must answer exactly what the
+point-in-time join gave each transaction, known customer or not.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,12 @@ FIRST_DAY = date(2026, 1, 1)
 FIRST_BUILD = date(2026, 2, 8)
 LAST_DAY = date(2026, 2, 10)
 LINEAGE = ["dbt_invocation_id", "built_at"]
+TABLES = (
+    "features.customer_lifetime",
+    "features.customer_snapshot",
+    "features.transaction_features",
+    "marts.training_set",
+)
 
 # c_hand: every window boundary of cutoff 2026-02-05 (cutoff_ts 2026-02-06 00:00).
 # id, customer, event_ts, amount, merchant, category, country, channel
@@ -64,6 +74,8 @@ HAND_CHARGEBACKS = [
     chargeback("h-f", "2026-02-06 00:00:00"),
     chargeback("h-c", "2026-02-11 00:00:00"),
     chargeback("x-unknown", "2026-02-03 08:00:00"),
+    # Reported during an incremental run on a transaction older than its lookback window.
+    chargeback("l-1", "2026-02-09 10:00:00"),
 ]
 # A revision that never became current: nothing of it may reach the features.
 QUARANTINED = [txn("q-1", "c_hand", "2026-02-05 12:00:00", "5000.00")]
@@ -98,11 +110,7 @@ def _load(settings: Settings, transactions: list, chargebacks: list) -> None:
 def _read(settings: Settings, summary: dict[str, Any]) -> Warehouse:
     tables, columns = {}, {}
     with connect(settings, read_only=True) as con:
-        for name in (
-            "features.customer_snapshot",
-            "features.transaction_features",
-            "marts.training_set",
-        ):
+        for name in TABLES:
             cur = con.execute(f"SELECT * FROM {name}")
             names = [d[0] for d in cur.description]
             tables[name] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -186,7 +194,27 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with connect(refreshed) as con:
         load_raw(con, "transactions", correction, revision="r2")
     full = _read(refreshed, transform.build(LAST_DAY, settings=refreshed, full_refresh=True))
-    return {"nightly": states, "rerun": rerun, "full": full, "dbt_log": collect.messages}
+    freshness = {
+        day: transform.source_freshness(day, settings=refreshed)
+        for day in (LAST_DAY, LAST_DAY + timedelta(days=3))
+    }
+    # B holds the future of A's first build: its training set for that cutoff must match A's.
+    transform.build(
+        LAST_DAY,
+        settings=refreshed,
+        select="training_set",
+        variables={"training_cutoff": FIRST_BUILD.isoformat()},
+    )
+    with_future = _read(refreshed, {})
+    return {
+        "nightly": states,
+        "rerun": rerun,
+        "full": full,
+        "with_future": with_future,
+        "refreshed": refreshed,
+        "freshness": freshness,
+        "dbt_log": collect.messages,
+    }
 
 
 def _snapshot_row(wh: Warehouse, customer: str, cutoff: date) -> dict[str, Any] | None:
@@ -329,20 +357,19 @@ def test_training_set_keeps_matured_rows_with_labels_known_at_the_cutoff(scenari
     assert "h-d" not in late_labels
 
 
+def _rows(wh: Warehouse, table: str, keep: Any = None) -> list[tuple]:
+    """A table's rows without lineage, sorted; `keep(row)` narrows them."""
+    return sorted(
+        tuple((k, v) for k, v in r.items() if k not in LINEAGE)
+        for r in wh.tables[table]
+        if keep is None or keep(r)
+    )
+
+
 def test_incremental_day_by_day_with_a_rerun_equals_full_refresh(scenario: dict) -> None:
     nightly, full = scenario["rerun"], scenario["full"]
-
-    def rows(wh: Warehouse, table: str) -> list[tuple]:
-        return sorted(
-            tuple((k, v) for k, v in r.items() if k not in LINEAGE) for r in wh.tables[table]
-        )
-
-    for table in (
-        "features.customer_snapshot",
-        "features.transaction_features",
-        "marts.training_set",
-    ):
-        assert rows(nightly, table) == rows(full, table), table
+    for table in TABLES:
+        assert _rows(nightly, table) == _rows(full, table), table
         assert nightly.columns[table] == full.columns[table]
     cutoffs = {r["cutoff_date"] for r in full.tables["features.customer_snapshot"]}
     assert min(cutoffs) == FIRST_DAY and max(cutoffs) == LAST_DAY and len(cutoffs) == 41
@@ -357,6 +384,117 @@ def test_incremental_day_by_day_with_a_rerun_equals_full_refresh(scenario: dict)
     assert len(after) == len(before) - 1, "the withdrawn transaction is gone after the re-run"
     assert sum(r["amount"] == Decimal("999.99") for r in after) == 1
     assert {r["revision"] for r in after if r["dt"] == LAST_DAY} == {"r2"}
+
+
+def test_incremental_runs_carry_lifetime_totals_without_reading_history(scenario: dict) -> None:
+    """l-1 (2026-01-02) is disputed on 02-09, 38 days later: older than the incremental run's
+    lookback window, so its customer is found in the whole history; the total then carries."""
+    changes = {
+        r["cutoff_date"]: r["chargebacks_total"]
+        for r in scenario["rerun"].tables["features.customer_lifetime"]
+        if r["customer_id"] == "c_lapsed"
+    }
+    assert changes == {date(2026, 1, 2): 0, date(2026, 2, 9): 1}
+    row = _snapshot_row(scenario["rerun"], "c_lapsed", LAST_DAY)
+    assert row is not None and row["chargebacks_total"] == 1 and row["tenure_days"] == 39
+    hand = {
+        r["cutoff_date"]: r["chargebacks_total"]
+        for r in scenario["rerun"].tables["features.customer_lifetime"]
+        if r["customer_id"] == "c_hand"
+    }
+    # First transaction, then each day a chargeback was reported (x-unknown has no customer).
+    assert hand == {
+        date(2026, 1, 1): 0,
+        date(2026, 1, 20): 1,
+        date(2026, 2, 5): 2,
+        date(2026, 2, 6): 3,
+        date(2026, 2, 9): 4,
+    }
+
+
+def test_future_data_reaches_no_feature_or_label(scenario: dict) -> None:
+    """Warehouse A's first build knew the data up to FIRST_BUILD only. B also holds what came
+    after: two more days of transactions, chargebacks reported up to weeks later, and the
+    snapshots of later cutoffs. Everything as of FIRST_BUILD must be identical in both."""
+    past, future = scenario["nightly"][FIRST_BUILD], scenario["with_future"]
+    horizon = datetime.combine(FIRST_BUILD + timedelta(days=1), datetime.min.time())
+    keep = {
+        "features.customer_lifetime": lambda r: r["cutoff_date"] <= FIRST_BUILD,
+        "features.customer_snapshot": lambda r: r["cutoff_date"] <= FIRST_BUILD,
+        "features.transaction_features": lambda r: r["event_ts"] < horizon,
+        "marts.training_set": None,
+    }
+    for table, rule in keep.items():
+        assert _rows(past, table, rule) == _rows(future, table, rule), table
+    # The future really is in B: later cutoffs, later transactions, and labels it would change.
+    assert max(r["cutoff_date"] for r in future.tables["features.customer_snapshot"]) == LAST_DAY
+    assert max(r["event_ts"] for r in future.tables["features.transaction_features"]) > horizon
+    labels = {r["transaction_id"]: r["is_fraud"] for r in future.tables["marts.training_set"]}
+    later = {
+        r["transaction_id"]: r["is_fraud"] for r in scenario["full"].tables["marts.training_set"]
+    }
+    assert (labels["h-b"], later["h-b"]) == (0, 1)  # disputed on 02-09, after FIRST_BUILD
+    assert {r["training_cutoff"] for r in future.tables["marts.training_set"]} == {FIRST_BUILD}
+
+
+def _plain(value: Any) -> Any:
+    """DuckDB's DECIMAL next to the JSON number the online store serves."""
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def test_offline_features_equal_what_the_online_store_serves(
+    scenario: dict, redis_url: str, tmp_path: Path
+) -> None:
+    """Cutoff 02-09 goes through the real export, push, verify and switch. Every transaction
+    that saw it got, offline, exactly the vector the online reader returns for its customer:
+    the stored one, or the manifest's defaults for a customer absent from the snapshot."""
+    from mlpipeline.export import columns_from_spec, export_snapshot
+    from mlpipeline.objectstore import LocalStore
+    from mlpipeline.online import OnlineReader, push_staged, switch, verify_staged
+
+    cutoff = date(2026, 2, 9)
+    spec = transform.online_spec()
+    store = LocalStore(tmp_path / "objectstore")
+    with connect(scenario["refreshed"], read_only=True) as con:
+        manifest = export_snapshot(con, store, cutoff, spec, transform.manifest_hash()).manifest
+    push_staged(redis_url, store, manifest)
+    verify_staged(redis_url, manifest)
+    switch(redis_url, manifest)
+    assert manifest["defaults"] == {c.name: c.default for c in columns_from_spec(spec)}
+
+    seen = [
+        r
+        for r in scenario["full"].tables["features.transaction_features"]
+        if r["snapshot_cutoff"] == cutoff
+    ]
+    read = OnlineReader(redis_url).read([r["customer_id"] for r in seen])
+    names = [f.name for f in spec.features]
+    for row, online, known in zip(seen, read.rows, read.known, strict=True):
+        offline = {n: _plain(row[n]) for n in names}
+        assert offline == {n: _plain(online[n]) for n in names}, (row["transaction_id"], known)
+    unknown = {r["customer_id"] for r, known in zip(seen, read.known, strict=True) if not known}
+    assert unknown == {"c_lapsed"}  # dropped out of the snapshot, back on 02-10 (l-2)
+    assert sum(read.known) > 0
+
+
+def test_source_freshness_is_measured_against_the_processing_day(scenario: dict) -> None:
+    """Ages are taken at cutoff_ts(D) from the newest row before it, whatever today is: on D
+    the data is fresh; three days later (nothing new before that cutoff) it warns, no error."""
+    refreshed = scenario["refreshed"]
+    for day, status in ((LAST_DAY, "pass"), (LAST_DAY + timedelta(days=3), "warn")):
+        cutoff = datetime.combine(day + timedelta(days=1), datetime.min.time())
+        with connect(refreshed, read_only=True) as con:
+            newest = con.execute(
+                "SELECT max(event_ts) FROM raw.transactions_current WHERE event_ts < ?", [cutoff]
+            ).fetchone()[0]
+        measured = scenario["freshness"][day]["raw.transactions_current"]
+        assert measured["status"] == status
+        assert measured["age_hours"] == pytest.approx((cutoff - newest).total_seconds() / 3600)
+    assert scenario["freshness"][LAST_DAY]["raw.transactions_current"]["age_hours"] < 12
+    assert set(scenario["freshness"][LAST_DAY]) == {
+        "raw.transactions_current",
+        "raw.chargebacks_current",
+    }
 
 
 def test_columns_follow_the_online_spec(scenario: dict) -> None:

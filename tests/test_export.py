@@ -6,13 +6,14 @@ export's contract is tested on its own. test_online imports these helpers.
 
 from __future__ import annotations
 
-import json
+import struct
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -230,9 +231,9 @@ def test_wire_format_round_trips_typed_values(tmp_path, local_store):
     expected = expected_rows(db, DAY1)
     assert {e: codec.unpack(p) for e, p in zip(entities, packed, strict=True)} == expected
     # c0002 has the awkward string; c0001 a timestamp with microseconds.
-    row = json.loads(packed[entities.index("c0002")])
+    row = msgpack.unpackb(packed[entities.index("c0002")])
     assert row[3] == 'Zürich "q" \\ \nx'
-    assert json.loads(packed[entities.index("c0001")])[4] == "2026-01-05T01:00:00.000007Z"
+    assert msgpack.unpackb(packed[entities.index("c0001")])[4] == "2026-01-05T01:00:00.000007Z"
     assert codec.defaults() == {
         "txn_count_24h": 0,
         "amount_sum_30d": 0.0,
@@ -240,6 +241,34 @@ def test_wire_format_round_trips_typed_values(tmp_path, local_store):
         "usual_country": None,
         "last_txn_ts": None,
     }
+    # The documented format, byte for byte: a MessagePack array, DECIMAL as float 64 (even a
+    # whole number), NULL as nil, TIMESTAMP as text.
+    table = pa.table(
+        {
+            "customer_id": ["x"],
+            "txn_count_24h": [3],
+            "amount_sum_30d": [5.0],
+            "online_share_30d": [None],
+            "usual_country": ["FR"],
+            "last_txn_ts": [datetime(2026, 1, 5, 1, 0, 0, 7)],
+        },
+        schema=codec.schema,
+    )
+    vector = codec.pack(table)[1][0]
+    assert vector == b"\x95\x03\xcb" + struct.pack(">d", 5.0) + b"\xc0\xa2FR\xbb" + (
+        b"2026-01-05T01:00:00.000007Z"
+    )
+    assert codec.unpack(vector)["amount_sum_30d"] == 5.0
+    assert type(codec.unpack(vector)["amount_sum_30d"]) is float
+
+    # The bulk decoder readers use gives the same typed rows, defaults where a value is None.
+    many = codec.unpack_many([*packed, None, *packed[:1]])
+    assert many[: len(packed)] == [expected[e] for e in entities]
+    assert many[len(packed)] == codec.defaults() and many[-1] == expected[entities[0]]
+    assert codec.unpack_many(packed[:1]) == [expected[entities[0]]]
+    assert codec.unpack_many([None]) == [codec.defaults()]
+    with pytest.raises(ValueError, match="vector has 2 values, the manifest declares 5"):
+        codec.unpack_many([msgpack.packb([1, 2]), packed[0]])
 
 
 def test_latest_export_ignores_unfinished_folders(tmp_path, local_store):

@@ -170,9 +170,11 @@ def test_bad_revision_is_quarantined_and_never_current(local_store, settings, ca
     prepared, status = ingest(local_store, settings)
     assert status == "quarantined"
     assert prepared.error["rule"] == rule
-    assert prepared.object_key is None
+    # Readable rows of a miscounted day are kept aside (releasable); nothing else is.
+    kept = 3 if case == "count_mismatch" else 0
+    assert (prepared.object_key is not None) == bool(kept)
     with connect(settings) as con:
-        assert con.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == kept
         with pytest.raises(ValueError, match="quarantined"):
             batches.promote(con, prepared.batch_id, prepared.revision, run_id="t")
         assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchone()[0] == 0
@@ -187,3 +189,241 @@ def test_declared_empty_day_is_valid(local_store, settings):
 def test_missing_success_says_what_is_missing(local_store):
     with pytest.raises(landing.LandingNotReady, match="_SUCCESS"):
         prepare_revision(local_store, "transactions", DAY)
+
+
+CB_HEADER = "transaction_id,reported_at,reason_code"
+
+
+def _promote(settings, prepared) -> None:
+    with connect(settings) as con:
+        batches.set_status(con, prepared.batch_id, prepared.revision, "validated", run_id="t")
+        batches.promote(con, prepared.batch_id, prepared.revision, run_id="t")
+
+
+def test_chargebacks_for_unknown_or_later_transactions_are_rejected_at_load(s3_store, settings):
+    land(s3_store, GOOD_ROWS)
+    txns, _ = ingest(s3_store, settings)
+    _promote(settings, txns)
+    land(
+        s3_store,
+        [
+            "t1,2026-03-10T09:00:00Z,10.4",  # after t1 (08:00): kept
+            "t2,2026-03-10T12:00:00Z,4837",  # before t2 (23:59:59): rejected
+            "nope,2026-03-10T12:00:00Z,13.1",  # unknown transaction: rejected
+            "x'); DELETE FROM raw.transactions; --,2026-03-10T12:00:00Z,10.5",
+        ],
+        dataset="chargebacks",
+        header=CB_HEADER,
+    )
+    prepared, status = ingest(s3_store, settings, dataset="chargebacks")
+    assert status == "ingested"
+    assert (prepared.rows_read, prepared.rows_written, prepared.rows_rejected) == (4, 1, 3)
+    _promote(settings, prepared)
+    with connect(settings) as con:
+        kept = con.execute("SELECT transaction_id FROM raw.chargebacks_current").fetchall()
+        rejects = con.execute(
+            "SELECT source_row, rule, detail FROM meta.rejected_rows ORDER BY source_row"
+        ).fetchall()
+        counts = con.execute(
+            "SELECT rows_written, rows_rejected FROM meta.batches WHERE batch_id = ?",
+            [prepared.batch_id],
+        ).fetchone()
+        assert con.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 3
+    assert kept == [("t1",)] and counts == (1, 3)
+    assert rejects == [
+        (
+            2,
+            "reported_at not before the transaction",
+            "reported_at='2026-03-10T12:00:00Z' before event_ts='2026-03-10T23:59:59Z'",
+        ),
+        (3, "chargeback for a known transaction", "transaction_id='nope'"),
+        (
+            4,
+            "chargeback for a known transaction",
+            'transaction_id="x\'); DELETE FROM raw.transactions; --"',
+        ),
+    ]
+
+
+def test_chargebacks_of_a_quarantined_transactions_revision_count_as_unknown(local_store, settings):
+    land(local_store, GOOD_ROWS)
+    txns, _ = ingest(local_store, settings)
+    with connect(settings) as con:
+        batches.set_status(con, txns.batch_id, txns.revision, "quarantined", run_id="t")
+    land(local_store, ["t1,2026-03-10T09:00:00Z,10.4"], dataset="chargebacks", header=CB_HEADER)
+    prepared, _ = ingest(local_store, settings, dataset="chargebacks")
+    assert prepared.rows_written == 0 and prepared.rows_rejected == 1
+    with connect(settings) as con:
+        assert con.execute("SELECT count(*) FROM raw.chargebacks").fetchone()[0] == 0
+
+
+def test_parquet_landing_is_parsed_and_checked_like_csv(local_store, settings):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = HEADER.split(",")
+    rows = [
+        r.split(",") for r in [*GOOD_ROWS, "t4,c3,m1,grocery,abc,EUR,DE,pos,2026-03-10T10:00:00Z"]
+    ]
+    table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    local_store.put_bytes(
+        landing.day_prefix("transactions", DAY) + "part-0.parquet", buffer.getvalue()
+    )
+    landing.write_success(
+        local_store, "transactions", DAY, [landing.DeclaredFile("part-0.parquet", 4)]
+    )
+    prepared, status = ingest(local_store, settings)
+    assert status == "ingested" and prepared.rows_written == 3 and prepared.rows_rejected == 1
+    _promote(settings, prepared)
+    with connect(settings) as con:
+        current = con.execute(
+            "SELECT transaction_id, amount FROM raw.transactions_current ORDER BY 1"
+        ).fetchall()
+        reject = con.execute("SELECT source_file, rule, detail FROM meta.rejected_rows").fetchone()
+    assert [r[0] for r in current] == ["t1", "t2", "t3"] and str(current[0][1]) == "12.50"
+    assert reject == (
+        "part-0.parquet",
+        "amount is a number with at most 2 decimals",
+        "amount='abc'",
+    )
+
+
+def test_unreadable_parquet_is_quarantined(local_store, settings):
+    local_store.put_bytes(landing.day_prefix("transactions", DAY) + "part-0.parquet", b"PAR1junk")
+    landing.write_success(
+        local_store, "transactions", DAY, [landing.DeclaredFile("part-0.parquet", 1)]
+    )
+    prepared, status = ingest(local_store, settings)
+    assert status == "quarantined" and prepared.error["rule"] == "readable parquet"
+    with connect(settings) as con:
+        assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchone()[0] == 0
+
+
+def _register(con, dataset: str, day, status: str, revision: str = "r1") -> None:
+    from mlpipeline.meta import utcnow
+
+    con.execute(
+        "INSERT INTO meta.batches (batch_id, revision, dataset, dt, status, content_checksum, "
+        "object_prefix, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'x', 'raw/x/', ?, ?)",
+        [f"{dataset}-{day}", revision, dataset, day, status, utcnow(), utcnow()],
+    )
+
+
+def test_missing_batches_are_the_window_days_without_a_current_revision(settings):
+    from datetime import timedelta
+
+    from mlpipeline.meta import ensure_meta
+
+    first = DAY - timedelta(days=3)
+    with connect(settings) as con:
+        ensure_meta(con)
+        for offset in range(4):
+            day = first + timedelta(days=offset)
+            _register(con, "transactions", day, "quarantined" if offset == 1 else "current")
+            _register(con, "chargebacks", day, "current")
+        both = ("transactions", "chargebacks")
+        assert batches.missing_batches(con, DAY, 35, both) == [
+            f"transactions-{first + timedelta(days=1)}"
+        ]
+        # The window ends before the quarantined day: nothing missing.
+        assert batches.missing_batches(con, DAY, 2, both) == []
+        # A day not ingested yet is missing too.
+        assert batches.missing_batches(con, DAY + timedelta(days=1), 1, both) == [
+            f"transactions-{DAY + timedelta(days=1)}",
+            f"chargebacks-{DAY + timedelta(days=1)}",
+        ]
+
+
+def test_release_makes_current_and_marks_that_day_and_later_days_stale(settings):
+    from datetime import timedelta
+
+    from mlpipeline.meta import ensure_meta, update_day
+
+    with connect(settings) as con:
+        ensure_meta(con)
+        _register(con, "transactions", DAY, "current", revision="old")
+        _register(con, "transactions", DAY, "quarantined", revision="new")
+        for offset in (-1, 1, 2):
+            update_day(con, DAY + timedelta(days=offset), published=True)
+        result = batches.release(con, f"transactions-{DAY}", None, run_id="cli:release")
+        statuses = dict(con.execute("SELECT revision, status FROM meta.batches").fetchall())
+        events = con.execute(
+            "SELECT status FROM meta.batch_events WHERE revision = 'new' ORDER BY recorded_at"
+        ).fetchall()
+        stale = con.execute("SELECT day FROM meta.days WHERE stale ORDER BY day").fetchall()
+        assert batches.was_released(con, f"transactions-{DAY}", "new")
+        with pytest.raises(ValueError, match="'current'"):
+            batches.discard(con, f"transactions-{DAY}", "new", run_id="t")
+    assert result["revision"] == "new"
+    assert statuses == {"old": "superseded", "new": "current"}
+    assert [e[0] for e in events] == ["released", "current"]
+    expected = [DAY, DAY + timedelta(days=1), DAY + timedelta(days=2)]
+    assert [d[0] for d in stale] == expected == result["stale_days"]
+
+
+def test_release_refuses_a_revision_rejected_as_a_whole_and_discard_marks_it(local_store, settings):
+    land(local_store, GOOD_ROWS)
+    local_store.put_bytes(landing.day_prefix("transactions", DAY) + "late.csv", b"x")
+    prepared, status = ingest(local_store, settings)
+    assert status == "quarantined"
+    with connect(settings) as con:
+        with pytest.raises(ValueError, match="no rows to release"):
+            batches.release(con, prepared.batch_id, None, run_id="t")
+        batches.discard(con, prepared.batch_id, None, run_id="t")
+        assert batches.get(con, prepared.batch_id, prepared.revision)["status"] == "discarded"
+        with pytest.raises(LookupError, match="no revision in status"):
+            batches.release(con, prepared.batch_id, None, run_id="t")
+
+
+def test_release_cli_prints_the_rerun_commands_without_an_airflow_api(
+    settings, monkeypatch, capsys
+):
+    from mlpipeline.cli import main
+    from mlpipeline.meta import ensure_meta
+
+    monkeypatch.delenv("AIRFLOW_API_URL", raising=False)
+    with connect(settings) as con:
+        ensure_meta(con)
+        _register(con, "transactions", DAY, "quarantined")
+    main(["batches", "release", f"transactions-{DAY}"])
+    out = capsys.readouterr().out
+    assert "mlpipeline airflow dags trigger fraud_backfill" in out
+    assert f'"start": "{DAY}", "end": "{DAY}"' in out
+    assert f"mlpipeline airflow dags test fraud_nightly {DAY}" in out
+
+
+def test_backfill_range_rules_and_runs_oldest_first():
+    from mlpipeline import backfill
+
+    today = date(2026, 4, 1)
+    days = backfill.validate_range("2026-03-29", "2026-03-31", today=today, max_days=5)
+    assert days == ["2026-03-29", "2026-03-30", "2026-03-31"]
+    runs = backfill.nightly_runs(
+        list(reversed(days)), retrain=False, push_online=False, parent_run_id="manual__x"
+    )
+    assert [r["conf"]["day"] for r in runs] == days
+    assert runs[0] == {
+        "trigger_run_id": "fraud_backfill__2026-03-29__manual__x",
+        "conf": {"day": "2026-03-29", "train": False, "push_online": False},
+    }
+    for start, end, message in [
+        ("2026-03-31", "2026-03-29", "after end"),
+        ("2026-03-30", "2026-04-01", "has not ended yet"),
+        ("2026-03-01", "2026-03-31", "more than backfill.max_days=5"),
+    ]:
+        with pytest.raises(backfill.BackfillRangeInvalid, match=message):
+            backfill.validate_range(start, end, today=today, max_days=5)
+
+
+def test_miscounted_day_is_quarantined_then_released_to_current(local_store, settings):
+    land(local_store, GOOD_ROWS, declared=2)
+    prepared, status = ingest(local_store, settings)
+    assert status == "quarantined" and prepared.error["rule"] == "row count matches _SUCCESS"
+    with connect(settings) as con:
+        assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchone()[0] == 0
+        batches.release(con, prepared.batch_id, None, run_id="t")
+        assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchone()[0] == 3

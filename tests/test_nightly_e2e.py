@@ -162,6 +162,10 @@ def test_champion_is_registered_with_a_useful_validation_auc(nights):
     assert run.data.metrics["val_roc_auc"] >= 0.75
     assert champion.training_cutoff == NIGHT
     assert 0.0 < champion.decision_threshold < 1.0
+    plots = model_registry.client(settings.mlflow_tracking_uri).list_artifacts(
+        champion.run_id, "evaluation"
+    )
+    assert {Path(p.path).name for p in plots} >= {"roc_pr_curves.png", "confusion_matrix.png"}
 
 
 def test_every_transaction_of_the_night_is_scored_once(nights):

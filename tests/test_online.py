@@ -7,22 +7,27 @@ object stores, so the whole path export -> Redis -> reader is exercised.
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgpack
 import pytest
 import redis
 from test_export import DAY1, DAY2, DAY3, build_snapshot, expected_rows, export
 
-from mlpipeline import localredis, online
+from mlpipeline import localredis, nightly, online
 from mlpipeline.config import Settings
-from mlpipeline.objectstore import ObjectStore
+from mlpipeline.objectstore import LocalStore, ObjectStore
 from mlpipeline.online import (
     NoCurrentSnapshot,
     OnlineReader,
     OnlineStoreUnavailable,
+    RollbackRefused,
     SnapshotNotVerified,
     StagingError,
     VerificationFailed,
@@ -152,8 +157,13 @@ def test_older_cutoff_is_refused_and_equal_cutoff_replaces(db, redis_url, client
 
 def test_older_snapshots_are_deleted_and_previous_kept(db, redis_url, client, local_store):
     manifests = [export(db, local_store, day).manifest for day in (DAY1, DAY2, DAY3)]
-    results = [publish(redis_url, local_store, m) for m in manifests]
+    idle = OnlineReader(redis_url)  # reads the first snapshot, then nothing for two switches
+    results = [publish(redis_url, local_store, manifests[0])]
+    assert idle.get("c0010") == expected_rows(db, DAY1)["c0010"]
+    results += [publish(redis_url, local_store, m) for m in manifests[1:]]
     first, second, third = (m["export_id"] for m in manifests)
+    idle._codecs.clear()  # as if evicted: its snapshot's keys and manifest are gone now
+    assert idle.read(["c0010"]).rows == [expected_rows(db, DAY3)["c0010"]]
 
     assert results[1]["purged"] == {}
     assert results[2]["purged"] == {first: CUSTOMERS}
@@ -220,9 +230,9 @@ def test_verify_fails_on_tampered_staging(db, redis_url, client, local_store, ta
     entity = manifest["parity_sample"][0]["entity"]
     key = online.entity_prefix(manifest["export_id"]) + entity
     if tamper == "change-value":
-        values = json.loads(client.get(key))
+        values = msgpack.unpackb(client.get(key))
         values[0] += 1
-        client.set(key, json.dumps(values, separators=(",", ":")), keepttl=True)
+        client.set(key, msgpack.packb(values), keepttl=True)
         message = "checksum recomputed from Redis"
     elif tamper == "delete-key":
         client.delete(key)
@@ -287,3 +297,316 @@ def test_reader_and_connection_errors_say_what_to_do(redis_url, settings, monkey
 
     monkeypatch.setenv("REDIS_URL", redis_url)
     assert online.redis_client(Settings.from_env()).ping()
+
+
+def _events(client: redis.Redis) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _, fields in client.xrange(online.SWITCHES_KEY)
+    ]
+
+
+def test_rollback_stays_pinned_through_nightly_retries_until_release(
+    db, redis_url, client, local_store
+):
+    day1, day2 = (export(db, local_store, day).manifest for day in (DAY1, DAY2))
+    publish(redis_url, local_store, day1)
+    publish(redis_url, local_store, day2)
+    reader = OnlineReader(redis_url)
+    assert reader.read(["c0003"]).export_id == day2["export_id"]
+
+    result = online.rollback(redis_url, local_store, reason="bad amounts", by="oncall")
+    assert result["outcome"] == "rolled back" and result["export_id"] == day1["export_id"]
+    assert result["current_before"] == {"export_id": day2["export_id"], "cutoff": "2026-01-06"}
+    read = reader.read(["c0003", "c0004"])  # the reader notices the pointer moved
+    assert read.export_id == day1["export_id"] and read.cutoff == "2026-01-05"
+    assert read.rows == [expected_rows(db, DAY1)[e] for e in ("c0003", "c0004")]
+    pin = online.status(redis_url)["pin"]
+    assert pin["export_id"] == day1["export_id"] and pin["by"] == "oncall"
+    assert pin["rolled_back_from"] == day2["export_id"] and pin["reason"] == "bad amounts"
+    assert online.current_snapshot(redis_url)["pinned"] is True
+    with pytest.raises(RollbackRefused, match="already pinned"):
+        online.rollback(redis_url, local_store)
+
+    # A retry of the nightly re-exports, pushes, verifies and switches the same day: skipped.
+    retry = export(db, local_store, DAY2).manifest
+    assert publish(redis_url, local_store, retry)["outcome"] == "skipped: pinned"
+    # A switch of the very export rolled back from is skipped too; only the newest export
+    # asked for while pinned is kept aside (pending), the one it replaces is deleted.
+    again = switch(redis_url, day2)
+    assert again["outcome"] == "skipped: pinned"
+    assert again["purged"] == {retry["export_id"]: CUSTOMERS}
+    # The next night is verified but kept aside too.
+    day3 = export(db, local_store, DAY3).manifest
+    skipped = publish(redis_url, local_store, day3)
+    assert skipped["outcome"] == "skipped: pinned" and skipped["pinned_to"] == day1["export_id"]
+    assert skipped["purged"] == {}  # day 2 stays: it is the previous snapshot
+    assert reader.read(["c0003"]).export_id == day1["export_id"]
+    assert online.status(redis_url)["pin"]["pending_export_id"] == day3["export_id"]
+    assert len(entity_keys(client, day2["export_id"])) == CUSTOMERS  # kept as previous
+
+    released = online.release(redis_url, local_store, switch_pending=True, by="oncall")
+    assert released["outcome"] == "released"
+    assert released["pending"] == {"export_id": day3["export_id"], "cutoff": "2026-01-07"}
+    assert released["switch"]["outcome"] == "switched"
+    assert released["switch"]["purged"] == {day2["export_id"]: CUSTOMERS}
+    assert reader.read(["c0003"]).rows == [expected_rows(db, DAY3)["c0003"]]
+    assert client.hget(online.PREVIOUS_KEY, "export_id").decode() == day1["export_id"]
+    assert online.release(redis_url, local_store)["outcome"] == "not pinned"
+
+    outcomes = [(e["outcome"], e["export_id"]) for e in _events(client)]
+    assert outcomes[2:] == [
+        ("rolled back", day1["export_id"]),
+        ("skipped: pinned", retry["export_id"]),
+        ("skipped: pinned", day2["export_id"]),
+        ("skipped: pinned", day3["export_id"]),
+        ("released", day1["export_id"]),
+        ("switched", day3["export_id"]),
+    ]
+    # Rollback and release are recorded in the object store too (no warehouse involved).
+    records = [
+        json.loads(local_store.get_bytes(key))
+        for key in local_store.list(online.EVENTS_PREFIX)
+        if key.endswith(".json")
+    ]
+    assert [(r["action"], r["outcome"]) for r in records] == [
+        ("rollback", "rolled back"),
+        ("release", "released"),
+    ]
+    assert records[0]["reason"] == "bad amounts" and records[0]["pinned"] is True
+
+
+def test_rollback_refuses_without_a_whole_previous_snapshot(db, redis_url, client, local_store):
+    day1, day2 = (export(db, local_store, day).manifest for day in (DAY1, DAY2))
+    publish(redis_url, local_store, day1)
+    with pytest.raises(RollbackRefused, match="no previous snapshot"):
+        online.rollback(redis_url, local_store)
+    publish(redis_url, local_store, day2)
+    client.delete(online.entity_prefix(day1["export_id"]) + "c0007")  # e.g. expired
+    with pytest.raises(RollbackRefused, match="no longer whole in Redis.*1 of 300 staged keys"):
+        online.rollback(redis_url, local_store)
+    assert client.hget(online.CURRENT_KEY, "export_id").decode() == day2["export_id"]
+    assert not client.exists(online.PIN_KEY)
+
+
+def test_nightly_switch_task_is_skipped_while_a_rollback_is_pinned(
+    db, redis_url, settings, monkeypatch
+):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    store = LocalStore(settings.local_store_root)
+    day1, day2, day3 = (export(db, store, day).manifest for day in (DAY1, DAY2, DAY3))
+    for manifest in (day1, day2):
+        publish(redis_url, store, manifest)
+    online.rollback(redis_url, store)
+    push_staged(redis_url, store, day3)
+    verify_staged(redis_url, day3)
+    task_input = {"export_id": day3["export_id"], "prefix": day3["prefix"]}
+    with pytest.raises(nightly.NothingToDo, match="pinned to export .*online release"):
+        nightly.switch_online(task_input, {**task_input, "verified": True})
+    assert online.current_snapshot(redis_url)["export_id"] == day1["export_id"]
+    actions = [key.rsplit("/", 1)[1].split("-")[1] for key in store.list(online.EVENTS_PREFIX)]
+    assert actions == ["rollback", "switch"]  # the skipped switch is on record too
+
+
+PUSH_IN_SUBPROCESS = """
+import json, sys, time
+from pathlib import Path
+from mlpipeline import online
+from mlpipeline.objectstore import LocalStore
+
+chunks = online._packed_chunks
+
+def slowly(*args, **kwargs):  # a big export's pace, so the kill lands half-way
+    for chunk in chunks(*args, **kwargs):
+        yield chunk
+        time.sleep(0.05)
+
+online._packed_chunks = slowly
+manifest = json.loads(Path(sys.argv[1]).read_text())
+online.push_staged(sys.argv[3], LocalStore(Path(sys.argv[2])), manifest, chunk_size=16)
+"""
+
+
+def test_push_killed_half_way_keeps_current_whole_and_the_retry_completes(
+    db, redis_url, client, local_store, tmp_path
+):
+    old = export(db, local_store, DAY1).manifest
+    new = export(db, local_store, DAY2).manifest
+    publish(redis_url, local_store, old)
+    manifest_file = tmp_path / "manifest.json"
+    manifest_file.write_text(json.dumps(new))
+    index = online.index_key(new["export_id"])
+    chunks = -(-CUSTOMERS // 16)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PUSH_IN_SUBPROCESS, str(manifest_file), str(local_store.root)]
+        + [redis_url]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while client.llen(index) < 5 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        process.kill()
+        process.wait()
+    staged_chunks = client.llen(index)
+    assert 5 <= staged_chunks < chunks, "the push was not killed half-way"
+    assert client.hget(online.export_key(new["export_id"]), "status") == b"staging"
+
+    reader = OnlineReader(redis_url)
+    before, after = expected_rows(db, DAY1), expected_rows(db, DAY2)
+    entities = sorted(before)
+    read = reader.read(entities)
+    assert read.export_id == old["export_id"]
+    assert read.rows == [before[e] for e in entities]
+    with pytest.raises(VerificationFailed, match="status 'staging'.*did not finish"):
+        verify_staged(redis_url, new)
+    with pytest.raises(SnapshotNotVerified, match="status: failed"):
+        switch(redis_url, new)
+
+    stats = push_staged(redis_url, local_store, new, chunk_size=16)  # the task's retry
+    assert stats["rows"] == CUSTOMERS and stats["chunks"] == chunks
+    assert verify_staged(redis_url, new)["keys_found"] == CUSTOMERS
+    assert switch(redis_url, new)["outcome"] == "switched"
+    assert reader.read(entities).rows == [after[e] for e in entities]
+    assert len(entity_keys(client, new["export_id"])) == CUSTOMERS
+
+
+def test_vectors_expire_with_the_manifest_ttl(db, redis_url, client, local_store):
+    """Keys carry the TTL for real: once it passes, the entity is unknown (defaults)."""
+    manifest = {**export(db, local_store, DAY1).manifest, "ttl_seconds": 2}
+    publish(redis_url, local_store, manifest)
+    reader = OnlineReader(redis_url)
+    assert reader.read(["c0001"]).known == [True]
+    deadline = time.monotonic() + 10
+    while client.exists(online.entity_prefix(manifest["export_id"]) + "c0001"):
+        assert time.monotonic() < deadline, "the key did not expire"
+        time.sleep(0.1)
+    read = reader.read(["c0001", "c0002"])
+    assert read.known == [False, False] and read.rows == [DEFAULTS, DEFAULTS]
+    assert read.export_id == manifest["export_id"]  # the pointer and manifest stay
+
+
+def test_connect_retries_with_backoff_until_redis_answers(tmp_path, caplog):
+    port = localredis.free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    # redis-py retries a refused connection itself for about 1.5 s; start later than that.
+    started = threading.Timer(2.5, localredis.start, args=(tmp_path, port, False))
+    started.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="mlpipeline.online"):
+            client = online.connect(url, attempts=8, delay=0.1)
+        assert client.ping()
+        retries = [r.getMessage() for r in caplog.records if "did not answer" in r.getMessage()]
+        assert retries and "(attempt 1/8)" in retries[0] and "retrying in 0.1s" in retries[0]
+    finally:
+        started.join()
+        localredis.stop(url)
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.now(UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test ca"))
+        .issuer_name(name("test ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_redis_url_with_tls_password_and_database_number(db, local_store, tmp_path, monkeypatch):
+    ca, cert, key = _tls_files(tmp_path)
+    port = localredis.free_port()
+    server = subprocess.Popen(
+        [
+            localredis.redis_server_binary(),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(ca),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cret",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"rediss://:s3cret@127.0.0.1:{port}/3?ssl_ca_certs={ca}"
+    try:
+        monkeypatch.setenv("REDIS_URL", url)
+        client = online.redis_client(Settings.from_env())  # retries while the server starts
+        assert client.connection_pool.connection_kwargs["db"] == 3
+        manifest = export(db, local_store, DAY1).manifest
+        publish(url, local_store, manifest)
+        reader = OnlineReader(online.redis_client(url))
+        assert reader.get("c0042") == expected_rows(db, DAY1)["c0042"]
+        assert client.dbsize() > CUSTOMERS
+        assert online.redis_client(url.replace("/3?", "/0?")).dbsize() == 0
+
+        wrong = url.replace("s3cret", "nope")
+        with pytest.raises(OnlineStoreUnavailable, match="refused the credentials") as refused:
+            online.redis_client(wrong)
+        assert "nope" not in str(refused.value)
+        untrusted = url.split("?")[0]  # TLS without the CA: the certificate is refused
+        with pytest.raises(OnlineStoreUnavailable, match=r"rediss://:\*\*\*@127.0.0.1"):
+            online.connect(untrusted, attempts=1)
+    finally:
+        server.terminate()
+        server.wait()

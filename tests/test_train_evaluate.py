@@ -7,6 +7,7 @@ customer's mean, abroad, at night, online and in risky merchant categories.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipeline import meta, model_registry, warehouse
+from mlpipeline import meta, model_registry, nightly, warehouse
 from mlpipeline.evaluate import (
     EvaluationRules,
     choose_threshold,
@@ -35,6 +36,7 @@ from mlpipeline.train import (
     batch_revisions,
     load_candidates,
     train_candidate,
+    training_jobs,
     training_skip_reason,
 )
 
@@ -594,3 +596,59 @@ def test_threshold_rules_and_metrics() -> None:
         EvaluationRules(threshold_rule="coin_flip")
     with pytest.raises(ValueError, match="lower is better"):
         EvaluationRules(selection_metric="log_loss")
+
+
+def test_split_warnings_reach_the_log_and_the_mlflow_run(
+    tracking_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    uneven = split_dataset(
+        synthetic_training_set(), strategy="random", ratios=(0.9, 0.05, 0.05), min_part_rows=500
+    )
+    assert len(uneven.warnings) == 2
+
+    with caplog.at_level(logging.WARNING, logger="mlpipeline.train"):
+        result = train_candidate(
+            uneven, WEAK, feature_columns=SPEC, tracking_uri=tracking_uri, lineage=LINEAGE
+        )
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "mlpipeline.train"]
+    assert all(any(w in message for message in logged) for w in uneven.warnings)
+    client = model_registry.client(tracking_uri)
+    tag = client.get_run(result.run_id).data.tags["split_warnings"]
+    assert tag.startswith(f"{len(uneven.warnings)}: ") and uneven.warnings[0] in tag
+    version = client.get_model_version(model_registry.MODEL_NAME, result.model_version)
+    assert version.tags["split_warnings"] == tag
+    summary = json.loads(_artifact_text(client, result.run_id, "split_summary.json"))
+    assert summary["warnings"] == uneven.warnings
+    # The run also records the cores its task was limited to.
+    assert client.get_run(result.run_id).data.tags["training_cores"] == str(training_jobs())
+
+
+def test_each_training_task_gets_its_share_of_the_cores(tmp_path: Path) -> None:
+    import joblib
+
+    conf = tmp_path / "candidates.yaml"
+    conf.write_text("resources: {parallel_tasks: 2}\ncandidates: []\n")
+    assert training_jobs(conf) == max(1, joblib.cpu_count() // 2)
+    conf.write_text("resources: {parallel_tasks: 1}\ncandidates: []\n")
+    assert training_jobs(conf) == joblib.cpu_count()
+    conf.write_text(f"resources: {{parallel_tasks: {joblib.cpu_count() * 4}}}\n")
+    assert training_jobs(conf) == 1
+    # The DAG maps as many train tasks at once as the shipped configuration says.
+    assert nightly.training_parallelism() == 2
+
+
+def test_backfill_runs_do_not_train_unless_asked(settings) -> None:
+    from airflow.utils.types import DagRunType
+
+    assert nightly.training_wanted(None, DagRunType.BACKFILL_JOB)[0] is False
+    assert nightly.training_wanted(True, DagRunType.BACKFILL_JOB) == (True, "param train=true")
+    assert nightly.training_wanted(None, DagRunType.SCHEDULED)[0] is True
+    assert nightly.training_wanted(None, "manual")[0] is True
+    assert nightly.training_wanted(False, "scheduled") == (False, "param train=false")
+
+    with pytest.raises(nightly.NothingToDo, match="backfill runs do not train"):
+        nightly.check_training_set("2026-03-25", "backfill__1", run_type="backfill")
+    # Asked explicitly, the backfill goes on to read the training set (none built here).
+    with pytest.raises(RuntimeError, match="marts.training_set does not exist"):
+        nightly.check_training_set("2026-03-25", "backfill__1", train=True, run_type="backfill")

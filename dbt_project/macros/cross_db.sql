@@ -19,3 +19,19 @@
         "day_series has no implementation for the '" ~ adapter.type() ~ "' adapter; add a macro "
         ~ adapter.type() ~ "__day_series(first_day, last_day) to macros/cross_db.sql") }}
 {%- endmacro %}
+
+{% macro number_series(first, last) -%}
+    {#- One row per integer from first to last inclusive, column `n` (INTEGER). -#}
+    {{ return(adapter.dispatch('number_series', 'fraud_features')(first, last)) }}
+{%- endmacro %}
+
+{% macro duckdb__number_series(first, last) -%}
+    select cast(generate_series as integer) as n
+    from generate_series({{ first }}, {{ last }})
+{%- endmacro %}
+
+{% macro default__number_series(first, last) -%}
+    {{ exceptions.raise_compiler_error(
+        "number_series has no implementation for the '" ~ adapter.type() ~ "' adapter; add a "
+        ~ "macro " ~ adapter.type() ~ "__number_series(first, last) to macros/cross_db.sql") }}
+{%- endmacro %}

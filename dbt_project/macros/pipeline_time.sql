@@ -64,3 +64,12 @@
     {#- Transactions before this timestamp have matured labels for a training cutoff. -#}
     cast({{ dbt.dateadd('day', -var('label_maturity_days'), cutoff_ts(day)) }} as timestamp)
 {%- endmacro %}
+
+{% macro feature_lookback_days() -%}
+    {#-
+        Days of transactions before a cutoff that an incremental run reads: the longest feature
+        window (30 days) or the online TTL (a snapshot holds every customer active within it),
+        whichever is longer.
+    -#}
+    {{ return([online_spec().ttl_days, 30] | max) }}
+{%- endmacro %}

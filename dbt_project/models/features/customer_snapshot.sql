@@ -10,36 +10,58 @@
 {#- The online feature set (names, types, TTL) comes from this model's YAML, meta.online. -#}
 {%- set online = online_spec() -%}
 {#- Read enough history for the longest window (30 days) and for the TTL, whichever is longer. -#}
-{%- set lookback_days = [online.ttl_days, 30] | max -%}
+{%- set lookback_days = feature_lookback_days() -%}
 
 with
 
-transactions as (
+scanned as (
 
-    select * from {{ ref('stg_transactions') }}
+    select
+        customer_id,
+        merchant_id,
+        merchant_category,
+        country,
+        channel,
+        amount,
+        event_ts,
+        cast(event_ts as date) as event_day
+
+    from {{ ref('stg_transactions') }}
+    where event_ts < {{ cutoff_ts(processing_day()) }}
     {%- if is_incremental() %}
-    -- Incremental run: only the lookback window of cutoff D is read.
-    where event_ts >= {{ dbt.dateadd('day', -lookback_days, cutoff_ts(processing_day())) }}
-        and event_ts < {{ cutoff_ts(processing_day()) }}
+        -- Incremental run: only the lookback window of cutoff D is read.
+        and event_ts >= {{ dbt.dateadd('day', -lookback_days, cutoff_ts(processing_day())) }}
     {%- endif %}
 
 ),
 
-transaction_history as (
+transactions as (
 
-    -- Whole history, for the two features that are defined over it (tenure, chargebacks).
     select
-        transaction_id,
-        customer_id,
-        event_ts
+        *
+        {%- if not is_incremental() %},
+        -- Days since the customer's previous transaction with the same merchant, category and
+        -- country (null: none), for the distinct counts of every cutoff (see `diversity`).
+        {{ dbt.datediff('lag(event_day) over (partition by customer_id, merchant_id order by event_ts)', 'event_day', 'day') }}
+            as merchant_gap_days,
+        {{ dbt.datediff('lag(event_day) over (partition by customer_id, merchant_category order by event_ts)', 'event_day', 'day') }}
+            as category_gap_days,
+        {{ dbt.datediff('lag(event_day) over (partition by customer_id, country order by event_ts)', 'event_day', 'day') }}
+            as country_gap_days
+        {%- endif %}
 
-    from {{ ref('stg_transactions') }}
+    from scanned
 
 ),
 
-chargebacks as (
+lifetime_changes as (
 
-    select * from {{ ref('stg_chargebacks') }}
+    -- Totals over the whole history (first transaction, chargebacks), kept incrementally by
+    -- customer_lifetime so that this model never re-reads that history.
+    select * from {{ ref('customer_lifetime') }}
+    {%- if is_incremental() %}
+    where cutoff_date <= {{ processing_day() }}
+    {%- endif %}
 
 ),
 
@@ -66,13 +88,30 @@ cutoff_times as (
 
 ),
 
-window_transactions as (
+cutoff_days as (
 
-    -- Each transaction paired with every cutoff whose lookback window holds it. A transaction at
-    -- or after a cutoff's cutoff_ts is invisible to that cutoff.
+    -- Each cutoff with the days its lookback window covers, from its own day (0 days back) to
+    -- lookback_days - 1 days back: a transaction is in the window exactly when its day is one of
+    -- them (before cutoff_ts, at or after cutoff_ts - lookback_days). Joining on the day keeps
+    -- the pairing an equi-join whether one cutoff is built or all of them.
     select
         cutoff_times.cutoff_date,
         cutoff_times.cutoff_ts,
+        days_back.n as days_back,
+        cast({{ dbt.dateadd('day', '-days_back.n', 'cutoff_times.cutoff_date') }} as date) as event_day
+
+    from cutoff_times
+    cross join ({{ number_series(0, lookback_days - 1) }}) as days_back
+
+),
+
+window_transactions as (
+
+    -- Each transaction paired with every cutoff whose lookback window holds it. The 24-hour,
+    -- 7-day and 30-day windows end at cutoff_ts, so they hold the last 1, 7 and 30 days.
+    select
+        cutoff_days.cutoff_date,
+        cutoff_days.cutoff_ts,
         transactions.customer_id,
         transactions.merchant_id,
         transactions.merchant_category,
@@ -80,14 +119,13 @@ window_transactions as (
         transactions.channel,
         transactions.amount,
         transactions.event_ts,
-        transactions.event_ts >= {{ dbt.dateadd('day', -1, 'cutoff_times.cutoff_ts') }} as in_24h,
-        transactions.event_ts >= {{ dbt.dateadd('day', -7, 'cutoff_times.cutoff_ts') }} as in_7d,
-        transactions.event_ts >= {{ dbt.dateadd('day', -30, 'cutoff_times.cutoff_ts') }} as in_30d
+        cutoff_days.days_back < 1 as in_24h,
+        cutoff_days.days_back < 7 as in_7d,
+        cutoff_days.days_back < 30 as in_30d
 
-    from cutoff_times
+    from cutoff_days
     inner join transactions
-        on transactions.event_ts < cutoff_times.cutoff_ts
-        and transactions.event_ts >= {{ dbt.dateadd('day', -lookback_days, 'cutoff_times.cutoff_ts') }}
+        on transactions.event_day = cutoff_days.event_day
 
 ),
 
@@ -110,11 +148,6 @@ customer_windows as (
         avg(case when in_30d then amount end) as amount_mean_30d,
         max(case when in_30d then amount end) as amount_max_30d,
 
-        ----------  diversity
-        count(distinct case when in_30d then merchant_id end) as distinct_merchants_30d,
-        count(distinct case when in_30d then merchant_category end) as distinct_categories_30d,
-        count(distinct case when in_30d then country end) as distinct_countries_30d,
-
         ----------  channel mix
         cast(count(case when in_30d and channel = 'online' then 1 end) as double)
             / nullif(count(case when in_30d then 1 end), 0) as online_share_30d,
@@ -127,6 +160,49 @@ customer_windows as (
 
 ),
 
+diversity as (
+
+    -- Distinct merchants, categories and merchant countries over the last 30 days.
+    {%- if is_incremental() %}
+    -- One cutoff: count the distinct (customer, value) pairs of its 30-day window.
+    select
+        {{ processing_day() }} as cutoff_date,
+        customer_id,
+        count(case when dimension = 'merchant' then 1 end) as distinct_merchants_30d,
+        count(case when dimension = 'category' then 1 end) as distinct_categories_30d,
+        count(case when dimension = 'country' then 1 end) as distinct_countries_30d
+
+    from (
+        {%- for dimension, column in [('merchant', 'merchant_id'), ('category', 'merchant_category'), ('country', 'country')] %}
+        select distinct customer_id, '{{ dimension }}' as dimension, {{ column }} as value
+        from transactions
+        where event_day >= cast({{ dbt.dateadd('day', -29, processing_day()) }} as date)
+        {{ 'union all' if not loop.last }}
+        {%- endfor %}
+    ) as window_values
+    group by customer_id
+    {%- else %}
+    -- Every cutoff: a transaction starts a value in a cutoff's 30-day window exactly when the
+    -- customer's previous one with that value lies before the window, so each distinct value
+    -- is counted once, without a distinct count per cutoff.
+    select
+        cutoff_days.cutoff_date,
+        transactions.customer_id,
+        {%- for dimension, plural in [('merchant', 'merchants'), ('category', 'categories'), ('country', 'countries')] %}
+        count(
+            case when coalesce(transactions.{{ dimension }}_gap_days, 30) > 29 - cutoff_days.days_back then 1 end
+        ) as distinct_{{ plural }}_30d{{ ',' if not loop.last }}
+        {%- endfor %}
+
+    from cutoff_days
+    inner join transactions
+        on transactions.event_day = cutoff_days.event_day
+    where cutoff_days.days_back < 30
+    group by cutoff_days.cutoff_date, transactions.customer_id
+    {%- endif %}
+
+),
+
 active_customers as (
 
     -- The cutoff holds every customer active within the online TTL, so switching it in online
@@ -136,20 +212,58 @@ active_customers as (
 
 ),
 
+{%- if is_incremental() %}
+
 country_counts as (
 
+    -- Each country's transactions over the cutoff's 30 days and its latest use.
     select
-        cutoff_date,
+        {{ processing_day() }} as cutoff_date,
         customer_id,
         country,
         count(*) as country_txn_count,
         max(event_ts) as country_last_ts
 
-    from window_transactions
-    where in_30d
-    group by cutoff_date, customer_id, country
+    from transactions
+    where event_day >= cast({{ dbt.dateadd('day', -29, processing_day()) }} as date)
+    group by customer_id, country
 
 ),
+{%- else %}
+
+country_days as (
+
+    select
+        customer_id,
+        country,
+        event_day,
+        count(*) as country_txn_count,
+        max(event_ts) as country_last_ts
+
+    from transactions
+    group by customer_id, country, event_day
+
+),
+
+country_counts as (
+
+    -- Per cutoff, each country's transactions over 30 days and its latest use, from daily
+    -- counts (far fewer rows to pair with the cutoffs than the transactions).
+    select
+        cutoff_days.cutoff_date,
+        country_days.customer_id,
+        country_days.country,
+        sum(country_days.country_txn_count) as country_txn_count,
+        max(country_days.country_last_ts) as country_last_ts
+
+    from cutoff_days
+    inner join country_days
+        on country_days.event_day = cutoff_days.event_day
+    where cutoff_days.days_back < 30
+    group by cutoff_days.cutoff_date, country_days.customer_id, country_days.country
+
+),
+{%- endif %}
 
 ranked_countries as (
 
@@ -177,33 +291,34 @@ usual_countries as (
 
 ),
 
-first_transactions as (
+lifetime_as_of as (
 
-    -- Every customer in a cutoff has a transaction before it, so the first transaction over the
-    -- whole history is also the first one as of the cutoff.
+    -- Each customer's latest lifetime change at or before the cutoff.
     select
-        customer_id,
-        min(event_ts) as first_txn_ts
+        active_customers.cutoff_date,
+        active_customers.customer_id,
+        max(lifetime_changes.cutoff_date) as changed_on
 
-    from transaction_history
-    group by customer_id
+    from active_customers
+    inner join lifetime_changes
+        on lifetime_changes.customer_id = active_customers.customer_id
+        and lifetime_changes.cutoff_date <= active_customers.cutoff_date
+    group by active_customers.cutoff_date, active_customers.customer_id
 
 ),
 
-customer_chargebacks as (
+lifetime as (
 
-    -- Chargebacks exist for a cutoff only once reported, strictly before its cutoff_ts.
     select
-        cutoff_times.cutoff_date,
-        transaction_history.customer_id,
-        count(*) as chargebacks_total
+        lifetime_as_of.cutoff_date,
+        lifetime_as_of.customer_id,
+        lifetime_changes.first_txn_ts,
+        lifetime_changes.chargebacks_total
 
-    from cutoff_times
-    inner join chargebacks
-        on chargebacks.reported_at < cutoff_times.cutoff_ts
-    inner join transaction_history
-        on transaction_history.transaction_id = chargebacks.transaction_id
-    group by cutoff_times.cutoff_date, transaction_history.customer_id
+    from lifetime_as_of
+    inner join lifetime_changes
+        on lifetime_changes.customer_id = lifetime_as_of.customer_id
+        and lifetime_changes.cutoff_date = lifetime_as_of.changed_on
 
 ),
 
@@ -222,25 +337,26 @@ snapshot as (
         active_customers.amount_sum_30d,
         active_customers.amount_mean_30d,
         active_customers.amount_max_30d,
-        active_customers.distinct_merchants_30d,
-        active_customers.distinct_categories_30d,
-        active_customers.distinct_countries_30d,
+        coalesce(diversity.distinct_merchants_30d, 0) as distinct_merchants_30d,
+        coalesce(diversity.distinct_categories_30d, 0) as distinct_categories_30d,
+        coalesce(diversity.distinct_countries_30d, 0) as distinct_countries_30d,
         usual_countries.usual_country,
         active_customers.online_share_30d,
         active_customers.last_txn_ts,
-        {{ dbt.datediff('cast(first_transactions.first_txn_ts as date)', 'active_customers.cutoff_date', 'day') }}
+        {{ dbt.datediff('cast(lifetime.first_txn_ts as date)', 'active_customers.cutoff_date', 'day') }}
             as tenure_days,
-        coalesce(customer_chargebacks.chargebacks_total, 0) as chargebacks_total
+        lifetime.chargebacks_total
 
     from active_customers
-    inner join first_transactions
-        on first_transactions.customer_id = active_customers.customer_id
+    left join lifetime
+        on lifetime.cutoff_date = active_customers.cutoff_date
+        and lifetime.customer_id = active_customers.customer_id
+    left join diversity
+        on diversity.cutoff_date = active_customers.cutoff_date
+        and diversity.customer_id = active_customers.customer_id
     left join usual_countries
         on usual_countries.cutoff_date = active_customers.cutoff_date
         and usual_countries.customer_id = active_customers.customer_id
-    left join customer_chargebacks
-        on customer_chargebacks.cutoff_date = active_customers.cutoff_date
-        and customer_chargebacks.customer_id = active_customers.customer_id
 
 ),
 

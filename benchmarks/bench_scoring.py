@@ -1,0 +1,240 @@
+"""Scoring a 1M-transaction day end to end (`score.score_day`) against a plain script doing the
+same read from DuckDB, `predict_proba` and Delta write, measured in the same run.
+
+Both load the same registered model (the configured hist_gradient_boosting candidate, trained
+through `train.train_candidate` and promoted to `champion`) and read the same
+`features.transaction_features` day, built directly in DuckDB with every declared online feature.
+The plain script reads the whole day into one DataFrame; `score_day` streams it in chunks,
+also writes the rows to DuckDB inside a transaction, checks the counts, commits the day to the
+Delta table by one predicate overwrite and records the day in `meta.days`. Each variant runs
+twice, alternating, in a fresh process (its own peak memory); the faster run of each counts.
+
+Targets: at least 80 % of the plain script's rows per second, and at most half its peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from benchmarks.harness import Result
+from mlpipeline import model_registry, transform
+from mlpipeline.config import PROJECT_ROOT, Settings
+
+ROWS = 1_000_000
+TRAIN_ROWS = 60_000
+DAY = date(2026, 3, 1)
+TRAIN_DAY = date(2026, 2, 28)
+THRESHOLD = "0.5"
+VARIANTS = ("plain", "score_day")
+log = logging.getLogger(__name__)
+
+
+def _feature_value(name: str, kind: str) -> str:
+    """A deterministic, varied value of the declared type (a NULL about every ninth row)."""
+    h = f"hash(i, '{name}')"
+    base = kind.upper().split("(")[0].strip()
+    if base == "DECIMAL":
+        value = f"(({h} % 90000) / 100.0 + 1)::{kind}"
+    elif base in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT"):
+        return f"({h} % 60)::{kind}"
+    elif base == "DOUBLE":
+        value = f"(({h} % 1000) / 1000.0)::DOUBLE"
+    elif base == "VARCHAR":
+        value = f"['NL', 'DE', 'FR', 'BE', 'US'][1 + ({h} % 5)::INTEGER]"
+    elif base == "TIMESTAMP":
+        value = f"(DATE '{DAY}' - to_seconds(({h} % 2592000)::BIGINT))"
+    else:
+        raise ValueError(f"no benchmark values for online feature {name} of type {kind}")
+    return f"CASE WHEN {h} % 9 = 0 THEN NULL ELSE {value} END"
+
+
+def features_sql(day: date, rows: int) -> str:
+    """`rows` transactions of `day` in the shape dbt gives features.transaction_features."""
+    features = ",\n    ".join(
+        f"{_feature_value(f.name, f.type)} AS {f.name}" for f in transform.online_spec().features
+    )
+    second = f"(i * 86400 // {rows})::BIGINT"
+    return f"""
+SELECT
+    'tx-{day:%Y%m%d}-' || lpad(i::VARCHAR, 8, '0') AS transaction_id,
+    'c' || lpad((hash(i, 'c') % 200000)::VARCHAR, 6, '0') AS customer_id,
+    'm' || (hash(i, 'm') % 5000)::VARCHAR AS merchant_id,
+    ['grocery', 'restaurants', 'fuel', 'travel', 'electronics', 'fashion', 'digital_goods',
+     'pharmacy', 'entertainment', 'jewelry'][1 + (hash(i, 'k') % 10)::INTEGER] AS merchant_category,
+    ((hash(i, 'a') % 50000) / 100.0 + 1)::DECIMAL(18, 2) AS amount,
+    'EUR' AS currency,
+    ['NL', 'DE', 'FR', 'BE', 'US', 'GB'][1 + (hash(i, 'co') % 6)::INTEGER] AS country,
+    ['online', 'pos', 'contactless'][1 + (hash(i, 'ch') % 3)::INTEGER] AS channel,
+    DATE '{day}' + to_seconds({second}) AS event_ts,
+    DATE '{day}' AS dt,
+    'transactions-{day}' AS batch_id,
+    'bench0000001' AS revision,
+    CASE WHEN {second} < 7200 THEN DATE '{day}' - 2 ELSE DATE '{day}' - 1 END AS snapshot_cutoff,
+    {features}
+FROM range({rows}) AS r(i)
+"""
+
+
+def _settings(workdir: Path) -> Settings:
+    data = workdir / "data"
+    return Settings(
+        data_dir=data,
+        duckdb_path=data / "warehouse.duckdb",
+        redis_url=None,
+        mlflow_tracking_uri=f"sqlite:///{(data / 'mlflow' / 'mlflow.db').resolve()}",
+        bucket=None,
+        aws_endpoint_url=None,
+    )
+
+
+def _prepare(settings: Settings) -> None:
+    """The day to score, and a champion trained on another day with planted fraud."""
+    from mlpipeline.split import split_dataset
+    from mlpipeline.train import load_candidates, train_candidate
+
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS features")
+        con.execute(f"CREATE TABLE features.transaction_features AS {features_sql(DAY, ROWS)}")
+        training = con.execute(
+            f"""
+            SELECT *, (CASE WHEN (channel = 'online' AND amount > 300
+                                  AND country IS DISTINCT FROM usual_country)
+                              OR hash(transaction_id) % 200 = 0 THEN 1 ELSE 0 END) AS is_fraud
+            FROM ({features_sql(TRAIN_DAY, TRAIN_ROWS)})
+            """
+        ).df()
+    candidate = next(c for c in load_candidates() if c.estimator == "hist_gradient_boosting")
+    result = train_candidate(
+        split_dataset(training, strategy="random"),
+        candidate,
+        feature_columns=transform.online_spec().features,
+        tracking_uri=settings.mlflow_tracking_uri,
+        lineage={
+            "training_cutoff": TRAIN_DAY,
+            "batch_revisions": {f"transactions-{TRAIN_DAY}": "bench0000001"},
+            "dbt_manifest_hash": transform.manifest_hash(),
+            "git_commit": "benchmark",
+        },
+    )
+    client = model_registry.client(settings.mlflow_tracking_uri)
+    name = model_registry.MODEL_NAME
+    client.set_model_version_tag(name, result.model_version, "decision_threshold", THRESHOLD)
+    client.set_registered_model_alias(name, model_registry.CHAMPION_ALIAS, result.model_version)
+
+
+def _plain(settings: Settings) -> int:
+    """What a hand-written script does: one read, one predict_proba, one Delta write."""
+    from deltalake import write_deltalake
+
+    champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
+    model = model_registry.load_model(champion)
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        frame = con.execute("SELECT * FROM features.transaction_features WHERE dt = ?", [DAY]).df()
+    scores = model.predict_proba(frame)[:, 1]
+    rows = len(frame)
+    table = pa.table(
+        {
+            "dt": pa.array(frame["dt"]).cast(pa.date32()),
+            "transaction_id": pa.array(frame["transaction_id"], pa.string()),
+            "customer_id": pa.array(frame["customer_id"], pa.string()),
+            "score": pa.array(scores, pa.float64()),
+            "decision": pa.array(scores >= champion.decision_threshold, pa.bool_()),
+            "model_name": pa.repeat(pa.scalar(champion.name), rows),
+            "model_version": pa.repeat(pa.scalar(champion.version), rows),
+            "snapshot_cutoff": pa.array(frame["snapshot_cutoff"]).cast(pa.date32()),
+            "batch_id": pa.array(frame["batch_id"], pa.string()),
+            "revision": pa.array(frame["revision"], pa.string()),
+            "scoring_run_id": pa.repeat(pa.scalar("plain"), rows),
+            "scored_at": pa.repeat(
+                pa.scalar(time.time_ns() // 1000, pa.timestamp("us", "UTC")), rows
+            ),
+        }
+    )
+    write_deltalake(
+        str(settings.data_dir / "plain_scores"),
+        table,
+        mode="overwrite",
+        predicate=f"dt = '{DAY}'",
+        partition_by=["dt"],
+    )
+    return rows
+
+
+def _score_day(settings: Settings) -> int:
+    from mlpipeline.score import score_day
+
+    champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
+    result = score_day(
+        DAY,
+        settings=settings,
+        champion=champion,
+        load_model=model_registry.load_model,
+        run_id="bench",
+    )
+    return result.rows_scored
+
+
+def _child(variant: str, workdir: Path) -> None:
+    """One measured run in this fresh process: prints seconds, rows and peak memory as JSON."""
+    settings = _settings(workdir)
+    work = {"plain": _plain, "score_day": _score_day}[variant]
+    started = time.perf_counter()
+    rows = work(settings)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"variant": variant, "rows": rows, "seconds": seconds, "peak_mb": peak_mb}))
+
+
+def _measure(variant: str, workdir: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scoring", variant, str(workdir)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"benchmark run {variant} failed:\n{done.stderr[-4000:]}")
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    if outcome["rows"] != ROWS:
+        raise RuntimeError(f"{variant} scored {outcome['rows']} rows, expected {ROWS}")
+    log.warning("%s: %s", variant, outcome)
+    return outcome
+
+
+def run(workdir: Path) -> list[Result]:
+    settings = _settings(workdir)
+    _prepare(settings)
+    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    for _ in range(2):
+        for variant in VARIANTS:
+            runs[variant].append(_measure(variant, workdir))
+    best = {v: min(runs[v], key=lambda r: r["seconds"]) for v in VARIANTS}
+    peak = {v: max(r["peak_mb"] for r in runs[v]) for v in VARIANTS}
+    shutil.rmtree(settings.data_dir / "plain_scores", ignore_errors=True)
+    return [
+        Result.at_least(
+            "score_day_rows_per_second",
+            ROWS / best["score_day"]["seconds"],
+            "rows/s",
+            ROWS / best["plain"]["seconds"],
+            0.8,
+        ),
+        Result.at_most("score_day_peak_memory", peak["score_day"], "MB", peak["plain"], 0.5),
+    ]
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], Path(sys.argv[2]))

@@ -1,0 +1,270 @@
+"""End to end: the quality gates stop bad data in `fraud_nightly` runs (`airflow dags test`).
+
+One small history (8 days, 300 customers, cold start: no training). A clean day is published
+first with the nightly's own stage functions (a champion registered up front, so that scoring
+writes the score table, and Redis switched to the day's snapshot). Then two Airflow nights:
+- transactions with 30 % of their rows rejected: the raw gate quarantines the revision, and
+  Redis, the score table and the champion stay exactly as they were;
+- a snapshot suite that fails (an analyst's copy of the suites with a threshold set too tight,
+  taken from MLPIPELINE_EXPECTATIONS_DIR): Redis stays exactly as it was and the source batches
+  stay current.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlpipeline import landing, local_airflow, model_registry, nightly, online, quality, score
+from mlpipeline.catchup import catchup
+from mlpipeline.config import Settings
+from mlpipeline.generate import generate_range
+from mlpipeline.objectstore import ObjectStore, from_settings
+from mlpipeline.warehouse import connect
+
+pytestmark = pytest.mark.e2e
+
+START = date(2026, 1, 1)
+CLEAN = START + timedelta(days=5)
+BAD_RAW = CLEAN + timedelta(days=1)
+BAD_SNAPSHOT = BAD_RAW + timedelta(days=1)
+CUSTOMERS = 300
+CHECK_RAW = "ingest_transactions.check_raw_transactions"
+
+
+def _reject_30_percent(store: ObjectStore, day: date) -> None:
+    """The producer's file for the day: 30 % of amounts written with a decimal comma."""
+    prefix = landing.day_prefix("transactions", day)
+    names = landing.list_data_files(store, "transactions", day)
+    frame = pd.concat(
+        [pd.read_csv(io.BytesIO(store.get_bytes(prefix + n)), dtype=str) for n in names],
+        ignore_index=True,
+    )
+    frame.loc[frame.index % 10 < 3, "amount"] = frame["amount"].str.replace(".", ",")
+    for name in names:
+        store.delete(prefix + name)
+    store.put_bytes(prefix + "part-00000.csv", frame.to_csv(index=False).encode())
+    landing.write_success(
+        store, "transactions", day, [landing.DeclaredFile("part-00000.csv", len(frame))]
+    )
+
+
+def _tight_suites(folder: Path) -> Path:
+    """The suites as shipped, with one threshold tightened below what the data holds."""
+    shutil.copytree(quality.suites_dir(), folder)
+    suite = folder / "customer_snapshot.json"
+    text = suite.read_text()
+    loose = '"column": "amount_sum_30d", "min_value": 0}'
+    assert loose in text
+    suite.write_text(
+        text.replace(loose, '"column": "amount_sum_30d", "min_value": 0, "max_value": 50}')
+    )
+    return folder
+
+
+def _register_champion(settings: Settings) -> str:
+    """A small scikit-learn pipeline registered as `champion`, as the nightly would find it."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    with connect(settings, read_only=True) as con:
+        frame = con.execute(
+            "SELECT amount::DOUBLE AS amount, txn_count_24h, channel "
+            "FROM features.transaction_features"
+        ).df()
+    columns = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["amount", "txn_count_24h"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["channel"]),
+        ]
+    )
+    pipeline = Pipeline([("columns", columns), ("clf", LogisticRegression(max_iter=200))])
+    pipeline.fit(frame, (frame["amount"] > frame["amount"].quantile(0.95)).astype(int))
+    uri = settings.mlflow_tracking_uri
+    client = model_registry.client(uri)
+    experiment = model_registry.ensure_experiment(client, model_registry.MODEL_NAME, uri)
+    with model_registry.tracking(uri) as mlflow:
+        with mlflow.start_run(experiment_id=experiment):
+            logged = mlflow.sklearn.log_model(
+                pipeline, name="model", pip_requirements=["scikit-learn"]
+            )
+        version = mlflow.register_model(logged.model_uri, model_registry.MODEL_NAME).version
+    for tag, value in (("decision_threshold", "0.5"), ("training_cutoff", str(START))):
+        client.set_model_version_tag(model_registry.MODEL_NAME, version, tag, value)
+    client.set_registered_model_alias(model_registry.MODEL_NAME, "champion", version)
+    return str(version)
+
+
+def _publish(day: date) -> None:
+    """Day D published by the nightly's stages, run in this process: the snapshot exported,
+    staged, verified and switched in Redis, the day scored with the champion."""
+    run_id = f"setup__{day}"
+    export = nightly.export_snapshot(str(day))
+    nightly.push_staged(export)
+    verified = nightly.verify_staged(export)
+    nightly.score(str(day), run_id)
+    nightly.switch_online(export, verified)
+
+
+def _dags_test(day: date, env: dict[str, str]) -> tuple[int, str]:
+    """`airflow dags test` for day D, keeping what it printed: the task logs, in a test run."""
+    airflow = Path(sys.executable).parent / "airflow"
+    done = subprocess.run(
+        [str(airflow), "dags", "test", "fraud_nightly", day.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def _observable(settings: Settings, redis_url: str) -> dict:
+    """Everything a downstream reader sees: every Redis key with its value, the score table's
+    version and the champion's version."""
+    client = online.as_client(redis_url)
+    keys = sorted(client.scan_iter(match="fs:*", count=1000))
+    location = score.score_table_location(settings)
+    from deltalake import DeltaTable
+
+    champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
+    return {
+        "redis": {key: client.dump(key) for key in keys},
+        "current": client.hgetall(online.CURRENT_KEY),
+        "scores_version": DeltaTable(
+            location.uri, storage_options=location.storage_options
+        ).version(),
+        "champion": champion.version if champion else None,
+    }
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[dict]:
+    data_dir = tmp_path_factory.mktemp("quality-e2e")
+    redis_url = redis_server.rsplit("/", 1)[0] + "/8"
+    saved = {k: os.environ.get(k) for k in ("MLPIPELINE_DATA_DIR", "REDIS_URL")}
+    os.environ.update({"MLPIPELINE_DATA_DIR": str(data_dir), "REDIS_URL": redis_url})
+    for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
+        saved[var] = os.environ.pop(var, None)
+    saved[quality.SUITES_ENV] = os.environ.pop(quality.SUITES_ENV, None)
+    try:
+        online.as_client(redis_url).flushdb()
+        settings = Settings.from_env()
+        store = from_settings(settings)
+        generate_range(store, START, BAD_SNAPSHOT, customers=CUSTOMERS)
+        _reject_30_percent(store, BAD_RAW)
+        env = local_airflow.airflow_env(settings)
+        local_airflow.init(env)
+        catchup(START, CLEAN)
+        champion = _register_champion(settings)
+        _publish(CLEAN)
+        seen = {"before": _observable(settings, redis_url)}
+        runs, output = {}, {}
+        runs["bad_raw"], output["bad_raw"] = _dags_test(BAD_RAW, env)
+        seen["after_bad_raw"] = _observable(settings, redis_url)
+        tight = {**env, quality.SUITES_ENV: str(_tight_suites(data_dir / "suites"))}
+        runs["bad_snapshot"], _ = _dags_test(BAD_SNAPSHOT, tight)
+        seen["after_bad_snapshot"] = _observable(settings, redis_url)
+        states = {
+            name: local_airflow.task_states("fraud_nightly", day, env)
+            for name, day in (("bad_raw", BAD_RAW), ("bad_snapshot", BAD_SNAPSHOT))
+        }
+        yield {
+            "settings": settings,
+            "store": store,
+            "champion": champion,
+            "exit": runs,
+            "output": output,
+            "seen": seen,
+            "states": states,
+        }
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_the_clean_day_was_published_before_the_bad_nights(nights):
+    before = nights["seen"]["before"]
+    assert before["current"][b"cutoff"].decode() == str(CLEAN)
+    assert before["scores_version"] is not None and before["champion"] == nights["champion"]
+
+
+def test_a_failing_raw_revision_is_quarantined_and_nothing_downstream_changes(nights):
+    states = nights["states"]["bad_raw"]
+    assert nights["exit"]["bad_raw"] != 0
+    assert states[CHECK_RAW] == "failed"
+    assert states["ingest_transactions.promote_transactions"] == "upstream_failed"
+    assert states["check_snapshot"] in {"upstream_failed", "skipped"}
+    assert states["score"] in {"upstream_failed", "skipped"}
+    # Redis (every key and the current pointer), the score table and the champion: unchanged.
+    assert nights["seen"]["after_bad_raw"] == nights["seen"]["before"]
+
+    batch_id = f"transactions-{BAD_RAW}"
+    with connect(nights["settings"], read_only=True) as con:
+        history = con.execute(
+            "SELECT revision, list(status ORDER BY recorded_at) FROM meta.batch_events "
+            "WHERE batch_id = ? GROUP BY revision",
+            [batch_id],
+        ).fetchall()
+        visible = con.execute(
+            "SELECT count(*) FROM raw.transactions_current WHERE dt = ?", [BAD_RAW]
+        ).fetchone()[0]
+        checks = con.execute(
+            "SELECT expectation, observed FROM meta.validation_results "
+            "WHERE subject = ? AND NOT success",
+            [f"{batch_id}@{history[0][0]}"],
+        ).fetchall()
+    assert [statuses for _, statuses in history] == [["ingested", "quarantined"]]
+    assert visible == 0
+    assert [e for e, _ in checks] == [
+        "expect_table_row_count_to_be_between: reject rate within quality.raw.max_reject_rate"
+    ]
+
+
+def test_the_failing_raw_check_names_its_data_docs_page(nights):
+    store, settings = nights["store"], nights["settings"]
+    pages = [
+        k
+        for k in store.list("reports/data_docs/validations/raw_transactions/")
+        if f"transactions-{BAD_RAW}@" in k
+    ]
+    assert len(pages) == 1 and store.exists("reports/data_docs/index.html")
+    local = settings.data_dir / "data_docs" / pages[0].removeprefix("reports/data_docs/")
+    assert local.exists()
+    assert f"Data Docs: object store {pages[0]}" in nights["output"]["bad_raw"]
+
+
+def test_a_failing_snapshot_suite_leaves_redis_as_it_was(nights):
+    states = nights["states"]["bad_snapshot"]
+    assert nights["exit"]["bad_snapshot"] != 0
+    assert states[CHECK_RAW] == "success"
+    assert states["check_snapshot"] == "failed"
+    assert states["online.push_staged"] in {"upstream_failed", "skipped"}
+    assert states["switch_online"] in {"upstream_failed", "skipped"}
+    before, after = nights["seen"]["after_bad_raw"], nights["seen"]["after_bad_snapshot"]
+    assert after["redis"] == before["redis"] and after["current"] == before["current"]
+    with connect(nights["settings"], read_only=True) as con:
+        statuses = con.execute(
+            "SELECT DISTINCT status FROM meta.batches WHERE dt = ?", [BAD_SNAPSHOT]
+        ).fetchall()
+        failed = con.execute(
+            "SELECT expectation FROM meta.validation_results "
+            "WHERE subject = ? AND suite = 'customer_snapshot' AND NOT success",
+            [f"cutoff={BAD_SNAPSHOT}"],
+        ).fetchall()
+    assert statuses == [("current",)], "a snapshot failure does not quarantine source batches"
+    assert failed == [("expect_column_values_to_be_between",)]

@@ -1,0 +1,247 @@
+"""Online scoring (`mlpipeline serve`) against real components: a dbt-built warehouse, a snapshot
+exported and switched into a real Redis server, a champion registered in a real MLflow store,
+and the HTTP endpoint over a real socket.
+
+The parity test scores the same transactions twice: through `POST /score` (vector from Redis)
+and through `mlpipeline.score.score_day` (the batch code, reading dbt's point-in-time join),
+against the same snapshot, and requires the same scores.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from mlpipeline import model_registry, online, score, transform
+from mlpipeline.config import Settings
+from mlpipeline.export import export_snapshot
+from mlpipeline.model_features import build_pipeline, select_feature_columns
+from mlpipeline.objectstore import LocalStore
+from mlpipeline.serve import make_server
+from mlpipeline.train import _trusted_types
+from mlpipeline.warehouse import connect
+from tests.dbt_fixtures import background, load_raw, txn
+
+FIRST = date(2026, 1, 1)
+CUTOFF = date(2026, 1, 20)  # the snapshot switched into Redis
+DAY = CUTOFF + timedelta(days=1)  # its transactions after 02:00 see that snapshot
+
+# Transactions of DAY on top of the background traffic: an unknown customer, a foreign
+# country, a large amount, and one before the publication lag (it sees the older snapshot).
+EXTRA = [
+    txn("x-new", "c-brand-new", "2026-01-21 10:00:00", "80.00", channel="online"),
+    txn("x-abroad", "bg-c03", "2026-01-21 11:30:00", "950.00", country="US", channel="online"),
+    txn("x-big", "bg-c05", "2026-01-21 23:59:59", "399.99", category="electronics"),
+    txn("x-early", "bg-c07", "2026-01-21 01:59:59", "20.00"),
+]
+
+
+def _post(url: str, body: bytes | dict) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _register_champion(settings: Settings) -> model_registry.ChampionRef:
+    """A real Pipeline (request-time features included) fitted on the warehouse's rows."""
+    with connect(settings, read_only=True) as con:
+        frame = con.execute("SELECT * FROM features.transaction_features WHERE dt < ?", [DAY]).df()
+    label = ((frame["amount"].astype(float) > 250) | (frame["txn_count_24h"] >= 2)).astype(int)
+    assert 0 < label.sum() < len(label)
+    columns = select_feature_columns(transform.online_spec().features)
+    pipeline = build_pipeline(LogisticRegression(max_iter=2000), columns, scale=True)
+    pipeline.fit(frame, label)
+    uri = settings.mlflow_tracking_uri
+    client = model_registry.client(uri)
+    experiment = model_registry.ensure_experiment(client, model_registry.EXPERIMENT, uri)
+    with model_registry.tracking(uri) as mlflow:
+        with mlflow.start_run(experiment_id=experiment):
+            logged = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                pip_requirements=["scikit-learn"],
+                skops_trusted_types=_trusted_types(pipeline),
+            )
+        version = mlflow.register_model(logged.model_uri, model_registry.MODEL_NAME).version
+    name = model_registry.MODEL_NAME
+    client.set_model_version_tag(name, version, "decision_threshold", "0.5")
+    client.set_model_version_tag(name, version, "training_cutoff", CUTOFF.isoformat())
+    client.set_registered_model_alias(name, model_registry.CHAMPION_ALIAS, version)
+    return model_registry.resolve_champion(uri)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[dict]:
+    """dbt-built features, Redis switched to cutoff CUTOFF, a champion, a running server.
+
+    Built once for the module, on its own data folder and its own Redis database.
+    """
+    data_dir = tmp_path_factory.mktemp("serve")
+    redis_url = redis_server.rsplit("/", 1)[0] + "/5"
+    online.redis_client(redis_url).flushdb()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
+        for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
+            env.delenv(var, raising=False)
+        env.setenv("REDIS_URL", redis_url)
+        settings = Settings.from_env()
+        transactions, chargebacks = background(FIRST, DAY, customers=24, seed=3)
+        with connect(settings) as con:
+            load_raw(con, "transactions", transactions + EXTRA)
+            load_raw(con, "chargebacks", chargebacks)
+        transform.build(DAY, settings=settings, full_refresh=True)
+        champion = _register_champion(settings)
+
+        store = LocalStore(settings.local_store_root)
+        with connect(settings, read_only=True) as con:
+            manifest = export_snapshot(
+                con, store, CUTOFF, transform.online_spec(), transform.manifest_hash()
+            ).manifest
+        online.push_staged(redis_url, store, manifest)
+        online.verify_staged(redis_url, manifest)
+        online.switch(redis_url, manifest)
+
+        server = make_server("127.0.0.1", 0, settings=settings)  # REDIS_URL from the env
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield {
+                "url": server.url,
+                "champion": champion,
+                "manifest": manifest,
+                "settings": settings,
+                "redis_url": redis_url,
+            }
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+            online.redis_client(redis_url).flushdb()
+
+
+def test_endpoint_and_batch_scoring_agree_on_the_same_snapshot(served):
+    settings = served["settings"]
+    champion = served["champion"]
+    result = score.score_day(
+        DAY,
+        settings=settings,
+        champion=champion,
+        load_model=model_registry.load_model,
+        run_id="parity",
+    )
+    assert result.rows_scored > 20
+    batch = score.read_scores(settings, DAY).set_index("transaction_id")
+    with connect(settings, read_only=True) as con:
+        rows = con.execute(
+            "SELECT transaction_id, customer_id, merchant_id, merchant_category, amount, "
+            "currency, country, channel, event_ts FROM raw.transactions_current WHERE dt = ? "
+            "ORDER BY transaction_id",
+            [DAY],
+        ).df()
+    # The endpoint serves the current snapshot; batch rows saw the snapshot available at their
+    # time. Compare where that is the same snapshot (all but the early transaction).
+    same = batch.loc[rows["transaction_id"], "snapshot_cutoff"].to_numpy() == CUTOFF
+    assert (~same).sum() >= 1 and "x-early" not in set(rows["transaction_id"][same])
+    sample = rows[same]
+    assert len(sample) > 20
+
+    answers = {}
+    for row in sample.to_dict("records"):
+        body = {
+            **row,
+            "amount": float(row["amount"]),
+            "event_ts": row["event_ts"].isoformat() + "Z",
+        }
+        status, answer = _post(served["url"] + "/score", body)
+        assert status == 200, answer
+        answers[row["transaction_id"]] = answer
+
+    differences = {
+        tid: (answer["score"], batch.at[tid, "score"])
+        for tid, answer in answers.items()
+        if abs(answer["score"] - batch.at[tid, "score"]) > 1e-12
+        or answer["decision"] != batch.at[tid, "decision"]
+    }
+    assert differences == {}
+    assert {a["model_version"] for a in answers.values()} == {champion.version}
+    assert set(batch.loc[list(answers), "model_version"]) == {champion.version}
+    assert {a["snapshot_cutoff"] for a in answers.values()} == {CUTOFF.isoformat()}
+    assert {a["snapshot_export_id"] for a in answers.values()} == {served["manifest"]["export_id"]}
+    assert answers["x-new"]["customer_known"] is False  # defaults, as the dbt join gives
+    assert answers["x-abroad"]["customer_known"] is True
+    scores = [a["score"] for a in answers.values()]
+    assert len({round(s, 6) for s in scores}) > len(scores) // 2  # a model, not a constant
+    assert any(a["decision"] for a in answers.values())
+
+
+def test_endpoint_errors_say_what_is_wrong(served):
+    url = served["url"]
+    status, health = _get(url + "/health")
+    assert status == 200 and health["status"] == "ok"
+    assert health["model_version"] == served["champion"].version
+    assert health["snapshot_cutoff"] == CUTOFF.isoformat()
+
+    status, answer = _post(
+        url + "/score", {"customer_id": "bg-c01", "amount": -3, "event_ts": "yesterday"}
+    )
+    assert status == 400
+    for problem in ("amount: expected a positive number", "event_ts", "merchant_category"):
+        assert problem in answer["error"]
+    assert _post(url + "/score", b"{not json")[0] == 400
+    assert _post(url + "/score", [1, 2])[0] == 400
+    assert _post(url + "/nowhere", {})[0] == 404
+    assert _post(url + "/score", b"x" * 70_000)[0] == 413
+
+    # No champion yet: 503 "no model yet" rather than a guess; once one is promoted the
+    # running server picks it up without a restart.
+    settings, champion = served["settings"], served["champion"]
+    registry = model_registry.client(settings.mlflow_tracking_uri)
+    name, alias = model_registry.MODEL_NAME, model_registry.CHAMPION_ALIAS
+    registry.delete_registered_model_alias(name, alias)
+    server = make_server(
+        "127.0.0.1", 0, settings=settings, redis_url=served["redis_url"], model_refresh_seconds=0
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        body = {
+            "customer_id": "bg-c01",
+            "merchant_category": "grocery",
+            "country": "NL",
+            "channel": "pos",
+            "amount": 12.5,
+            "event_ts": "2026-01-21T10:00:00Z",
+        }
+        status, answer = _post(server.url + "/score", body)
+        assert status == 503 and "no model yet" in answer["error"]
+        assert _get(server.url + "/health")[0] == 503
+        registry.set_registered_model_alias(name, alias, champion.version)
+        status, answer = _post(server.url + "/score", body)
+        assert status == 200 and answer["model_version"] == champion.version
+        assert answer["transaction_id"] is None and 0 <= answer["score"] <= 1
+    finally:
+        registry.set_registered_model_alias(name, alias, champion.version)
+        server.shutdown()
+        server.server_close()
+        thread.join()
