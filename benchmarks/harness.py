@@ -8,6 +8,7 @@ always against a baseline measured in the same run on the same machine, never a 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import json
 import logging
@@ -66,14 +67,23 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:  # noqa: ANN001
     return time.perf_counter() - started, out
 
 
+def _merge(results: list[dict], names: list[str]) -> None:
+    """Replace these benchmarks' rows in results.json, keeping the others'; the file is read
+    under a lock at the end so concurrent runs of different benchmarks keep each other's rows."""
+    with open(HERE / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+        kept = [r for r in previous if r["name"].split(":")[0] not in names]
+        RESULTS.write_text(json.dumps(kept + results, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="run the benchmarks, write results.json")
     parser.add_argument("only", nargs="*", help="benchmark module names (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     names = args.only or sorted(p.stem for p in HERE.glob("bench_*.py"))
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    results: list[dict] = [r for r in previous if r["name"].split(":")[0] not in names]
+    results: list[dict] = []
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
@@ -81,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {**asdict(result), "name": f"{name}:{result.name}"}
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    _merge(results, names)
     print(f"wrote {RESULTS}")
     return 0
 
