@@ -1,15 +1,18 @@
 """Scoring a 1M-transaction day end to end (`score.score_day`) against a plain script doing the
 same read from DuckDB, `predict_proba` and Delta write, measured in the same run.
 
-Both load the same registered model (the configured hist_gradient_boosting candidate, trained
-through `train.train_candidate` and promoted to `champion`) and read the same
-`features.transaction_features` day, built directly in DuckDB with every declared online feature.
-The plain script reads the whole day into one DataFrame; `score_day` streams it in chunks,
-also writes the rows to DuckDB inside a transaction, checks the counts, commits the day to the
-Delta table by one predicate overwrite and records the day in `meta.days`. Each variant runs
-twice, alternating, in a fresh process (its own peak memory); the faster run of each counts.
+Both use the same registered model (the configured hist_gradient_boosting candidate, trained
+through `train.train_candidate` and promoted to `champion`), loaded before the clock starts, and
+read the same `features.transaction_features` day, built directly in DuckDB with every declared
+online feature. The plain script reads the whole day into one DataFrame, predicts and writes it
+with `write_deltalake`; `score_day` also checks the schema and the counts, streams the day in
+chunks (`scoring.chunk_rows`) into new Delta files committed at once, copies them into
+`scores.transaction_scores` and records the day in `meta.days`. Each variant runs twice,
+alternating, each time in a fresh process; the faster run of each counts for the rate, the
+larger working memory (peak resident size above the size once the model is loaded) for memory.
 
-Targets: at least 80 % of the plain script's rows per second, and at most half its peak memory.
+Targets: at least 80 % of the plain script's rows per second, and at most half its working
+memory (the plain script's grows with the day, score_day's with the chunk).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -134,16 +139,15 @@ def _prepare(settings: Settings) -> None:
     client.set_registered_model_alias(name, model_registry.CHAMPION_ALIAS, result.model_version)
 
 
-def _plain(settings: Settings) -> int:
+def _plain(settings: Settings, champion: Any, model: Any) -> int:
     """What a hand-written script does: one read, one predict_proba, one Delta write."""
     from deltalake import write_deltalake
 
-    champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
-    model = model_registry.load_model(champion)
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         frame = con.execute("SELECT * FROM features.transaction_features WHERE dt = ?", [DAY]).df()
     scores = model.predict_proba(frame)[:, 1]
     rows = len(frame)
+    utc = pa.timestamp("us", "UTC")
     table = pa.table(
         {
             "dt": pa.array(frame["dt"]).cast(pa.date32()),
@@ -157,9 +161,7 @@ def _plain(settings: Settings) -> int:
             "batch_id": pa.array(frame["batch_id"], pa.string()),
             "revision": pa.array(frame["revision"], pa.string()),
             "scoring_run_id": pa.repeat(pa.scalar("plain"), rows),
-            "scored_at": pa.repeat(
-                pa.scalar(time.time_ns() // 1000, pa.timestamp("us", "UTC")), rows
-            ),
+            "scored_at": pa.repeat(pa.scalar(time.time_ns() // 1000, utc), rows),
         }
     )
     write_deltalake(
@@ -172,29 +174,61 @@ def _plain(settings: Settings) -> int:
     return rows
 
 
-def _score_day(settings: Settings) -> int:
+def _score_day(settings: Settings, champion: Any, model: Any) -> int:
     from mlpipeline.score import score_day
 
-    champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
     result = score_day(
         DAY,
         settings=settings,
         champion=champion,
-        load_model=model_registry.load_model,
+        load_model=lambda ref: model,
         run_id="bench",
     )
     return result.rows_scored
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def _child(variant: str, workdir: Path) -> None:
-    """One measured run in this fresh process: prints seconds, rows and peak memory as JSON."""
+    """One measured run in this fresh process; prints rows, seconds and memory as JSON.
+
+    The model is resolved and loaded before the clock starts (the same for both variants);
+    memory is the peak resident size while working, above the size once the model is loaded.
+    """
     settings = _settings(workdir)
     work = {"plain": _plain, "score_day": _score_day}[variant]
+    champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
+    model = model_registry.load_model(champion)
+    baseline = _rss_mb()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], _rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     started = time.perf_counter()
-    rows = work(settings)
+    rows = work(settings, champion, model)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"variant": variant, "rows": rows, "seconds": seconds, "peak_mb": peak_mb}))
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], _rss_mb())
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "rows": rows,
+                "seconds": seconds,
+                "working_mb": peak[0] - baseline,
+                "baseline_mb": baseline,
+            }
+        )
+    )
 
 
 def _measure(variant: str, workdir: Path) -> dict:
@@ -222,7 +256,7 @@ def run(workdir: Path) -> list[Result]:
         for variant in VARIANTS:
             runs[variant].append(_measure(variant, workdir))
     best = {v: min(runs[v], key=lambda r: r["seconds"]) for v in VARIANTS}
-    peak = {v: max(r["peak_mb"] for r in runs[v]) for v in VARIANTS}
+    working = {v: max(r["working_mb"] for r in runs[v]) for v in VARIANTS}
     shutil.rmtree(settings.data_dir / "plain_scores", ignore_errors=True)
     return [
         Result.at_least(
@@ -232,7 +266,9 @@ def run(workdir: Path) -> list[Result]:
             ROWS / best["plain"]["seconds"],
             0.8,
         ),
-        Result.at_most("score_day_peak_memory", peak["score_day"], "MB", peak["plain"], 0.5),
+        Result.at_most(
+            "score_day_working_memory", working["score_day"], "MB", working["plain"], 0.5
+        ),
     ]
 
 

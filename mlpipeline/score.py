@@ -593,6 +593,17 @@ def _score_rows(
         "scoring_run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
         "scored_at": pa.repeat(scored_at, n),
     }
+    missing = {
+        f.name: chunk.column(f.name).null_count
+        for f in SCORE_SCHEMA
+        if not f.nullable and f.name not in computed and chunk.column(f.name).null_count
+    }
+    if missing:
+        raise ValueError(
+            f"{FEATURES_TABLE} rows without {missing} (column: rows in this chunk); the score "
+            "table requires these keys and lineage columns. Fix the upstream rows, rebuild the "
+            "dbt models, then re-run scoring."
+        )
     return pa.Table.from_arrays(
         [
             (computed[f.name] if f.name in computed else chunk.column(f.name)).cast(f.type)

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from datetime import date
 
@@ -26,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from mlpipeline import model_registry, objectstore, score
+from mlpipeline import model_registry, nightly, objectstore, score
 from mlpipeline.config import Settings
 from mlpipeline.objectstore import S3Store
 
@@ -427,3 +429,190 @@ def test_s3_commits_are_put_if_absent(
     assert any(
         key.startswith("scores/transaction_scores/_delta_log/") for key in s3_store.list("scores/")
     )
+
+
+class _ObservedModel:
+    """The real champion, recording what scoring feeds it and what DuckDB's memory cap is then."""
+
+    def __init__(self, model: object, duckdb_path: str) -> None:
+        self.model, self.duckdb_path = model, duckdb_path
+        self.chunks: list[int] = []
+        self.memory_limits: set[str] = set()
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        self.chunks.append(len(frame))
+        # Same process and file: DuckDB hands back the scoring connection's database instance.
+        with duckdb.connect(self.duckdb_path) as con:
+            self.memory_limits.add(
+                con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+            )
+        return self.model.predict_proba(frame)
+
+
+def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
+    settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory follows the chunk, not the day: the model never sees more than `chunk_rows` rows,
+    DuckDB runs under the configured cap (and gets its own setting back), and a day bigger than
+    one data file is committed as several files at once."""
+    _load_features(settings)
+    monkeypatch.setattr(score, "_FILE_ROWS", 1000)
+    observed = _ObservedModel(
+        model_registry.load_model(registry.versions["1"]), str(settings.duckdb_path)
+    )
+    result = score.score_day(
+        DAY1,
+        settings=settings,
+        champion=registry.versions["1"],
+        load_model=lambda ref: observed,
+        run_id="run-chunks",
+        chunk_rows=300,
+        memory_limit="64MB",
+    )
+
+    assert observed.chunks == [300] * 8 + [200] and result.rows_scored == ROWS[DAY1]
+    assert observed.memory_limits == {"61.0 MiB"}
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != "61.0 MiB"
+    location = score.score_table_location(settings)
+    table = DeltaTable(location.uri)
+    files = table.file_uris(partition_filters=[("dt", "=", DAY1.isoformat())])
+    assert len(files) == 3 and table.version() == 0
+    # Each file carries the statistics readers skip files by, read back through delta-rs.
+    added = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    # A file is closed at the first chunk boundary past _FILE_ROWS rows.
+    assert sorted(f["num_records"] for f in added) == [200, 1200, 1200]
+    assert all(f["null_count.transaction_id"] == 0 for f in added)
+    assert all(0 <= f["min.score"] <= f["max.score"] <= 1 for f in added)
+    ids = sorted(score.read_scores(settings, DAY1)["transaction_id"])
+    assert min(f["min.transaction_id"] for f in added) == ids[0]
+    assert max(f["max.transaction_id"] for f in added) == ids[-1]
+    published = score.read_scores(settings, DAY1)
+    assert len(published) == ROWS[DAY1] and published["transaction_id"].is_unique
+    assert _query(
+        settings, "SELECT count(*) FROM scores.transaction_scores WHERE dt = ?", [DAY1]
+    ) == [(ROWS[DAY1],)]
+
+
+def test_a_reader_during_a_rescore_sees_the_old_day_or_the_new_never_a_mix(
+    any_settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A downstream reader polls the day straight from the object store while it is re-scored:
+    every read holds all of the day's rows from one run, never a mix and never a part."""
+    _load_features(any_settings)
+    monkeypatch.setattr(score, "_FILE_ROWS", 500)  # the day spans several files
+    _score(any_settings, registry, DAY1, "1", "run-old")
+    reads: list[tuple[float, int, frozenset, bool]] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                frame = score.read_scores(any_settings, DAY1)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                failures.append(exc)
+                return
+            reads.append(
+                (
+                    time.monotonic(),
+                    len(frame),
+                    frozenset(frame["scoring_run_id"]),
+                    frame["transaction_id"].is_unique,
+                )
+            )
+
+    reader = threading.Thread(target=poll, daemon=True)
+    reader.start()
+    while len(reads) < 2 and not failures:
+        time.sleep(0.01)
+    began = time.monotonic()
+    score.score_day(
+        DAY1,
+        settings=any_settings,
+        champion=registry.versions["2"],
+        load_model=model_registry.load_model,
+        run_id="run-new",
+        chunk_rows=100,
+    )
+    ended = time.monotonic()
+    while not failures and sum(at > ended for at, *_ in reads) < 2:
+        time.sleep(0.01)
+    stop.set()
+    reader.join(timeout=30)
+
+    assert failures == []
+    states = [(rows, runs, unique) for _, rows, runs, unique in reads]
+    old = (ROWS[DAY1], frozenset({"run-old"}), True)
+    new = (ROWS[DAY1], frozenset({"run-new"}), True)
+    assert set(states) == {old, new}
+    # Old until the switch, new from then on: one atomic step, no flapping.
+    switch = states.index(new)
+    assert states[:switch] == [old] * switch and set(states[switch:]) == {new}
+    assert sum(began <= at <= ended for at, *_ in reads) >= 2  # it really read during the re-score
+
+
+def test_backfilled_days_are_scored_with_the_current_champion_and_record_it(
+    settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nightly's score task resolves `champion` when it runs, whatever the day: re-running
+    an older day after a promotion scores it with the new version and records that version in
+    the rows, in meta.days and in the commit."""
+    _load_features(settings)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
+    client = model_registry.client(registry.tracking_uri)
+    assert model_registry.resolve_champion(registry.tracking_uri).version == "1"
+    try:
+        night = nightly.score(DAY2.isoformat(), "scheduled__2026-01-06")
+        client.set_registered_model_alias(MODEL, "champion", "2")  # a promotion
+        backfill = nightly.score(DAY1.isoformat(), "backfill__2026-01-05")
+    finally:
+        client.set_registered_model_alias(MODEL, "champion", "1")
+
+    assert (night["model_version"], backfill["model_version"]) == ("1", "2")
+    scores = score.read_scores(settings)
+    by_day = scores.groupby("dt")[["model_version", "scoring_run_id"]].agg(set).to_dict("index")
+    assert by_day == {
+        DAY1: {"model_version": {"2"}, "scoring_run_id": {"backfill__2026-01-05"}},
+        DAY2: {"model_version": {"1"}, "scoring_run_id": {"scheduled__2026-01-06"}},
+    }
+    day1 = scores[scores["dt"] == DAY1]
+    assert (day1["decision"] == (day1["score"] >= 0.7)).all()  # version 2's own threshold
+    assert _query(
+        settings, "SELECT day, model_version, rows_scored FROM meta.days ORDER BY day"
+    ) == [(DAY1, "2", ROWS[DAY1]), (DAY2, "1", ROWS[DAY2])]
+    log = objectstore.from_settings(settings).get_bytes(
+        f"{score.SCORE_TABLE_KEY}/_delta_log/{backfill['table_version']:020d}.json"
+    )
+    commit = next(
+        json.loads(line)["commitInfo"]
+        for line in log.decode().splitlines()
+        if "commitInfo" in json.loads(line)
+    )
+    assert (commit["dt"], commit["model_version"]) == ("2026-01-05", "2")
+
+
+def test_a_day_without_transactions_is_scored_empty_and_replaces_earlier_rows(
+    settings: Settings, registry: Registry
+) -> None:
+    """A producer may deliver a day with no data; with a champion the day is still scored (zero
+    rows, recorded), and a re-run after the day lost its rows removes the old scores."""
+    _load_features(settings)
+    empty_day = date(2026, 1, 7)
+    first = _score(settings, registry, empty_day, "1", "run-empty")
+    assert (first.rows_to_score, first.rows_scored, first.table_version) == (0, 0, 0)
+    assert score.read_scores(settings, empty_day).empty
+
+    _score(settings, registry, DAY1, "1", "run-1")
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        con.execute("DELETE FROM features.transaction_features WHERE dt = ?", [DAY1])
+    again = _score(settings, registry, DAY1, "1", "run-2")
+
+    assert (again.rows_scored, again.table_version) == (0, 2)
+    assert score.read_scores(settings, DAY1).empty
+    assert len(score.read_scores(settings, DAY1, version=1)) == ROWS[DAY1]
+    assert _query(settings, "SELECT count(*) FROM scores.transaction_scores") == [(0,)]
+    assert _query(
+        settings,
+        "SELECT day, rows_to_score, rows_scored, model_version FROM meta.days ORDER BY day",
+    ) == [(DAY1, 0, 0, "1"), (empty_day, 0, 0, "1")]
