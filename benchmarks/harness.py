@@ -35,30 +35,20 @@ class Result:
     met: bool
 
     @classmethod
-    def at_least(cls, name: str, value: float, unit: str, baseline: float, target: float) -> Result:
-        ratio = value / baseline
+    def _of(
+        cls, name: str, value: float, unit: str, baseline: float, target: float, met: bool
+    ) -> Result:
         return cls(
-            name,
-            round(value, 4),
-            unit,
-            round(baseline, 4),
-            round(ratio, 4),
-            target,
-            ratio >= target,
+            name, round(value, 4), unit, round(baseline, 4), round(value / baseline, 4), target, met
         )
 
     @classmethod
+    def at_least(cls, name: str, value: float, unit: str, baseline: float, target: float) -> Result:
+        return cls._of(name, value, unit, baseline, target, value / baseline >= target)
+
+    @classmethod
     def at_most(cls, name: str, value: float, unit: str, baseline: float, target: float) -> Result:
-        ratio = value / baseline
-        return cls(
-            name,
-            round(value, 4),
-            unit,
-            round(baseline, 4),
-            round(ratio, 4),
-            target,
-            ratio <= target,
-        )
+        return cls._of(name, value, unit, baseline, target, value / baseline <= target)
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:  # noqa: ANN001
