@@ -100,17 +100,6 @@ FROM raw.{dataset} GROUP BY batch_id, dt
 """
 
 
-def _settings(root: Path) -> Settings:
-    return Settings(
-        data_dir=root,
-        duckdb_path=root / "warehouse.duckdb",
-        redis_url=None,
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        bucket=None,
-        aws_endpoint_url=None,
-    )
-
-
 def _generate(path: Path, last: date) -> int:
     """Raw transactions and chargebacks, one current batch per dataset-day; returns the rows."""
     started = time.monotonic()
@@ -176,7 +165,7 @@ def _timed_dbt(settings: Settings, last: date, *, full_refresh: bool) -> float:
 
 def run(workdir: Path) -> list[Result]:
     last = FIRST_DAY + timedelta(days=DAYS - 1)
-    dbt_side, direct_side = _settings(workdir / "dbt"), _settings(workdir / "direct")
+    dbt_side, direct_side = Settings.under(workdir / "dbt"), Settings.under(workdir / "direct")
     dbt_side.data_dir.mkdir(parents=True)
     direct_side.data_dir.mkdir(parents=True)
     rows = _generate(dbt_side.duckdb_path, last)

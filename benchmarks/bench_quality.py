@@ -45,14 +45,7 @@ def _validate(settings: Settings, store: LocalStore, prepared) -> quality.CheckO
 
 
 def run(workdir: Path) -> list[Result]:
-    settings = Settings(
-        data_dir=workdir,
-        duckdb_path=workdir / "warehouse.duckdb",
-        redis_url=None,
-        mlflow_tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
-        bucket=None,
-        aws_endpoint_url=None,
-    )
+    settings = Settings.under(workdir)
     store = LocalStore(settings.local_store_root)
     previous = DAY - timedelta(days=1)
     for day in (previous, DAY):

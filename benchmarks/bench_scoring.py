@@ -91,18 +91,6 @@ FROM range({rows}) AS r(i)
 """
 
 
-def _settings(workdir: Path) -> Settings:
-    data = workdir / "data"
-    return Settings(
-        data_dir=data,
-        duckdb_path=data / "warehouse.duckdb",
-        redis_url=None,
-        mlflow_tracking_uri=f"sqlite:///{(data / 'mlflow' / 'mlflow.db').resolve()}",
-        bucket=None,
-        aws_endpoint_url=None,
-    )
-
-
 def _prepare(settings: Settings) -> None:
     """The day to score, and a champion trained on another day with planted fraud."""
     from mlpipeline.split import split_dataset
@@ -198,7 +186,7 @@ def _child(variant: str, workdir: Path) -> None:
     The model is resolved and loaded before the clock starts (the same for both variants);
     memory is the peak resident size while working, above the size once the model is loaded.
     """
-    settings = _settings(workdir)
+    settings = Settings.under(workdir / "data")
     work = {"plain": _plain, "score_day": _score_day}[variant]
     champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
     model = model_registry.load_model(champion)
@@ -249,7 +237,7 @@ def _measure(variant: str, workdir: Path) -> dict:
 
 
 def run(workdir: Path) -> list[Result]:
-    settings = _settings(workdir)
+    settings = Settings.under(workdir / "data")
     _prepare(settings)
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     for _ in range(2):

@@ -51,6 +51,19 @@ class Settings:
         return self.data_dir / "objectstore"
 
     @classmethod
+    def under(cls, data_dir: Path) -> Settings:
+        """Every artefact local under one folder, nothing read from the environment: what tests
+        and benchmarks use for a private, throwaway pipeline."""
+        return cls(
+            data_dir=data_dir,
+            duckdb_path=data_dir / "warehouse.duckdb",
+            redis_url=None,
+            mlflow_tracking_uri=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
+            bucket=None,
+            aws_endpoint_url=None,
+        )
+
+    @classmethod
     def from_env(cls) -> Settings:
         data_dir = _path("MLPIPELINE_DATA_DIR", PROJECT_ROOT / "data")
         mlflow_default = f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"

@@ -9,6 +9,7 @@ vectors the online reader gets from Redis after the real export, push, verify an
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from datetime import date, timedelta
 from decimal import Decimal
@@ -64,15 +65,7 @@ def edited(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ignore=shutil.ignore_patterns("target", "logs"),
     )
     _add_column(project)
-    settings = Settings(
-        data_dir=root / "data",
-        duckdb_path=root / "data" / "warehouse.duckdb",
-        redis_url=None,
-        mlflow_tracking_uri=f"sqlite:///{root / 'data' / 'mlflow.db'}",
-        bucket=None,
-        aws_endpoint_url=None,
-        dbt_project_dir=project,
-    )
+    settings = dataclasses.replace(Settings.under(root / "data"), dbt_project_dir=project)
     transactions, chargebacks = background(FIRST_DAY, CUTOFF, customers=60, seed=11)
     with connect(settings) as con:
         load_raw(con, "transactions", transactions)

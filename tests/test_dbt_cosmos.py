@@ -111,14 +111,7 @@ def _run_tasks(settings: Settings, steps: list[tuple[str, str | None]]) -> dict:
 def nightly(tmp_path_factory: pytest.TempPathFactory) -> dict:
     transform.ensure_manifest()
     root = tmp_path_factory.mktemp("cosmos")
-    settings = Settings(
-        data_dir=root,
-        duckdb_path=root / "warehouse.duckdb",
-        redis_url=None,
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        bucket=None,
-        aws_endpoint_url=None,
-    )
+    settings = Settings.under(root)
     transactions, chargebacks = background(date(2026, 1, 1), DAY)
     with connect(settings) as con:
         load_raw(con, "transactions", transactions)

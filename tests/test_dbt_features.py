@@ -90,17 +90,6 @@ class Warehouse:
     summary: dict[str, Any]
 
 
-def _settings(root: Path) -> Settings:
-    return Settings(
-        data_dir=root,
-        duckdb_path=root / "warehouse.duckdb",
-        redis_url=None,
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        bucket=None,
-        aws_endpoint_url=None,
-    )
-
-
 def _load(settings: Settings, transactions: list, chargebacks: list) -> None:
     with connect(settings) as con:
         load_raw(con, "transactions", transactions)
@@ -159,7 +148,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     def upto(rows: list, dataset: str, first: date, last: date) -> list:
         return [r for r in rows if first <= row_day(dataset, r) <= last]
 
-    nightly = _settings(tmp_path_factory.mktemp("nightly"))
+    nightly = Settings.under(tmp_path_factory.mktemp("nightly"))
     _load(nightly, upto(transactions, "transactions", FIRST_DAY, FIRST_BUILD),
           upto(chargebacks, "chargebacks", FIRST_DAY, FIRST_BUILD))  # fmt: skip
     with connect(nightly) as con:
@@ -187,7 +176,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         retire(con, "transactions", LAST_DAY, "r1")
     rerun = _read(nightly, transform.build(LAST_DAY, settings=nightly))
 
-    refreshed = _settings(tmp_path_factory.mktemp("refreshed"))
+    refreshed = Settings.under(tmp_path_factory.mktemp("refreshed"))
     _load(
         refreshed, [r for r in transactions if row_day("transactions", r) != LAST_DAY], chargebacks
     )
@@ -539,7 +528,7 @@ def test_build_summarises_warnings_and_forwards_dbt_logs(scenario: dict) -> None
 
 
 def test_failed_build_names_the_failing_test_and_its_rows(tmp_path: Path) -> None:
-    settings = _settings(tmp_path)
+    settings = Settings.under(tmp_path)
     dup = txn("dup-1", "c1", "2026-01-02 10:00:00", "1.00")
     _load(settings, [txn("dup-1", "c1", "2026-01-01 10:00:00", "1.00"), dup], [])
     with pytest.raises(transform.DbtBuildError) as caught:
@@ -589,7 +578,7 @@ def test_online_spec_rejects_a_feature_without_default(tmp_path: Path) -> None:
 def test_each_target_writes_its_own_warehouse(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = _settings(tmp_path)
+    settings = Settings.under(tmp_path)
     monkeypatch.delenv("DBT_DEV_DUCKDB_PATH", raising=False)
     assert transform._warehouse(settings, "prod") == ("DUCKDB_PATH", settings.duckdb_path)
     assert transform._warehouse(settings, "dev") == ("DBT_DEV_DUCKDB_PATH", tmp_path / "dev.duckdb")

@@ -347,14 +347,7 @@ FIRST, LAST = date(2026, 1, 1), date(2026, 2, 14)
 def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """45 days of raw data (12 customers) and one full dbt build for cutoff LAST."""
     root = tmp_path_factory.mktemp("built")
-    settings = Settings(
-        data_dir=root,
-        duckdb_path=root / "warehouse.duckdb",
-        redis_url=None,
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        bucket=None,
-        aws_endpoint_url=None,
-    )
+    settings = Settings.under(root)
     transactions, chargebacks = background(FIRST, LAST, customers=12)
     with connect(settings) as con:
         load_raw(con, "transactions", transactions)
