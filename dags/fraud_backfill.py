@@ -11,7 +11,8 @@ Trigger it from the UI form (or `airflow dags trigger fraud_backfill --conf '{..
 ended, a range above `backfill.max_days`) before anything runs. Then one `fraud_nightly` run per
 day is created and awaited, oldest first and one at a time, each with the `day`, `train` and
 `push_online` params: the same tables as the nightly runs leave. Use it after a release from
-quarantine or late data: one trigger recomputes the day and every later day in order.
+quarantine or late data: one trigger recomputes the day and every later day in order. A failed
+task alerts the destinations configured for alerts (`MLPIPELINE_ALERT_*`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
+from alerts import FailureAlert
 
 from mlpipeline import backfill
 
@@ -31,7 +33,7 @@ from mlpipeline import backfill
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "data-platform"},
+    default_args={"owner": "data-platform", "on_failure_callback": FailureAlert()},
     doc_md=__doc__,
     tags=["fraud", "backfill"],
     params={

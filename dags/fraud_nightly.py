@@ -21,6 +21,12 @@ the day of its logical date, or for the `day` param when given.
 `ready_to_score` joins the training branch and the export whatever their outcome, so a failed
 training never leaves the day unscored; `watcher` fails the run when any task failed, since the
 final tasks run whatever happened before them.
+
+**Events.** Promoting a raw batch, the snapshot export, the scores, the online switch and a new
+champion emit Airflow asset events (`fraud.raw.<dataset>`, `fraud.snapshot_export`,
+`fraud.scores`, `fraud.online_snapshot`, `fraud.champion`) whose `extra` says what was published;
+see `example_scores_consumer`. **Alerts.** A failed task, or a raw batch quarantined by its checks,
+sends one alert to each destination configured in the environment (`MLPIPELINE_ALERT_*`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.task.trigger_rule import TriggerRule
+from alerts import FailureAlert
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import (
     ExecutionMode,
@@ -38,6 +45,20 @@ from cosmos.constants import (
     LoadMode,
     SourceRenderingBehavior,
     TestBehavior,
+)
+from pipeline_assets import (
+    CHAMPION_CHANGES,
+    ONLINE_SNAPSHOT,
+    RAW_BATCHES,
+    SCORES,
+    SNAPSHOT_EXPORT,
+    champion_extra,
+    emit_champion,
+    online_extra,
+    publish,
+    raw_batch_extra,
+    scores_extra,
+    snapshot_extra,
 )
 from processing_day import ProcessingDayTimetable, processing_day
 from stage_runner import run_id_of, run_stage
@@ -47,8 +68,8 @@ from mlpipeline import nightly
 WAREHOUSE = "warehouse"
 
 # Retries come from Airflow's configuration (core.default_task_retries): none on a laptop, so a
-# failure shows at once; production sets them in its environment.
-default_args = {"owner": "data-platform"}
+# failure shows at once; production sets them in its environment. A task's final failure alerts.
+default_args = {"owner": "data-platform", "on_failure_callback": FailureAlert()}
 
 
 @dag(
@@ -101,17 +122,21 @@ def fraud_nightly() -> None:
         def prepare(day: str) -> dict:
             return nightly.prepare(dataset, day)
 
-        @task(task_id=f"load_{dataset}", pool=WAREHOUSE)
+        # A failure of these two may be a quarantine: the alert then names the revision.
+        batch_alert = FailureAlert(prepared_from=f"ingest_{dataset}.prepare_{dataset}")
+
+        @task(task_id=f"load_{dataset}", pool=WAREHOUSE, on_failure_callback=batch_alert)
         def load(prepared: dict) -> dict:
             return nightly.load(prepared, run_id_of(get_current_context()))
 
-        @task(task_id=f"check_raw_{dataset}", pool=WAREHOUSE)
+        @task(task_id=f"check_raw_{dataset}", pool=WAREHOUSE, on_failure_callback=batch_alert)
         def check_raw(prepared: dict) -> dict:
             return nightly.check_raw(prepared, run_id_of(get_current_context()))
 
-        @task(task_id=f"promote_{dataset}", pool=WAREHOUSE)
+        @task(task_id=f"promote_{dataset}", pool=WAREHOUSE, outlets=[RAW_BATCHES[dataset]])
         def promote(prepared: dict) -> dict:
-            return nightly.promote(prepared, run_id_of(get_current_context()))
+            result = nightly.promote(prepared, run_id_of(get_current_context()))
+            return publish(RAW_BATCHES[dataset], raw_batch_extra, result)
 
         prepared = prepare(day)
         wait_for_landing(day) >> prepared
@@ -167,9 +192,9 @@ def fraud_nightly() -> None:
 
     @task_group(group_id="online")
     def online(day: str):  # noqa: ANN202 - returns the group's XComArgs
-        @task(pool=WAREHOUSE)
+        @task(pool=WAREHOUSE, outlets=[SNAPSHOT_EXPORT])
         def export_snapshot(day: str) -> dict:
-            return nightly.export_snapshot(day)
+            return publish(SNAPSHOT_EXPORT, snapshot_extra, nightly.export_snapshot(day))
 
         @task
         def push_staged(manifest: dict) -> dict:
@@ -211,9 +236,12 @@ def fraud_nightly() -> None:
         def train(job: dict) -> dict:
             return nightly.train(job)
 
-        @task
+        # An event for fraud.champion only when the champion changed (through the alias).
+        @task(outlets=[CHAMPION_CHANGES])
         def evaluate_register(day: str, split_info: dict, results: list[dict]) -> dict:
-            return nightly.evaluate_and_promote(day, split_info, list(results))
+            outcome = nightly.evaluate_and_promote(day, split_info, list(results))
+            emit_champion(champion_extra(day, outcome))
+            return outcome
 
         checked = check_training_set(day)
         snapshot_ok >> checked
@@ -225,15 +253,18 @@ def fraud_nightly() -> None:
     # champion resolves), but never runs when the snapshot gate failed.
     ready_to_score = EmptyOperator(task_id="ready_to_score", trigger_rule=TriggerRule.ALL_DONE)
 
-    @task(pool=WAREHOUSE)
+    @task(pool=WAREHOUSE, outlets=[SCORES])
     def score(day: str) -> dict:
-        return nightly.score(day, run_id_of(get_current_context()))
+        return publish(SCORES, scores_extra, nightly.score(day, run_id_of(get_current_context())))
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    # Skipped (nothing verified, or a pinned rollback): no event.
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[ONLINE_SNAPSHOT])
     def switch_online(manifest: dict | None, verified: dict | None) -> dict:
-        return run_stage(nightly.switch_online, manifest, verified)
+        result = run_stage(nightly.switch_online, manifest, verified)
+        return publish(ONLINE_SNAPSHOT, online_extra, result)
 
-    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    # The failed task already alerted: the watcher's own failure does not alert again.
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, on_failure_callback=None)
     def watcher() -> None:
         raise AirflowFailException("a task of this run failed; see the failed tasks' logs")
 

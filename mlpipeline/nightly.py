@@ -153,7 +153,14 @@ def promote(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
     revision = _prepared(prepared)
     with connect(_settings()) as con:
         status = batches.promote(con, revision.batch_id, revision.revision, run_id=run_id)
-    return {"batch_id": revision.batch_id, "revision": revision.revision, "status": status}
+    return {
+        "day": revision.day,
+        "dataset": revision.dataset,
+        "batch_id": revision.batch_id,
+        "revision": revision.revision,
+        "rows": revision.rows_written,
+        "status": status,
+    }
 
 
 # --- features ----------------------------------------------------------------------------------
@@ -381,7 +388,11 @@ def check_training_set(
         quality.record(con, outcome, run_id=run_id)
     if not outcome.success:
         raise quality.QualityGateFailed(outcome)
-    return {"rows": outcome.rows, "positives": int(frame["is_fraud"].sum())}
+    return {
+        "rows": outcome.rows,
+        "positives": int(frame["is_fraud"].sum()),
+        "data_docs": outcome.page.key if outcome.page else None,
+    }
 
 
 def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:

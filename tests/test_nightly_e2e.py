@@ -6,6 +6,8 @@ Three nights on the same warehouse, object store, MLflow store and Redis:
 - a normal night: a champion is registered and every transaction of the day is scored;
 - a night whose training fails: scoring (with the existing champion) and the Redis switch
   still happen, and the run ends failed.
+The nights' asset events are read back from Airflow's metadata, and the example consumer DAG
+reads the normal night's scores.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlpipeline import local_airflow, model_registry, online
+from mlpipeline import local_airflow, model_registry, online, scores_consumer
 from mlpipeline.catchup import catchup
 from mlpipeline.config import CONF_DIR, Settings
 from mlpipeline.export import latest_export
@@ -29,6 +31,7 @@ from mlpipeline.generate import generate_range
 from mlpipeline.objectstore import from_settings
 from mlpipeline.score import read_scores
 from mlpipeline.warehouse import connect
+from tests import airflow_probe
 
 pytestmark = pytest.mark.e2e
 
@@ -236,3 +239,62 @@ def test_failed_training_still_scores_and_switches_but_fails_the_run(nights):
     counts = _day_counts(nights["settings"], FAILING_NIGHT)
     assert counts["rows_scored"] == counts["transactions"] > 0
     assert counts["model_version"] == nights["champion_after_night"].version
+
+
+def _events(nights: dict, asset: str, day: date) -> list[dict]:
+    env = local_airflow.airflow_env(nights["settings"])
+    return [
+        e
+        for e in airflow_probe.asset_events(env)
+        if e["asset"] == asset and e["extra"].get("day") == str(day)
+    ]
+
+
+def test_the_night_published_asset_events_saying_what_and_for_which_day(nights):
+    settings = nights["settings"]
+    counts = _day_counts(settings, NIGHT)
+    [scores] = _events(nights, "fraud.scores", NIGHT)
+    [snapshot] = _events(nights, "fraud.snapshot_export", NIGHT)
+    [switch] = _events(nights, "fraud.online_snapshot", NIGHT)
+    assert {e["dag_id"] for e in (scores, snapshot, switch)} == {"fraud_nightly"}
+    assert (scores["task_id"], snapshot["task_id"]) == ("score", "online.export_snapshot")
+    assert scores["extra"]["rows_scored"] == counts["rows_scored"] > 0
+    assert scores["extra"]["model_version"] == nights["champion_after_night"].version
+    assert isinstance(scores["extra"]["table_version"], int)
+    manifest, _ = _exported_rows(settings, NIGHT)
+    assert snapshot["extra"]["export_id"] == manifest["export_id"]
+    assert snapshot["extra"]["row_count"] == manifest["row_count"]
+    assert switch["extra"]["snapshot_id"] == manifest["export_id"]
+    for dataset in ("transactions", "chargebacks"):
+        [batch] = _events(nights, f"fraud.raw.{dataset}", NIGHT)
+        assert batch["extra"]["batch_id"] == f"{dataset}-{NIGHT}"
+    [cold] = _events(nights, "fraud.scores", COLD_DAY)
+    assert cold["extra"]["no_model_yet"] is True and cold["extra"]["table_version"] is None
+
+
+def test_a_champion_event_only_on_the_night_the_champion_changed(nights):
+    env = local_airflow.airflow_env(nights["settings"])
+    champions = [e for e in airflow_probe.asset_events(env) if e["asset"] == "fraud.champion"]
+    assert [e["extra"]["day"] for e in champions] == [str(NIGHT)]
+    assert champions[0]["extra"]["model_version"] == nights["champion_after_night"].version
+    assert champions[0]["task_id"] == "training.evaluate_register"
+
+
+def test_the_example_consumer_reads_the_scores_an_event_names(nights):
+    settings = nights["settings"]
+    [event] = _events(nights, "fraud.scores", NIGHT)
+    summary = scores_consumer.summarize(settings, event["extra"])
+    with connect(settings, read_only=True) as con:
+        rows, flagged, top = con.execute(
+            "SELECT count(*), count(*) FILTER (decision), max(score) "
+            "FROM scores.transaction_scores WHERE dt = ?",
+            [NIGHT],
+        ).fetchall()[0]
+    assert (summary["rows"], summary["flagged"]) == (rows, flagged)
+    assert summary["max_score"] == pytest.approx(top)
+    assert summary["table_version"] == event["extra"]["table_version"]
+    # The DAG itself, run by hand for the night: no event, so it reads the current table.
+    env = local_airflow.airflow_env(settings)
+    code, output = airflow_probe.dags_test("example_scores_consumer", NIGHT, env)
+    assert code == 0, output[-3000:]
+    assert scores_consumer.describe({**summary, "table_version": None}) in output

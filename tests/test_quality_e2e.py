@@ -8,6 +8,8 @@ writes the score table, and Redis switched to the day's snapshot). Then two Airf
 - a snapshot suite that fails (an analyst's copy of the suites with a threshold set too tight,
   taken from MLPIPELINE_EXPECTATIONS_DIR): Redis stays exactly as it was and the source batches
   stay current.
+Both run with a webhook alert destination: a local HTTP server receives the quarantine alert,
+then the snapshot gate's failure alert.
 """
 
 from __future__ import annotations
@@ -15,21 +17,31 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
 
-from mlpipeline import landing, local_airflow, model_registry, nightly, online, quality, score
+from mlpipeline import (
+    alerts,
+    landing,
+    local_airflow,
+    model_registry,
+    nightly,
+    online,
+    quality,
+    score,
+)
 from mlpipeline.catchup import catchup
 from mlpipeline.config import Settings
 from mlpipeline.generate import generate_range
 from mlpipeline.objectstore import ObjectStore, from_settings
 from mlpipeline.warehouse import connect
+from tests import airflow_probe
+from tests.alert_sinks import HttpSink, http_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -119,15 +131,7 @@ def _publish(day: date) -> None:
 
 def _dags_test(day: date, env: dict[str, str]) -> tuple[int, str]:
     """`airflow dags test` for day D, keeping what it printed: the task logs, in a test run."""
-    airflow = Path(sys.executable).parent / "airflow"
-    done = subprocess.run(
-        [str(airflow), "dags", "test", "fraud_nightly", day.isoformat()],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
+    return airflow_probe.dags_test("fraud_nightly", day, env)
 
 
 def _observable(settings: Settings, redis_url: str) -> dict:
@@ -150,7 +154,16 @@ def _observable(settings: Settings, redis_url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def nights(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[dict]:
+def alert_hook() -> Iterator[HttpSink]:
+    """A webhook alert destination: a local HTTP server keeping what it receives."""
+    with http_sink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def nights(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: str, alert_hook: HttpSink
+) -> Iterator[dict]:
     data_dir = tmp_path_factory.mktemp("quality-e2e")
     redis_url = redis_server.rsplit("/", 1)[0] + "/8"
     saved = {k: os.environ.get(k) for k in ("MLPIPELINE_DATA_DIR", "REDIS_URL")}
@@ -171,9 +184,12 @@ def nights(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Itera
         _publish(CLEAN)
         seen = {"before": _observable(settings, redis_url)}
         runs, output = {}, {}
-        runs["bad_raw"], output["bad_raw"] = _dags_test(BAD_RAW, env)
+        hooked = {**env, alerts.WEBHOOK_URL: f"{alert_hook.url}/alerts"}
+        runs["bad_raw"], output["bad_raw"] = _dags_test(BAD_RAW, hooked)
+        alerts_received = alert_hook.json_bodies("/alerts")
         seen["after_bad_raw"] = _observable(settings, redis_url)
         tight = {**env, quality.SUITES_ENV: str(_tight_suites(data_dir / "suites"))}
+        tight[alerts.WEBHOOK_URL] = f"{alert_hook.url}/snapshot-alerts"
         runs["bad_snapshot"], _ = _dags_test(BAD_SNAPSHOT, tight)
         seen["after_bad_snapshot"] = _observable(settings, redis_url)
         states = {
@@ -188,6 +204,8 @@ def nights(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Itera
             "output": output,
             "seen": seen,
             "states": states,
+            "alerts": alerts_received,
+            "snapshot_alerts": alert_hook.json_bodies("/snapshot-alerts"),
         }
     finally:
         for key, value in saved.items():
@@ -268,3 +286,29 @@ def test_a_failing_snapshot_suite_leaves_redis_as_it_was(nights):
         ).fetchall()
     assert statuses == [("current",)], "a snapshot failure does not quarantine source batches"
     assert failed == [("expect_column_values_to_be_between",)]
+
+
+def test_the_quarantine_sent_one_alert_naming_batch_file_and_rule(nights):
+    batch_id = f"transactions-{BAD_RAW}"
+    failed = {t for t, s in nights["states"]["bad_raw"].items() if s == "failed"} - {"watcher"}
+    received = nights["alerts"]
+    # One alert per failed task (the watcher's own failure does not alert again).
+    assert sorted(a["task_id"] for a in received) == sorted(failed)
+    [alert] = [a for a in received if a["task_id"] == CHECK_RAW]
+    assert alert["kind"] == "quarantined" and alert["dag_id"] == "fraud_nightly"
+    assert alert["batch_id"] == batch_id and alert["day"] == str(BAD_RAW)
+    assert alert["rules"] == [
+        "expect_table_row_count_to_be_between: reject rate within quality.raw.max_reject_rate"
+    ]
+    assert alert["files"] == [landing.day_prefix("transactions", BAD_RAW) + "part-00000.csv"]
+    assert f"/runs/{quote(alert['run_id'])}/tasks/{CHECK_RAW}" in alert["log_url"]
+    assert "quarantined" in alert["text"] and batch_id in alert["text"]
+    assert f"mlpipeline batches release {batch_id} --revision {alert['revision']}" in alert["text"]
+
+
+def test_a_failed_gate_sends_one_plain_failure_alert(nights):
+    [alert] = nights["snapshot_alerts"]
+    assert alert["kind"] == "task_failed" and alert["task_id"] == "check_snapshot"
+    assert alert["day"] == str(BAD_SNAPSHOT) and "batch_id" not in alert
+    assert alert["error"].startswith("QualityGateFailed: suite 'customer_snapshot'")
+    assert "Task fraud_nightly.check_snapshot failed" in alert["text"]

@@ -1,0 +1,46 @@
+# One image for every project service of docker-compose.yml: the Airflow components, the
+# MLflow server and the scoring API. Code changes reach the stack by rebuilding it:
+#   docker compose build && docker compose up -d
+FROM python:3.11-slim-bookworm
+
+# GIT_COMMIT tags the models trained from this image (mlpipeline.train.git_commit): the image
+# carries no .git. `GIT_COMMIT=$(git rev-parse HEAD) docker compose build`.
+ARG GIT_COMMIT=unknown
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    AIRFLOW_HOME=/opt/airflow \
+    GIT_COMMIT=${GIT_COMMIT} \
+    DBT_SEND_ANONYMOUS_USAGE_STATS=False \
+    DO_NOT_TRACK=1
+
+# The official Airflow image's uid (50000, group 0), so volumes made by either stay readable.
+RUN useradd --uid 50000 --gid 0 --home-dir /opt/airflow --create-home --shell /bin/bash airflow
+
+# Dependencies first: this layer is rebuilt only when a pin changes.
+COPY requirements.txt requirements-stack.txt /tmp/requirements/
+RUN pip install uv==0.13.9 \
+    && uv pip install --system --no-cache \
+        -r /tmp/requirements/requirements.txt -r /tmp/requirements/requirements-stack.txt
+
+# The project lives at /opt/mlpipeline and is installed editable on purpose: mlpipeline finds
+# dbt_project/ and conf/ next to its package (mlpipeline.config.PROJECT_ROOT), which a
+# site-packages install would not have.
+WORKDIR /opt/mlpipeline
+COPY pyproject.toml ./
+COPY mlpipeline/ mlpipeline/
+COPY dags/ dags/
+COPY plugins/ plugins/
+COPY dbt_project/ dbt_project/
+COPY docker/ docker/
+# The manifest the nightly's Cosmos task group is rendered from ships with the dbt code it was
+# parsed from; airflow-init re-checks it on every start.
+RUN uv pip install --system --no-cache --no-deps -e . \
+    && mlpipeline dbt-manifest \
+    && mkdir -p /data/mlpipeline /opt/airflow/logs \
+    && chown -R airflow:0 /opt/mlpipeline /opt/airflow /data/mlpipeline
+
+USER airflow
+EXPOSE 8080 8000 5000

@@ -1,0 +1,199 @@
+"""Alerts reach real destinations: a local HTTP server (Slack webhook and generic webhook) and a
+local SMTP server, through Airflow's notifiers as the failure callback sends them."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
+import pytest
+
+from mlpipeline import alerts, nightly
+from mlpipeline.config import PROJECT_ROOT
+from mlpipeline.objectstore import from_settings
+from mlpipeline.quality import CheckOutcome, ExpectationOutcome, QualityGateFailed
+from tests.alert_sinks import HttpSink, SmtpSink, dead_url, http_sink, smtp_sink
+from tests.test_ingest import DAY, GOOD_ROWS, land
+
+SENDER = "fraud-pipeline@example.com"
+BATCH, REVISION = "transactions-2026-01-07", "0123456789ab"
+LANDED = "landing/transactions/dt=2026-01-07/part-00000.csv"
+RULE = "expect_table_row_count_to_be_between: reject rate within quality.raw.max_reject_rate"
+ALERT_VARS = (
+    alerts.EMAIL_TO,
+    alerts.EMAIL_FROM,
+    alerts.SMTP_CONN_ID,
+    alerts.SLACK_CONN_ID,
+    alerts.SLACK_WEBHOOK_URL,
+    alerts.WEBHOOK_CONN_ID,
+    alerts.WEBHOOK_URL,
+)
+
+
+@pytest.fixture()
+def plugin(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """plugins/alerts.py as Airflow loads it (plugins/ on sys.path), with no destination set."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    for var in ALERT_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "plugins"))
+    yield importlib.import_module("alerts")
+    sys.modules.pop("alerts", None)
+
+
+@pytest.fixture()
+def sinks(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[HttpSink, SmtpSink]]:
+    """Both servers, configured as the three destinations the way an operator would."""
+    with http_sink() as http, smtp_sink() as smtp:
+        monkeypatch.setenv("AIRFLOW_CONN_ALERTS_SMTP", smtp.connection(SENDER))
+        monkeypatch.setenv(alerts.SMTP_CONN_ID, "alerts_smtp")
+        monkeypatch.setenv(alerts.EMAIL_TO, "oncall@example.com, fraud-team@example.com")
+        monkeypatch.setenv(alerts.SLACK_WEBHOOK_URL, f"{http.url}/slack/T000/B000/XXX")
+        monkeypatch.setenv(alerts.WEBHOOK_URL, f"{http.url}/hooks/pipeline")
+        yield http, smtp
+
+
+def _failed(task_id: str, error: str) -> alerts.FailedTask:
+    return alerts.FailedTask(
+        dag_id="fraud_nightly",
+        task_id=task_id,
+        run_id="manual__2026-01-07T00:00:00+00:00",
+        error=error,
+        day="2026-01-07",
+        try_number=1,
+        log_url="http://airflow.example.com/dags/fraud_nightly/runs/manual__x/tasks/" + task_id,
+    )
+
+
+def _quarantine_alert() -> alerts.Alert:
+    """What the raw gate raises on a revision, turned into an alert as the callback does."""
+    outcome = CheckOutcome(
+        suite="raw_transactions",
+        subject=f"{BATCH}@{REVISION}",
+        rows=1000,
+        results=[
+            ExpectationOutcome(
+                expectation="expect_table_row_count_to_be_between",
+                check="reject rate within quality.raw.max_reject_rate",
+                column=None,
+                severity="critical",
+                success=False,
+                observed="700",
+                expected="between 950 and 1000",
+            )
+        ],
+    )
+    error = QualityGateFailed(outcome)
+    prepared = {
+        "batch_id": BATCH,
+        "revision": REVISION,
+        "source_objects": [{"key": LANDED, "sha256": "0" * 64, "bytes": 1}],
+        "error": None,
+    }
+    quarantine = alerts.quarantine_of(prepared, error)
+    assert quarantine is not None
+    return alerts.build_alert(
+        _failed("ingest_transactions.check_raw_transactions", str(error)), quarantine
+    )
+
+
+def test_a_quarantine_alert_names_batch_file_rule_and_next_steps_everywhere(plugin, sinks):
+    http, smtp = sinks
+    outcomes = plugin.send(_quarantine_alert())
+
+    assert outcomes == {"email": "sent", "slack": "sent", "webhook": "sent"}
+    [slack] = http.json_bodies("/slack/T000/B000/XXX")
+    [hook] = http.json_bodies("/hooks/pipeline")
+    [mail] = smtp.messages
+    body = mail.get_body().get_content()
+    for text in (slack["text"], hook["text"], body):
+        assert "quarantined" in text
+        assert BATCH in text and REVISION in text and LANDED in text and RULE in text
+        assert f"mlpipeline batches release {BATCH} --revision {REVISION}" in text
+        assert f"mlpipeline batches discard {BATCH} --revision {REVISION}" in text
+    assert hook["kind"] == "quarantined" and hook["batch_id"] == BATCH
+    assert hook["files"] == [LANDED] and hook["rules"] == [RULE]
+    assert hook["day"] == "2026-01-07" and hook["task_id"].endswith("check_raw_transactions")
+    assert mail["Subject"] == f"[fraud pipeline] QUARANTINED {BATCH} revision {REVISION}"
+    assert mail["From"] == SENDER
+    assert set(mail["To"].split(", ")) == {"oncall@example.com", "fraud-team@example.com"}
+
+
+def test_a_task_failure_alert_names_task_run_day_and_log(plugin, sinks):
+    http, smtp = sinks
+    failed = _failed("score", "RuntimeError: cannot read features.transaction_features")
+    alert = alerts.build_alert(failed, alerts.quarantine_of(None, RuntimeError("x")))
+    assert plugin.send(alert) == {"email": "sent", "slack": "sent", "webhook": "sent"}
+
+    [slack] = http.json_bodies("/slack/T000/B000/XXX")
+    [hook] = http.json_bodies("/hooks/pipeline")
+    [mail] = smtp.messages
+    for text in (slack["text"], hook["text"], mail.get_body().get_content()):
+        assert "Task fraud_nightly.score failed for day 2026-01-07" in text
+        assert failed.run_id in text and failed.log_url in text
+        assert "cannot read features.transaction_features" in text
+        assert "quarantined" not in text
+    assert hook["kind"] == "task_failed" and hook["log_url"] == failed.log_url
+    assert mail["Subject"] == "[fraud pipeline] FAILED fraud_nightly.score for day 2026-01-07"
+
+
+def test_a_dead_destination_is_logged_and_the_others_still_get_the_alert(
+    plugin, sinks, monkeypatch, caplog
+):
+    http, smtp = sinks
+    monkeypatch.setenv(alerts.WEBHOOK_URL, dead_url())
+    closed = SmtpSink(port=int(dead_url().split(":")[2].split("/")[0]))
+    monkeypatch.setenv("AIRFLOW_CONN_ALERTS_SMTP", closed.connection(SENDER))
+    with caplog.at_level(logging.ERROR):
+        outcomes = plugin.send(_quarantine_alert())
+
+    assert outcomes["slack"] == "sent"
+    assert outcomes["webhook"].startswith("failed:") and outcomes["email"].startswith("failed:")
+    assert len(http.json_bodies("/slack/T000/B000/XXX")) == 1 and smtp.messages == []
+    logged = [r.getMessage() for r in caplog.records if r.name == "alerts"]
+    assert any("could not be sent to webhook" in m for m in logged)
+    assert any("could not be sent to email" in m for m in logged)
+
+
+def test_without_a_destination_the_alert_is_only_logged(plugin, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert plugin.send(_quarantine_alert()) == {}
+    [record] = [r for r in caplog.records if r.name == "alerts"]
+    assert "no alert destination configured" in record.getMessage()
+    assert BATCH in record.getMessage()
+
+
+def test_other_failures_of_a_raw_batch_task_are_not_quarantines():
+    prepared = {"batch_id": BATCH, "revision": REVISION, "source_objects": [], "error": None}
+    assert alerts.quarantine_of(prepared, RuntimeError("IO Error: could not set lock")) is None
+    assert alerts.quarantine_of(None, RuntimeError("boom")) is None
+    other = CheckOutcome(suite="customer_snapshot", subject="cutoff=2026-01-07", rows=1)
+    assert alerts.quarantine_of(prepared, QualityGateFailed(other)) is None
+
+
+def test_destinations_come_from_the_environment():
+    config = alerts.AlertConfig.from_env(
+        {
+            alerts.EMAIL_TO: " a@example.com ,b@example.com,",
+            alerts.SLACK_CONN_ID: "slack_oncall",
+            alerts.WEBHOOK_URL: "",
+        }
+    )
+    assert config.email_to == ("a@example.com", "b@example.com")
+    assert config.destinations == ["email", "slack"]
+    assert alerts.AlertConfig.from_env({}).destinations == []
+
+
+def test_a_revision_quarantined_at_load_is_recognised(settings):
+    """`nightly.load` registers a miscounted revision as quarantined and raises: a quarantine."""
+    land(from_settings(settings), GOOD_ROWS, declared=2)
+    prepared = nightly.prepare("transactions", DAY.isoformat())
+    with pytest.raises(ValueError, match="quarantined") as raised:
+        nightly.load(prepared, "manual__test")
+    quarantine = alerts.quarantine_of(prepared, raised.value)
+    assert quarantine is not None and quarantine.batch_id == f"transactions-{DAY}"
+    assert quarantine.rules == ("row count matches _SUCCESS",)
+    assert quarantine.files == (prepared["error"]["file"],) and quarantine.files[0]
