@@ -116,11 +116,12 @@ def quarantine_of(
 
     `prepared` is the revision the task worked on (`mlpipeline.nightly.prepare`'s result). The
     raw gate raises `QualityGateFailed` on the revision after quarantining it; `load` raises
-    after registering a revision that broke the landing contract as quarantined (its message
-    says so, and the broken rule is on the revision).
+    `RevisionRejected` after registering a revision that broke the landing contract as
+    quarantined (the broken rule is on the revision).
     """
     if not prepared or error is None:
         return None
+    from mlpipeline.nightly import RevisionRejected
     from mlpipeline.quality import QualityGateFailed
 
     batch_id, revision = str(prepared["batch_id"]), str(prepared["revision"])
@@ -129,7 +130,11 @@ def quarantine_of(
         rules = tuple(f.label for f in error.outcome.failures)
         return Quarantine(batch_id, revision, files, rules, error.outcome.describe())
     broken = prepared.get("error")
-    if broken and f"revision {revision} is quarantined" in str(error):
+    if (
+        broken
+        and isinstance(error, RevisionRejected)
+        and (error.batch_id, error.revision, error.status) == (batch_id, revision, "quarantined")
+    ):
         return Quarantine(
             batch_id,
             revision,

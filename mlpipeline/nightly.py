@@ -24,6 +24,15 @@ class NothingToDo(Exception):  # noqa: N818 - an outcome, not an error
     """The stage has nothing to do and says why (cold start, nothing verified to switch)."""
 
 
+class RevisionRejected(ValueError):
+    """A landed revision broke the landing contract; it is registered with `status`
+    (quarantined: an operator may release it; discarded: it never will be)."""
+
+    def __init__(self, message: str, *, batch_id: str, revision: str, status: str) -> None:
+        super().__init__(message)
+        self.batch_id, self.revision, self.status = batch_id, revision, status
+
+
 def _settings() -> Settings:
     return Settings.from_env()
 
@@ -88,11 +97,14 @@ def load(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
             if error
             else "see its raw check results"
         )
-        raise ValueError(
+        raise RevisionRejected(
             f"batch {revision.batch_id} revision {revision.revision} is {status}: {why}. "
             "Fix the landed files and re-run (new content is a new revision), or inspect with "
             f"`mlpipeline batches show {revision.batch_id}` and release it with "
-            f"`mlpipeline batches release {revision.batch_id}`."
+            f"`mlpipeline batches release {revision.batch_id}`.",
+            batch_id=revision.batch_id,
+            revision=revision.revision,
+            status=status,
         )
     return {
         "batch_id": revision.batch_id,

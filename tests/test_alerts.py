@@ -191,7 +191,7 @@ def test_a_revision_quarantined_at_load_is_recognised(settings):
     """`nightly.load` registers a miscounted revision as quarantined and raises: a quarantine."""
     land(from_settings(settings), GOOD_ROWS, declared=2)
     prepared = nightly.prepare("transactions", DAY.isoformat())
-    with pytest.raises(ValueError, match="quarantined") as raised:
+    with pytest.raises(nightly.RevisionRejected, match="quarantined") as raised:
         nightly.load(prepared, "manual__test")
     quarantine = alerts.quarantine_of(prepared, raised.value)
     assert quarantine is not None and quarantine.batch_id == f"transactions-{DAY}"
