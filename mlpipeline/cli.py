@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from mlpipeline.config import Settings, pipeline_conf
 from mlpipeline.days import parse_day
+from mlpipeline.retention import KINDS as RETENTION_KINDS
 
 
 def _yesterday() -> date:
@@ -197,6 +198,23 @@ def cmd_model_release(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def cmd_retention(args: argparse.Namespace) -> None:
+    """Delete old artifacts by the ages in pipeline.yaml `retention:`; never what is in use."""
+    from mlpipeline import retention
+
+    reports, failed = [], []
+    for kind in [args.only] if args.only else retention.KINDS:
+        try:
+            reports.append(retention.run(kind, dry_run=args.dry_run).to_dict())
+        except Exception as exc:  # one kind failing must not stop the others
+            logging.getLogger(__name__).exception("retention %s failed", kind)
+            reports.append({"kind": kind, "error": str(exc)})
+            failed.append(kind)
+    print(json.dumps(reports, indent=2, default=str))
+    if failed:
+        sys.exit(f"mlpipeline retention: {', '.join(failed)} failed (see the log above)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -306,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     ml = msub.add_parser("release", help="let the nightly promote again (the champion stays)")
     ml.add_argument("--by", help="who (default: the current user)")
     ml.set_defaults(func=cmd_model_release)
+
+    p = sub.add_parser(
+        "retention", help="delete old revisions, exports, splits, runs... (pipeline.yaml ages)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="report the plan, delete nothing")
+    p.add_argument("--only", choices=RETENTION_KINDS, help="one kind (default: all)")
+    p.set_defaults(func=cmd_retention)
     return parser
 
 

@@ -53,6 +53,8 @@ FEATURE_VIEW = "customer_snapshot"
 SOURCE_TABLE = "features.customer_snapshot"
 EXPORT_ROOT = "features/customer_snapshot"
 MANIFEST_NAME = "manifest.json"
+# An export id starts with its creation time in this form (UTC), then a checksum prefix.
+EXPORT_ID_TIME = "%Y%m%dT%H%M%S%fZ"
 FORMAT_VERSION = 2
 CHECKSUM_ALGORITHM = "sum mod 2^128 of blake2b-128(entity 0x1F packed-vector)"
 ENCODING = (
@@ -377,6 +379,16 @@ class ExportResult:
     manifest: dict[str, Any]
 
 
+def export_time(export_id: str) -> datetime:
+    """When an export was created (UTC), read from its id: also for unfinished folders."""
+    try:
+        return datetime.strptime(export_id.split("-", 1)[0], EXPORT_ID_TIME).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise ExportError(
+            f"{export_id!r} is not an export id (<{EXPORT_ID_TIME}>-<checksum prefix>)"
+        ) from exc
+
+
 def cutoff_prefix(day: date) -> str:
     return f"{EXPORT_ROOT}/cutoff={day.isoformat()}/"
 
@@ -552,7 +564,7 @@ def export_snapshot(
                 f"cutoff {cutoff}: counted {total} rows but exported {checksum.rows}; the table "
                 "changed during the export. Re-run it while nothing else writes the warehouse."
             )
-        export_id = f"{created:%Y%m%dT%H%M%S%fZ}-{checksum.hexdigest()[:8]}"
+        export_id = f"{created:{EXPORT_ID_TIME}}-{checksum.hexdigest()[:8]}"
         prefix = export_prefix(cutoff, export_id)
         if store.list(prefix):
             raise ExportError(f"export folder {store.url}/{prefix} already exists; not rewriting")

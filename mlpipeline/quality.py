@@ -344,6 +344,54 @@ class DataDocs:
         self._upload(since_ns)
         return page
 
+    def results(self) -> set[tuple[str, ...]]:
+        """GX keys (suite, run name, run time, batch identifier) of every validation result
+        this folder or the object store holds."""
+        found = {
+            path.relative_to(self.root / _RESULTS).as_posix()
+            for path in (self.root / _RESULTS).rglob("*.json")
+        }
+        found |= {
+            key[len(f"{DOCS_PREFIX}{_RESULTS}/") :]
+            for key in self.store.list(f"{DOCS_PREFIX}{_RESULTS}/")
+            if key.endswith(".json")
+        }
+        return {tuple(name.removesuffix(".json").split("/")) for name in found}
+
+    def delete_results(self, keys: list[tuple[str, ...]]) -> int:
+        """Delete validation results and their pages, here and in the object store; the index
+        still lists them until `rebuild_index`. Returns the files deleted."""
+        deleted = 0
+        for key in keys:
+            relative = "/".join(key)
+            for name in (f"{_RESULTS}/{relative}.json", f"validations/{relative}.html"):
+                local = self.root / name
+                if local.exists():
+                    local.unlink()
+                    deleted += 1
+                if self.store.exists(DOCS_PREFIX + name):
+                    self.store.delete(DOCS_PREFIX + name)
+                    deleted += 1
+        return deleted
+
+    def rebuild_index(self) -> None:
+        """Re-render the index from the results the folder and the object store hold, and
+        publish it (GX builds an index only along with a page: the newest one is re-rendered)."""
+        from great_expectations.data_context.types.resource_identifiers import (
+            ValidationResultIdentifier,
+        )
+
+        self.fetch_published()
+        keys = self.results()
+        if not keys:
+            return
+        newest = max(keys, key=lambda key: key[-2])
+        started_ns = time.time_ns()
+        _context(self).build_data_docs(
+            site_names=[_SITE], resource_identifiers=[ValidationResultIdentifier.from_tuple(newest)]
+        )
+        self._upload(started_ns)
+
     def _upload(self, since_ns: int) -> None:
         static_missing = not self.store.exists(DOCS_PREFIX + _STATIC_MARKER)
         uploaded = 0
