@@ -1,11 +1,11 @@
 """What `fraud_nightly` publishes, as Airflow assets a downstream DAG can schedule on.
 
 Defined once here and imported by the nightly (as task outlets) and by consumers (as schedules),
-so both sides name the same asset. Names are stable (`fraud.scores`, ...); URIs say where the
-thing lives in this deployment (the bucket or local folder, the warehouse file, Redis) and are
-read from the same environment as `Settings.from_env()`. Airflow 3 accepts any URI scheme that is
-not `airflow` and normalises only the schemes a provider registers (`file`, `s3` with the Amazon
-provider), so `duckdb:`, `redis://` and `models:/` URIs are kept as written.
+so both sides name the same asset. Names (`fraud.scores`, ...) and URIs are stable whatever the
+deployment: the URIs are in the pipeline's own `fraud-pipeline://` scheme (store, path), because
+an asset whose URI followed a bucket, a data folder or a Redis port would be retired by Airflow
+the day that setting changed, failing the task that still emits it. Where a publication
+physically lives is in its event's `extra` (`table_uri`, `prefix`, ...).
 
 Each event carries `extra` saying what was published (always `day`); `publish` sets it from
 inside the publishing task. A task emits an event for every plain asset outlet whenever it
@@ -16,14 +16,11 @@ actually changed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk import Asset, AssetAlias, get_current_context
 
-from mlpipeline.config import Settings
 from mlpipeline.landing import DATASETS
 from mlpipeline.model_registry import CHAMPION_ALIAS, MODEL_NAME
 
@@ -34,52 +31,21 @@ SCORE_TABLE_KEY = "scores/transaction_scores"
 SNAPSHOT_EXPORT_ROOT = "features/customer_snapshot"
 
 
-def _store_uri(settings: Settings, key: str) -> str:
-    if settings.bucket:
-        return f"s3://{settings.bucket}/{key}"
-    return (settings.local_store_root / key).as_uri()
+SCHEME = "fraud-pipeline"
 
 
-def _redis_uri(settings: Settings) -> str:
-    """REDIS_URL without credentials or options; else the folder of the local run's server."""
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        return (settings.data_dir / "redis").as_uri()
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path or "/0", "", ""))
+def _asset(name: str, path: str) -> Asset:
+    return Asset(name=name, uri=f"{SCHEME}://{path}", group=GROUP)
 
 
-def _assets(settings: Settings) -> dict[str, Asset]:
-    # No authority (Airflow would drop an empty one): duckdb:/path/to/warehouse.duckdb/...
-    warehouse = f"duckdb:{settings.duckdb_path}"
-    assets = {
-        f"raw_{ds}": Asset(name=f"fraud.raw.{ds}", uri=f"{warehouse}/raw/{ds}_current", group=GROUP)
-        for ds in DATASETS
-    }
-    assets["snapshot"] = Asset(
-        name="fraud.snapshot_export",
-        uri=_store_uri(settings, SNAPSHOT_EXPORT_ROOT),
-        group=GROUP,
-    )
-    assets["scores"] = Asset(
-        name="fraud.scores", uri=_store_uri(settings, SCORE_TABLE_KEY), group=GROUP
-    )
-    assets["online"] = Asset(
-        name="fraud.online_snapshot", uri=f"{_redis_uri(settings)}/customer_snapshot", group=GROUP
-    )
-    # Default group: Airflow registers alias-emitted events under group "asset".
-    assets["champion"] = Asset(name="fraud.champion", uri=f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
-    return assets
-
-
-_ASSETS = _assets(Settings.from_env())
-RAW_BATCHES: dict[str, Asset] = {ds: _ASSETS[f"raw_{ds}"] for ds in DATASETS}
-SNAPSHOT_EXPORT = _ASSETS["snapshot"]
-SCORES = _ASSETS["scores"]
-ONLINE_SNAPSHOT = _ASSETS["online"]
-CHAMPION = _ASSETS["champion"]
+RAW_BATCHES: dict[str, Asset] = {
+    ds: _asset(f"fraud.raw.{ds}", f"warehouse/raw/{ds}_current") for ds in DATASETS
+}
+SNAPSHOT_EXPORT = _asset("fraud.snapshot_export", f"objectstore/{SNAPSHOT_EXPORT_ROOT}")
+SCORES = _asset("fraud.scores", f"objectstore/{SCORE_TABLE_KEY}")
+ONLINE_SNAPSHOT = _asset("fraud.online_snapshot", "online-store/customer_snapshot")
+# Default group: Airflow registers alias-emitted events under group "asset".
+CHAMPION = Asset(name="fraud.champion", uri=f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
 CHAMPION_CHANGES = AssetAlias(name="fraud.champion_changes")
 
 

@@ -56,11 +56,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings.under(tmp_path_factory.mktemp("assets"))
 
 
-@pytest.fixture(scope="module")
-def parsed(settings: Settings) -> dict:
-    transform.ensure_manifest()
-    env = airflow_env(settings)
-    env.pop("REDIS_URL", None)
+def _parse(env: dict[str, str]) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(PROJECT_ROOT / "dags")],
         env=env,
@@ -73,58 +69,65 @@ def parsed(settings: Settings) -> dict:
     return result["dags"]
 
 
-def test_the_consumer_is_scheduled_on_the_scores_table_and_created_paused(parsed, settings):
+@pytest.fixture(scope="module")
+def parsed(settings: Settings) -> dict:
+    transform.ensure_manifest()
+    env = airflow_env(settings)
+    env.pop("REDIS_URL", None)
+    return _parse(env)
+
+
+def test_the_consumer_is_scheduled_on_the_scores_table_and_created_paused(parsed):
     consumer = parsed["example_scores_consumer"]
-    scores_uri = Path(score.score_table_location(settings).uri).as_uri()
-    assert consumer["schedule"] == {"kind": "asset", "name": "fraud.scores", "uri": scores_uri}
+    assert consumer["schedule"] == {
+        "kind": "asset",
+        "name": "fraud.scores",
+        "uri": f"fraud-pipeline://objectstore/{score.SCORE_TABLE_KEY}",
+    }
     # No override: DAGS_ARE_PAUSED_AT_CREATION decides, as for every DAG of the project.
     assert consumer["paused_upon_creation"] is None
     assert "example" in consumer["doc"].lower() and "fraud.scores" in consumer["doc"]
 
 
-def test_the_nightly_publishing_tasks_carry_their_outlets(parsed, settings):
-    outlets = parsed["fraud_nightly"]["outlets"]
-    store = settings.local_store_root
-    assert outlets == {
-        "ingest_transactions.promote_transactions": [
-            {
-                "kind": "asset",
-                "name": "fraud.raw.transactions",
-                "uri": f"duckdb:{settings.duckdb_path}/raw/transactions_current",
-            }
-        ],
-        "ingest_chargebacks.promote_chargebacks": [
-            {
-                "kind": "asset",
-                "name": "fraud.raw.chargebacks",
-                "uri": f"duckdb:{settings.duckdb_path}/raw/chargebacks_current",
-            }
-        ],
-        "online.export_snapshot": [
-            {
-                "kind": "asset",
-                "name": "fraud.snapshot_export",
-                "uri": (store / export.EXPORT_ROOT).as_uri(),
-            }
-        ],
-        "score": [
-            {
-                "kind": "asset",
-                "name": "fraud.scores",
-                "uri": (store / score.SCORE_TABLE_KEY).as_uri(),
-            }
-        ],
-        "switch_online": [
-            {
-                "kind": "asset",
-                "name": "fraud.online_snapshot",
-                "uri": (settings.data_dir / "redis" / "customer_snapshot").as_uri(),
-            }
-        ],
+def _asset(name: str, path: str) -> list[dict]:
+    return [{"kind": "asset", "name": name, "uri": f"fraud-pipeline://{path}"}]
+
+
+def test_the_nightly_publishing_tasks_carry_their_outlets(parsed):
+    assert parsed["fraud_nightly"]["outlets"] == {
+        "ingest_transactions.promote_transactions": _asset(
+            "fraud.raw.transactions", "warehouse/raw/transactions_current"
+        ),
+        "ingest_chargebacks.promote_chargebacks": _asset(
+            "fraud.raw.chargebacks", "warehouse/raw/chargebacks_current"
+        ),
+        "online.export_snapshot": _asset(
+            "fraud.snapshot_export", f"objectstore/{export.EXPORT_ROOT}"
+        ),
+        "score": _asset("fraud.scores", f"objectstore/{score.SCORE_TABLE_KEY}"),
+        "switch_online": _asset("fraud.online_snapshot", "online-store/customer_snapshot"),
         "training.evaluate_register": [
             {"kind": "alias", "name": "fraud.champion_changes", "uri": None}
         ],
     }
+
+
+def test_assets_stay_the_same_when_the_deployment_moves(parsed, tmp_path):
+    """Another data folder, a bucket, another Redis: Airflow would retire an asset whose URI
+    changed and fail the task still emitting it, so the outlets must not change."""
+    env = airflow_env(Settings.under(tmp_path))
+    env.update(
+        {
+            "MLPIPELINE_BUCKET": "elsewhere",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+            "REDIS_URL": "redis://user:secret@redis.internal:6380/2",
+        }
+    )
+    moved = _parse(env)
+    for dag_id in ("fraud_nightly", "example_scores_consumer"):
+        assert moved[dag_id]["outlets"] == parsed[dag_id]["outlets"]
+        assert moved[dag_id]["schedule"] == parsed[dag_id]["schedule"]
+    assert "secret" not in json.dumps(moved)
 
 
 def test_every_task_alerts_on_failure_once(parsed):
@@ -170,12 +173,6 @@ def test_a_champion_event_only_when_the_champion_changed(assets):
         assets.champion_extra("2026-02-14", {"decision": "rejected", "champion_version": None})
         is None
     )
-
-
-def test_redis_credentials_never_reach_the_asset_uri(assets, monkeypatch, tmp_path):
-    monkeypatch.setenv("REDIS_URL", "redis://user:secret@redis.internal:6380/2?ssl_cert_reqs=none")
-    uri = assets._redis_uri(Settings.under(tmp_path))
-    assert uri == "redis://redis.internal:6380/2"
 
 
 def test_a_scores_event_without_a_model_reads_nothing(tmp_path):

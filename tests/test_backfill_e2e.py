@@ -16,13 +16,12 @@ One small history (300 customers, cold start: no training), the nightly run with
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
 import pytest
 
-from mlpipeline import landing, local_airflow, online
+from mlpipeline import landing, local_airflow
 from mlpipeline.catchup import catchup
 from mlpipeline.cli import main as cli
 from mlpipeline.config import Settings
@@ -30,6 +29,7 @@ from mlpipeline.export import latest_export
 from mlpipeline.generate import generate_range
 from mlpipeline.objectstore import from_settings
 from mlpipeline.warehouse import connect
+from tests.e2e_env import pipeline_env, private_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -114,21 +114,8 @@ def _nightly(day: date, env: dict, conf: dict | None = None) -> tuple[int, dict]
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[dict]:
     data_dir = tmp_path_factory.mktemp("backfill-e2e")
-    redis_url = redis_server.rsplit("/", 1)[0] + "/6"
-    names = ("MLPIPELINE_DATA_DIR", "REDIS_URL", "AIRFLOW_API_URL", "DUCKDB_PATH")
-    saved = {k: os.environ.get(k) for k in names}
-    saved.update(
-        {
-            k: os.environ.get(k)
-            for k in ("MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL")
-        }
-    )
-    for var in saved:
-        os.environ.pop(var, None)
-    os.environ.update({"MLPIPELINE_DATA_DIR": str(data_dir), "REDIS_URL": redis_url})
-    try:
-        online.as_client(redis_url).flushdb()
-        settings = Settings.from_env()
+    redis_url = private_redis(redis_server, 6)
+    with pipeline_env(data_dir, redis_url) as settings:
         store = from_settings(settings)
         generate_range(store, START, LATE, customers=CUSTOMERS)
         env = local_airflow.airflow_env(settings)
@@ -157,12 +144,6 @@ def story(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterat
         out["backfill_code"] = local_airflow.run(args, env, check=False)
         out["backfill_states"] = local_airflow.task_states("fraud_backfill", LATE, env)
         yield out
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_quarantined_day_fails_and_nothing_downstream_sees_it(story):

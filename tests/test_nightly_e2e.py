@@ -13,7 +13,6 @@ reads the normal night's scores.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from mlpipeline.objectstore import from_settings
 from mlpipeline.score import read_scores
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
+from tests.e2e_env import pipeline_env, private_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -53,14 +53,8 @@ def _broken_candidates(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[dict]:
     data_dir = tmp_path_factory.mktemp("e2e")
-    redis_url = redis_server.rsplit("/", 1)[0] + "/7"
-    saved = {k: os.environ.get(k) for k in ("MLPIPELINE_DATA_DIR", "REDIS_URL")}
-    os.environ.update({"MLPIPELINE_DATA_DIR": str(data_dir), "REDIS_URL": redis_url})
-    for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
-        saved[var] = os.environ.pop(var, None)
-    try:
-        online.as_client(redis_url).flushdb()
-        settings = Settings.from_env()
+    redis_url = private_redis(redis_server, 7)
+    with pipeline_env(data_dir, redis_url) as settings:
         generate_range(from_settings(settings), START, FAILING_NIGHT, customers=CUSTOMERS)
         env = local_airflow.airflow_env(settings)
         local_airflow.init(env)
@@ -85,12 +79,6 @@ def nights(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Itera
             "states": states,
             "champion_after_night": champion_after_night,
         }
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _day_counts(settings: Settings, day: date) -> dict:

@@ -15,7 +15,6 @@ then the snapshot gate's failure alert.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -42,6 +41,7 @@ from mlpipeline.objectstore import ObjectStore, from_settings
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
 from tests.alert_sinks import HttpSink, http_sink
+from tests.e2e_env import pipeline_env, private_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -165,15 +165,8 @@ def nights(
     tmp_path_factory: pytest.TempPathFactory, redis_server: str, alert_hook: HttpSink
 ) -> Iterator[dict]:
     data_dir = tmp_path_factory.mktemp("quality-e2e")
-    redis_url = redis_server.rsplit("/", 1)[0] + "/8"
-    saved = {k: os.environ.get(k) for k in ("MLPIPELINE_DATA_DIR", "REDIS_URL")}
-    os.environ.update({"MLPIPELINE_DATA_DIR": str(data_dir), "REDIS_URL": redis_url})
-    for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
-        saved[var] = os.environ.pop(var, None)
-    saved[quality.SUITES_ENV] = os.environ.pop(quality.SUITES_ENV, None)
-    try:
-        online.as_client(redis_url).flushdb()
-        settings = Settings.from_env()
+    redis_url = private_redis(redis_server, 8)
+    with pipeline_env(data_dir, redis_url, unset=[quality.SUITES_ENV]) as settings:
         store = from_settings(settings)
         generate_range(store, START, BAD_SNAPSHOT, customers=CUSTOMERS)
         _reject_30_percent(store, BAD_RAW)
@@ -207,12 +200,6 @@ def nights(
             "alerts": alerts_received,
             "snapshot_alerts": alert_hook.json_bodies("/snapshot-alerts"),
         }
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_the_clean_day_was_published_before_the_bad_nights(nights):

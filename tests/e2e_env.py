@@ -1,0 +1,42 @@
+"""The environment of an end-to-end story: this process and the Airflow runs it starts point at a
+private data folder and a private Redis database, and everything is put back afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from mlpipeline import online
+from mlpipeline.config import Settings
+
+# Whatever would point the story at shared services or another data folder.
+OVERRIDES = (
+    "DUCKDB_PATH",
+    "MLFLOW_TRACKING_URI",
+    "MLPIPELINE_BUCKET",
+    "AWS_ENDPOINT_URL",
+    "AIRFLOW_API_URL",
+)
+
+
+def private_redis(server_url: str, db: int) -> str:
+    """Database `db` of the session's Redis server: one per story, so stories never share keys."""
+    return f"{server_url.rsplit('/', 1)[0]}/{db}"
+
+
+@contextmanager
+def pipeline_env(
+    data_dir: Path, redis_url: str, *, unset: Iterable[str] = ()
+) -> Iterator[Settings]:
+    """Settings for the story, read back from the environment the way every stage reads them;
+    the Redis database starts empty."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
+        patch.setenv("REDIS_URL", redis_url)
+        for var in (*OVERRIDES, *unset):
+            patch.delenv(var, raising=False)
+        online.as_client(redis_url).flushdb()
+        yield Settings.from_env()
