@@ -44,6 +44,9 @@ class Settings:
     bucket: str | None
     aws_endpoint_url: str | None
     dbt_project_dir: Path = field(default=PROJECT_ROOT / "dbt_project")
+    # Where a browser reaches the MLflow UI (empty: no links); in docker-compose the tracking
+    # URI names the service (http://mlflow:5000) while the browser needs http://localhost:5000.
+    mlflow_ui_url: str = ""
 
     @property
     def local_store_root(self) -> Path:
@@ -67,11 +70,14 @@ class Settings:
     def from_env(cls) -> Settings:
         data_dir = _path("MLPIPELINE_DATA_DIR", PROJECT_ROOT / "data")
         mlflow_default = f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow_default
+        served = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ""
         return cls(
             data_dir=data_dir,
             duckdb_path=_path("DUCKDB_PATH", data_dir / "warehouse.duckdb"),
             redis_url=os.environ.get("REDIS_URL") or None,
-            mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or mlflow_default,
+            mlflow_tracking_uri=tracking_uri,
             bucket=os.environ.get("MLPIPELINE_BUCKET") or None,
             aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            mlflow_ui_url=os.environ.get("MLFLOW_UI_URL") or served,
         )

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -101,3 +105,99 @@ def task_states(dag_id: str, day: date, env: dict[str, str]) -> dict[str, str]:
         key = f"{ti['task_id']}[{ti['map_index']}]" if mapped else ti["task_id"]
         states[key] = ti["state"]
     return states
+
+
+# --- the long-running services (API server + UI, scheduler, DAG processor) --------------------
+
+SERVICES = ("api-server", "scheduler", "dag-processor")
+
+
+@dataclass
+class Services:
+    """Local Airflow services started by `start_services`; `stop()` ends them and their children."""
+
+    url: str
+    processes: dict[str, subprocess.Popen]
+    log_dir: Path
+
+    def stop(self, timeout: float = 30) -> None:
+        for process in self.processes.values():
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            # The group may outlive its leader (task processes, API workers): kill what is left.
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def services_env(env: dict[str, str], port: int) -> dict[str, str]:
+    """`env` plus what the services need to find each other: the API server's port and URL
+    (also the Execution API the task processes report to) and one JWT secret for all of them.
+    The executor is the caller's choice (LocalExecutor runs tasks on this machine, with SQLite)."""
+    url = f"http://127.0.0.1:{port}"
+    return {
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        **env,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+    }
+
+
+def start_services(env: dict[str, str], log_dir: Path, *, timeout: float = 180) -> Services:
+    """Start the API server, the scheduler and the DAG processor (each in its own process group,
+    logging to `log_dir`) and wait until the API server answers. `env` from `services_env`."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes: dict[str, subprocess.Popen] = {}
+    services = Services(env["AIRFLOW__API__BASE_URL"], processes, log_dir)
+    try:
+        for name in SERVICES:
+            with (log_dir / f"{name}.log").open("ab") as log_file:
+                processes[name] = subprocess.Popen(
+                    [_airflow(), name],
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        _wait_healthy(services, timeout)
+    except BaseException:
+        services.stop()
+        raise
+    return services
+
+
+def _wait_healthy(services: Services, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for name, process in services.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"`airflow {name}` exited with code {process.returncode}; see "
+                    f"{services.log_dir / (name + '.log')}"
+                )
+        try:
+            with urllib.request.urlopen(f"{services.url}/api/v2/monitor/health", timeout=5):
+                return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the Airflow API server did not answer at {services.url} within "
+                    f"{timeout:.0f}s; see {services.log_dir / 'api-server.log'}"
+                ) from None
+            time.sleep(1)

@@ -3,7 +3,7 @@ private data folder and a private Redis database, and everything is put back aft
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,14 +29,20 @@ def private_redis(server_url: str, db: int) -> str:
 
 @contextmanager
 def pipeline_env(
-    data_dir: Path, redis_url: str, *, unset: Iterable[str] = ()
+    data_dir: Path,
+    redis_url: str,
+    *,
+    unset: Iterable[str] = (),
+    extra: Mapping[str, str] | None = None,
 ) -> Iterator[Settings]:
-    """Settings for the story, read back from the environment the way every stage reads them;
-    the Redis database starts empty."""
+    """Settings for the story, read back from the environment the way every stage reads them
+    (`extra` sets more variables last); the Redis database starts empty."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
         patch.setenv("REDIS_URL", redis_url)
         for var in (*OVERRIDES, *unset):
             patch.delenv(var, raising=False)
+        for var, value in (extra or {}).items():
+            patch.setenv(var, value)
         online.as_client(redis_url).flushdb()
         yield Settings.from_env()
