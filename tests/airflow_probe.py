@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 EVENTS = r"""
 import json
@@ -50,5 +51,19 @@ def asset_events(env: dict[str, str]) -> list[dict]:
     """Every asset event, oldest first: asset name, extra, and the task and run that emitted it."""
     out = subprocess.run(
         [sys.executable, "-c", EVENTS], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_probe(script: str, target: Path, env: dict[str, str]) -> Any:  # noqa: ANN401 - JSON
+    """Run a probe script (Python source taking `target` as its argument, e.g. a DagBag folder)
+    with this interpreter in `env`, in a process of its own as Airflow would parse; the probe
+    prints its findings as JSON on its last line."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])

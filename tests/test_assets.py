@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from mlpipeline import export, score, scores_consumer, transform
 from mlpipeline.config import PROJECT_ROOT, Settings
 from mlpipeline.local_airflow import airflow_env
+from tests.airflow_probe import run_probe
 
 PROBE = r"""
 import json, sys
@@ -57,14 +57,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def _parse(env: dict[str, str]) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(PROJECT_ROOT / "dags")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_probe(PROBE, PROJECT_ROOT / "dags", env)
     assert result["errors"] == {}
     return result["dags"]
 

@@ -4,14 +4,13 @@ parsing does no heavy work."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from mlpipeline import transform
 from mlpipeline.config import PROJECT_ROOT, Settings
 from mlpipeline.local_airflow import airflow_env
+from tests.airflow_probe import run_probe
 
 PROBE = r"""
 import json, sys, time
@@ -41,24 +40,8 @@ print(json.dumps({"errors": bag.import_errors, "dags": dags, "heavy": heavy, "se
 def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     transform.ensure_manifest()  # setup's step: the nightly's dbt tasks are rendered from it
     data_dir = tmp_path_factory.mktemp("dagbag")
-    env = airflow_env(
-        Settings.from_env().__class__(
-            data_dir=data_dir,
-            duckdb_path=data_dir / "w.duckdb",
-            redis_url=None,
-            mlflow_tracking_uri=f"sqlite:///{data_dir}/mlflow.db",
-            bucket=None,
-            aws_endpoint_url=None,
-        )
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(PROJECT_ROOT / "dags")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    env = airflow_env(Settings.under(data_dir))
+    return run_probe(PROBE, PROJECT_ROOT / "dags", env)
 
 
 def test_every_dag_file_imports_without_error(parsed):

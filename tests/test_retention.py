@@ -9,9 +9,8 @@ the real run keeps what is in use even when old, and a second run deletes nothin
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -42,6 +41,7 @@ from mlpipeline.score import read_scores, score_table_location
 from mlpipeline.split import load_split, persist_split, split_dataset
 from mlpipeline.train import Candidate, train_candidate
 from mlpipeline.warehouse import connect
+from tests.airflow_probe import run_probe
 from tests.test_dag_integrity import PROBE
 from tests.test_export import DAY1, DAY2, DAY3, build_snapshot, expected_rows, export
 from tests.test_ingest import HEADER
@@ -470,24 +470,8 @@ def test_cli_dry_run_reports_every_kind(settings, redis_url, monkeypatch, capsys
 
 def test_retention_dag_parses_with_one_task_per_kind(tmp_path):
     data_dir = tmp_path / "dagbag"
-    env = local_airflow.airflow_env(
-        Settings(
-            data_dir=data_dir,
-            duckdb_path=data_dir / "w.duckdb",
-            redis_url=None,
-            mlflow_tracking_uri=f"sqlite:///{data_dir}/mlflow.db",
-            bucket=None,
-            aws_endpoint_url=None,
-        )
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(PROJECT_ROOT / "dags" / "fraud_retention.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    parsed = json.loads(out.stdout.strip().splitlines()[-1])
+    env = local_airflow.airflow_env(Settings.under(data_dir))
+    parsed = run_probe(PROBE, PROJECT_ROOT / "dags" / "fraud_retention.py", env)
     assert parsed["errors"] == {} and parsed["heavy"] == []
     dag = parsed["dags"]["fraud_retention"]
     assert set(dag["tasks"]) == {f"clean_{kind}" for kind in KINDS}
@@ -499,14 +483,7 @@ def test_retention_dag_parses_with_one_task_per_kind(tmp_path):
 def test_retention_dag_runs_every_task_in_airflow(tmp_path, redis_url):
     """A real `airflow dags test` (dry run): params, pools and reports work inside Airflow."""
     data_dir = tmp_path / "data"
-    settings = Settings(
-        data_dir=data_dir,
-        duckdb_path=data_dir / "warehouse.duckdb",
-        redis_url=redis_url,
-        mlflow_tracking_uri=f"sqlite:///{data_dir}/mlflow/mlflow.db",
-        bucket=None,
-        aws_endpoint_url=None,
-    )
+    settings = dataclasses.replace(Settings.under(data_dir), redis_url=redis_url)
     env = local_airflow.airflow_env(settings, {"REDIS_URL": redis_url})
     local_airflow.init(env)
     day = date(2026, 3, 10)

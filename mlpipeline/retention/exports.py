@@ -18,7 +18,7 @@ import redis
 from mlpipeline import online
 from mlpipeline.export import EXPORT_ROOT, MANIFEST_NAME, ExportError, export_time
 from mlpipeline.objectstore import ObjectStore
-from mlpipeline.retention.report import Progress, Report, utc
+from mlpipeline.retention.report import Report, delete_folders, utc
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,5 @@ def clean_exports(
             report.keep(prefix, "unfinished within the age: may be being written")
         else:
             doomed.append(prefix)
-    progress = Progress(report, len(doomed))
-    for prefix in doomed:
-        keys = folders[prefix]
-        report.delete(prefix, files=len(keys))
-        if dry_run:
-            continue
-        # The manifest first: a folder without it is unfinished, so no reader picks up a
-        # half-deleted export.
-        for key in sorted(keys, key=lambda k: not k.endswith("/" + MANIFEST_NAME)):
-            store.delete(key)
-        progress.step()
+    delete_folders(store, report, {p: folders[p] for p in doomed}, MANIFEST_NAME)
     return report

@@ -10,7 +10,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlpipeline.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +87,19 @@ class Progress:
         if now - self._last >= self.every or self.done == self.total:
             self._last = now
             log.info("retention %s: deleted %d/%d", self.report.kind, self.done, self.total)
+
+
+def delete_folders(
+    store: ObjectStore, report: Report, folders: dict[str, list[str]], marker: str
+) -> None:
+    """Delete each folder (prefix -> its keys), recording it in `report`; nothing under a dry
+    run. The `marker` file (a manifest written last) goes first: a folder without it reads as
+    unfinished, so no reader ever picks up a half-deleted one."""
+    progress = Progress(report, len(folders))
+    for prefix, keys in folders.items():
+        report.delete(prefix, files=len(keys))
+        if report.dry_run:
+            continue
+        for key in sorted(keys, key=lambda k: not k.endswith("/" + marker)):
+            store.delete(key)
+        progress.step()

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from mlpipeline import model_registry
 from mlpipeline.objectstore import ObjectStore
 from mlpipeline.retention.mlflow_runs import active_runs, protected_versions
-from mlpipeline.retention.report import Progress, Report, utc
+from mlpipeline.retention.report import Report, delete_folders, utc
 from mlpipeline.split import MANIFEST, PREFIX
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,5 @@ def clean_splits(
             report.keep(prefix, "created within the age")
         else:
             doomed.append(prefix)
-    progress = Progress(report, len(doomed))
-    for prefix in doomed:
-        keys = folders[prefix]
-        report.delete(prefix, files=len(keys))
-        if dry_run:
-            continue
-        # split.json first: without it the split reads as unfinished, never as altered.
-        for key in sorted(keys, key=lambda k: not k.endswith("/" + MANIFEST)):
-            store.delete(key)
-        progress.step()
+    delete_folders(store, report, {p: folders[p] for p in doomed}, MANIFEST)
     return report
