@@ -76,6 +76,25 @@ def init(env: dict[str, str]) -> None:
     run(["pools", "set", *POOL], env)
 
 
+def set_connection(conn_id: str, fields: dict, env: dict[str, str]) -> None:
+    """Create or replace an Airflow connection (`airflow connections add` refuses an existing
+    id, so the old one is deleted first): setup can run again with changed settings."""
+    subprocess.run(
+        [_airflow(), "connections", "delete", conn_id], env=env, capture_output=True, check=False
+    )
+    # Not through `run`: its log line would show the password.
+    log.info("$ airflow connections add %s --conn-json <%s fields>", conn_id, len(fields))
+    added = subprocess.run(
+        [_airflow(), "connections", "add", conn_id, "--conn-json", json.dumps(fields)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if added.returncode != 0:
+        raise RuntimeError(f"`airflow connections add {conn_id}` failed: {added.stderr[-2000:]}")
+
+
 def dags_test(dag_id: str, day: date, env: dict[str, str]) -> int:
     """`airflow dags test` for the run of day D; returns the exit code (non-zero: run failed)."""
     return run(["dags", "test", dag_id, day.isoformat()], env, check=False)

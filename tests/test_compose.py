@@ -18,6 +18,8 @@ import io
 import json
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,11 @@ import pytest
 import yaml
 
 from mlpipeline.cli import build_parser
+from mlpipeline.config import Settings
+from mlpipeline.local_airflow import airflow_env
 
 ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW = [str(Path(sys.executable).parent / "airflow")]
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose_spec.json"
 # Where the Dockerfile puts the checkout inside the image.
 IMAGE_PROJECT_DIR = "/opt/mlpipeline"
@@ -654,3 +659,50 @@ def test_env_example_gaps_are_reported(compose: dict[str, Any], env_example: str
     assert variable_problems(compose, trimmed) == [
         "${POSTGRES_PASSWORD} is used but not listed in .env.example"
     ]
+
+
+def test_the_init_service_creates_the_pool_and_the_smtp_connection_idempotently(
+    tmp_path: Path,
+) -> None:
+    """docker/airflow_init.py as airflow-init runs it (on SQLite instead of Postgres): twice,
+    the second time with a changed SMTP server, which must replace the connection."""
+    env = airflow_env(Settings.under(tmp_path))
+    script = [sys.executable, str(ROOT / "docker" / "airflow_init.py")]
+
+    def connection() -> dict[str, Any]:
+        out = subprocess.run(
+            [*AIRFLOW, "connections", "get", "smtp_default", "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])[0]
+
+    smtp = {"SMTP_HOST": "smtp.example.com", "SMTP_USER": "alerts", "SMTP_PASSWORD": "s3cret"}
+    done = subprocess.run(
+        script,
+        env={**env, **smtp, "SMTP_MAIL_FROM": "fraud@example.com"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "s3cret" not in done.stdout + done.stderr  # setup logs never show the password
+    first = connection()
+    assert (first["conn_type"], first["host"], first["port"]) == ("smtp", "smtp.example.com", "587")
+    assert first["login"] == "alerts"
+    # The CLI prints extra values as text.
+    assert first["extra_dejson"] == {"disable_ssl": "True", "from_email": "fraud@example.com"}
+
+    subprocess.run(script, env={**env, **smtp, "SMTP_PORT": "465"}, check=True)
+    second = connection()
+    assert second["port"] == "465" and second["extra_dejson"] == {"disable_ssl": "False"}
+
+    pools = subprocess.run(
+        [*AIRFLOW, "pools", "get", "warehouse", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(pools.stdout.strip().splitlines()[-1])[0]["slots"] == "1"
