@@ -119,16 +119,16 @@ def trigger_backfill(days: list[date], *, retrain: bool = False) -> dict[str, An
         "push_online": True,
     }
     payload = json.dumps({"logical_date": None, "conf": conf}).encode()
-    request = urllib.request.Request(
-        f"{base}/api/v2/dags/{BACKFILL}/dagRuns",
-        data=payload,
-        headers=_api_headers(base),
-        method="POST",
-    )
     try:
+        request = urllib.request.Request(
+            f"{base}/api/v2/dags/{BACKFILL}/dagRuns",
+            data=payload,
+            headers=_api_headers(base),
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - configured URL
             run = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
+    except urllib.error.HTTPError as exc:  # a refused login or a refused run
         detail = exc.read().decode(errors="replace")[:500]
         raise RuntimeError(
             f"Airflow API at {base} refused to trigger {BACKFILL} ({exc.code}: {detail}); "

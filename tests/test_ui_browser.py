@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from mlpipeline import local_airflow
+from mlpipeline import backfill, local_airflow
 from mlpipeline.catchup import catchup
 from mlpipeline.config import PROJECT_ROOT
 from mlpipeline.generate import generate_range
@@ -459,3 +459,29 @@ def test_score_table_link_shows_the_days_scores(night, api, page, stack, artifac
         "MLflow run": None,
         "Score table": None,
     }
+
+
+def test_a_released_batch_starts_its_backfill_through_the_rest_api(night, api, stack, monkeypatch):
+    """What `mlpipeline batches release` does with AIRFLOW_API_URL set (as in docker-compose):
+    log in with the configured user, create one fraud_backfill run over the stale days."""
+    monkeypatch.setenv("AIRFLOW_API_URL", stack["url"])
+    monkeypatch.setenv("AIRFLOW_API_USERNAME", USER)
+    monkeypatch.setenv("AIRFLOW_API_PASSWORD", stack["password"])
+    monkeypatch.delenv("AIRFLOW_API_TOKEN", raising=False)
+    days = [NIGHT - timedelta(days=2), NIGHT - timedelta(days=1)]
+
+    (line,) = backfill.start_rerun(days)
+
+    runs = api.get(f"dags/{backfill.BACKFILL}/dagRuns")["dag_runs"]
+    (run,) = [r for r in runs if r["dag_run_id"] in line]
+    assert run["conf"] == {
+        "start": days[0].isoformat(),
+        "end": days[1].isoformat(),
+        "retrain": False,
+        "push_online": True,
+    }
+    assert run["run_type"] == "manual"
+
+    monkeypatch.setenv("AIRFLOW_API_PASSWORD", "wrong")
+    with pytest.raises(RuntimeError, match="refused"):
+        backfill.start_rerun(days)
