@@ -32,7 +32,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from mlpipeline.days import parse_day
 from mlpipeline.objectstore import ObjectNotFound, ObjectStore
+from mlpipeline.warehouse import tables_of
 
 log = logging.getLogger(__name__)
 
@@ -450,22 +451,6 @@ def _check_source(
     return total
 
 
-def _row_groups(reader: pa.RecordBatchReader, size: int) -> Iterator[pa.Table]:
-    """Re-cut DuckDB's batches into tables of exactly `size` rows (the last may be shorter)."""
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    for batch in reader:
-        pending.append(batch)
-        count += batch.num_rows
-        while count >= size:
-            table = pa.Table.from_batches(pending, reader.schema)
-            yield table.slice(0, size)
-            rest = table.slice(size)
-            pending, count = rest.to_batches(), rest.num_rows
-    if count:
-        yield pa.Table.from_batches(pending, reader.schema)
-
-
 class _Sample:
     """The rows with the smallest digests: a parity sample that depends only on the content."""
 
@@ -512,7 +497,7 @@ def _write_parquet(
     progress = Progress(f"export of cutoff {cutoff}:", total, log)
     files: list[dict[str, Any]] = []
     writer: pq.ParquetWriter | None = None
-    for table in _row_groups(reader, row_group_size):
+    for table in tables_of(reader, row_group_size):
         if writer is None or files[-1]["rows"] >= rows_per_file:
             if writer is not None:
                 writer.close()

@@ -52,14 +52,15 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
     return env
 
 
-def _airflow() -> str:
+def airflow_executable() -> str:
+    """This environment's `airflow` command (beside the running interpreter when it is there)."""
     candidate = Path(sys.executable).parent / "airflow"
     return str(candidate) if candidate.exists() else (shutil.which("airflow") or "airflow")
 
 
 def run(args: list[str], env: dict[str, str], *, check: bool = True) -> int:
     log.info("$ airflow %s", " ".join(args))
-    result = subprocess.run([_airflow(), *args], env=env, check=False)
+    result = subprocess.run([airflow_executable(), *args], env=env, check=False)
     if check and result.returncode != 0:
         raise RuntimeError(f"`airflow {' '.join(args)}` failed with exit code {result.returncode}")
     return result.returncode
@@ -80,12 +81,15 @@ def set_connection(conn_id: str, fields: dict, env: dict[str, str]) -> None:
     """Create or replace an Airflow connection (`airflow connections add` refuses an existing
     id, so the old one is deleted first): setup can run again with changed settings."""
     subprocess.run(
-        [_airflow(), "connections", "delete", conn_id], env=env, capture_output=True, check=False
+        [airflow_executable(), "connections", "delete", conn_id],
+        env=env,
+        capture_output=True,
+        check=False,
     )
     # Not through `run`: its log line would show the password.
     log.info("$ airflow connections add %s --conn-json <%s fields>", conn_id, len(fields))
     added = subprocess.run(
-        [_airflow(), "connections", "add", conn_id, "--conn-json", json.dumps(fields)],
+        [airflow_executable(), "connections", "add", conn_id, "--conn-json", json.dumps(fields)],
         env=env,
         capture_output=True,
         text=True,
@@ -100,9 +104,14 @@ def dags_test(dag_id: str, day: date, env: dict[str, str]) -> int:
     return run(["dags", "test", dag_id, day.isoformat()], env, check=False)
 
 
-def _json(args: list[str], env: dict[str, str]) -> list[dict]:
+def cli_json(args: list[str], env: dict[str, str]) -> list[dict]:
+    """What an `airflow` command prints with `-o json`."""
     out = subprocess.run(
-        [_airflow(), *args, "-o", "json"], env=env, capture_output=True, text=True, check=True
+        [airflow_executable(), *args, "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     # The CLI may print warnings first; the JSON document is the last line.
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -112,14 +121,14 @@ def task_states(dag_id: str, day: date, env: dict[str, str]) -> dict[str, str]:
     """task id (with map index when mapped) → state, for the newest run of day D."""
     runs = [
         r
-        for r in _json(["dags", "list-runs", dag_id], env)
+        for r in cli_json(["dags", "list-runs", dag_id], env)
         if r["logical_date"].startswith(day.isoformat())
     ]
     if not runs:
         raise LookupError(f"no {dag_id} run for {day}")
     run_id = max(runs, key=lambda r: r["run_after"])["run_id"]
     states: dict[str, str] = {}
-    for ti in _json(["tasks", "states-for-dag-run", dag_id, run_id], env):
+    for ti in cli_json(["tasks", "states-for-dag-run", dag_id, run_id], env):
         mapped = str(ti.get("map_index", "")) not in {"", "-1"}
         key = f"{ti['task_id']}[{ti['map_index']}]" if mapped else ti["task_id"]
         states[key] = ti["state"]
@@ -185,7 +194,7 @@ def start_services(env: dict[str, str], log_dir: Path, *, timeout: float = 180) 
         for name in SERVICES:
             with (log_dir / f"{name}.log").open("ab") as log_file:
                 processes[name] = subprocess.Popen(
-                    [_airflow(), name],
+                    [airflow_executable(), name],
                     env=env,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,

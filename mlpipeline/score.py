@@ -524,29 +524,12 @@ def _scored_chunks(
     done = 0
     with con.cursor() as cursor:
         features = cursor.sql(_features_query(con), params={"day": day})
-        for chunk in _chunks(features.to_arrow_reader(chunk_rows), chunk_rows):
+        for chunk in warehouse.tables_of(features.to_arrow_reader(chunk_rows), chunk_rows):
             scores = _positive_scores(model, _model_input(chunk), champion, first_row=done)
             rows = _score_rows(chunk, scores, threshold, champion, run_id, scored_at)
             done += rows.num_rows
             progress.update(done)
             yield rows
-
-
-def _chunks(batches: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:
-    """Regroup DuckDB's batches (at most one row group, 122,880 rows, each) into chunks of
-    `rows` rows (the last one shorter), so the model is called once per chunk."""
-    pending: list[pa.RecordBatch] = []
-    size = 0
-    for batch in batches:
-        pending.append(batch)
-        size += batch.num_rows
-        while size >= rows:
-            table = pa.Table.from_batches(pending, schema=batches.schema)
-            yield table.slice(0, rows)
-            rest = table.slice(rows)
-            pending, size = rest.to_batches(), rest.num_rows
-    if size:
-        yield pa.Table.from_batches(pending, schema=batches.schema)
 
 
 def _model_input(chunk: pa.Table) -> pd.DataFrame:

@@ -12,10 +12,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from mlpipeline.config import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +68,23 @@ def connect(
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
     for schema in SCHEMAS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
+def tables_of(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:
+    """Re-cut a DuckDB Arrow reader's batches (at most one row group, 122,880 rows, each) into
+    tables of exactly `rows` rows, the last one shorter: fixed-size work units for whoever
+    streams a query (model calls, Parquet row groups) without holding the result."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in reader:
+        pending.append(batch)
+        size += batch.num_rows
+        while size >= rows:
+            table = pa.Table.from_batches(pending, schema=reader.schema)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(pending, schema=reader.schema)

@@ -11,6 +11,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mlpipeline.local_airflow import airflow_executable
+
 EVENTS = r"""
 import json
 from sqlalchemy import select
@@ -31,14 +33,10 @@ print(json.dumps([dict(zip(keys, row)) for row in rows]))
 """
 
 
-def _airflow() -> str:
-    return str(Path(sys.executable).parent / "airflow")
-
-
 def dags_test(dag_id: str, day: date, env: dict[str, str]) -> tuple[int, str]:
     """`airflow dags test` for day D, keeping what it printed: the task logs, in a test run."""
     done = subprocess.run(
-        [_airflow(), "dags", "test", dag_id, day.isoformat()],
+        [airflow_executable(), "dags", "test", dag_id, day.isoformat()],
         env=env,
         capture_output=True,
         text=True,
@@ -49,18 +47,15 @@ def dags_test(dag_id: str, day: date, env: dict[str, str]) -> tuple[int, str]:
 
 def asset_events(env: dict[str, str]) -> list[dict]:
     """Every asset event, oldest first: asset name, extra, and the task and run that emitted it."""
-    out = subprocess.run(
-        [sys.executable, "-c", EVENTS], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_probe(EVENTS, env)
 
 
-def run_probe(script: str, target: Path, env: dict[str, str]) -> Any:  # noqa: ANN401 - JSON
-    """Run a probe script (Python source taking `target` as its argument, e.g. a DagBag folder)
-    with this interpreter in `env`, in a process of its own as Airflow would parse; the probe
-    prints its findings as JSON on its last line."""
+def run_probe(script: str, env: dict[str, str], *args: str | Path) -> Any:  # noqa: ANN401
+    """Run a probe script (Python source; `args` are its sys.argv, e.g. a DagBag folder) with
+    this interpreter in `env`, in a process of its own as Airflow would parse; the probe prints
+    its findings as JSON on its last line."""
     out = subprocess.run(
-        [sys.executable, "-c", script, str(target)],
+        [sys.executable, "-c", script, *map(str, args)],
         env=env,
         capture_output=True,
         text=True,

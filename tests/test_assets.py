@@ -57,7 +57,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def _parse(env: dict[str, str]) -> dict:
-    result = run_probe(PROBE, PROJECT_ROOT / "dags", env)
+    result = run_probe(PROBE, env, PROJECT_ROOT / "dags")
     assert result["errors"] == {}
     return result["dags"]
 

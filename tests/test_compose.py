@@ -30,10 +30,9 @@ import yaml
 
 from mlpipeline.cli import build_parser
 from mlpipeline.config import Settings
-from mlpipeline.local_airflow import airflow_env
+from mlpipeline.local_airflow import airflow_env, cli_json
 
 ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW = [str(Path(sys.executable).parent / "airflow")]
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose_spec.json"
 # Where the Dockerfile puts the checkout inside the image.
 IMAGE_PROJECT_DIR = "/opt/mlpipeline"
@@ -670,14 +669,7 @@ def test_the_init_service_creates_the_pool_and_the_smtp_connection_idempotently(
     script = [sys.executable, str(ROOT / "docker" / "airflow_init.py")]
 
     def connection() -> dict[str, Any]:
-        out = subprocess.run(
-            [*AIRFLOW, "connections", "get", "smtp_default", "-o", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])[0]
+        return cli_json(["connections", "get", "smtp_default"], env)[0]
 
     smtp = {"SMTP_HOST": "smtp.example.com", "SMTP_USER": "alerts", "SMTP_PASSWORD": "s3cret"}
     done = subprocess.run(
@@ -698,11 +690,4 @@ def test_the_init_service_creates_the_pool_and_the_smtp_connection_idempotently(
     second = connection()
     assert second["port"] == "465" and second["extra_dejson"] == {"disable_ssl": "False"}
 
-    pools = subprocess.run(
-        [*AIRFLOW, "pools", "get", "warehouse", "-o", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(pools.stdout.strip().splitlines()[-1])[0]["slots"] == "1"
+    assert cli_json(["pools", "get", "warehouse"], env)[0]["slots"] == "1"

@@ -41,7 +41,7 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     transform.ensure_manifest()  # setup's step: the nightly's dbt tasks are rendered from it
     data_dir = tmp_path_factory.mktemp("dagbag")
     env = airflow_env(Settings.under(data_dir))
-    return run_probe(PROBE, PROJECT_ROOT / "dags", env)
+    return run_probe(PROBE, env, PROJECT_ROOT / "dags")
 
 
 def test_every_dag_file_imports_without_error(parsed):

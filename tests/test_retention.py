@@ -471,7 +471,7 @@ def test_cli_dry_run_reports_every_kind(settings, redis_url, monkeypatch, capsys
 def test_retention_dag_parses_with_one_task_per_kind(tmp_path):
     data_dir = tmp_path / "dagbag"
     env = local_airflow.airflow_env(Settings.under(data_dir))
-    parsed = run_probe(PROBE, PROJECT_ROOT / "dags" / "fraud_retention.py", env)
+    parsed = run_probe(PROBE, env, PROJECT_ROOT / "dags" / "fraud_retention.py")
     assert parsed["errors"] == {} and parsed["heavy"] == []
     dag = parsed["dags"]["fraud_retention"]
     assert set(dag["tasks"]) == {f"clean_{kind}" for kind in KINDS}
