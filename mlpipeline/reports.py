@@ -118,17 +118,16 @@ def day_scores(
     """Day D's rows of the score table (at `version`, default the newest): count, model versions,
     a histogram of the scores and the highest-scored transactions."""
     import numpy as np
-    from deltalake import DeltaTable
-    from deltalake.exceptions import DeltaError, TableNotFoundError
+    from deltalake.exceptions import DeltaError
 
-    from mlpipeline.score import score_table_location
+    from mlpipeline.score import ScoreTableNotFound, open_score_table, score_table_location
 
     parsed = parse_day(day)
     location = score_table_location(settings)
     try:
-        table = DeltaTable(location.uri, version=version, storage_options=location.storage_options)
-    except TableNotFoundError as exc:
-        raise ReportNotFound(f"no score table at {location.uri}: no day was scored yet") from exc
+        table = open_score_table(settings, version)
+    except ScoreTableNotFound as exc:
+        raise ReportNotFound(str(exc)) from exc
     except DeltaError as exc:  # delta-rs' error for a version the table does not have
         raise ReportNotFound(f"score table {location.uri} has no version {version}: {exc}") from exc
     frame = table.to_pandas(filters=[("dt", "=", parsed)])

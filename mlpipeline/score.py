@@ -319,16 +319,21 @@ def read_scores(
     Downstream apps use this while the nightly holds the warehouse. `version` reads an
     earlier table version (time travel), e.g. the scores as they were before a re-run.
     """
+    table = open_score_table(target, version)
+    filters = None if day is None else [("dt", "=", parse_day(day))]
+    return table.to_pandas(filters=filters)
+
+
+def open_score_table(target: Settings | ObjectStore, version: int | None = None) -> DeltaTable:
+    """The score table at `version` (default the newest), for readers outside the warehouse."""
     location = score_table_location(target)
     try:
-        table = DeltaTable(location.uri, version=version, storage_options=location.storage_options)
+        return DeltaTable(location.uri, version=version, storage_options=location.storage_options)
     except TableNotFoundError as exc:
         raise ScoreTableNotFound(
             f"no score table at {location.uri}: no day has been scored there yet. Check the "
             "bucket / data folder the reader points at, or run scoring for a day first."
         ) from exc
-    filters = None if day is None else [("dt", "=", parse_day(day))]
-    return table.to_pandas(filters=filters)
 
 
 def _count_features(
