@@ -1,7 +1,8 @@
 # One image for every project service of docker-compose.yml: the Airflow components, the
 # MLflow server and the scoring API. Code changes reach the stack by rebuilding it:
 #   docker compose build && docker compose up -d
-FROM python:3.11-slim-bookworm
+# An exact tag, like every image of docker-compose.yml: a rebuild gets the same interpreter.
+FROM python:3.11.14-slim-bookworm
 
 # GIT_COMMIT tags the models trained from this image (mlpipeline.train.git_commit): the image
 # carries no .git. `GIT_COMMIT=$(git rev-parse HEAD) docker compose build`.
@@ -19,11 +20,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The official Airflow image's uid (50000, group 0), so volumes made by either stay readable.
 RUN useradd --uid 50000 --gid 0 --home-dir /opt/airflow --create-home --shell /bin/bash airflow
 
-# Dependencies first: this layer is rebuilt only when a pin changes.
-COPY requirements.txt requirements-stack.txt /tmp/requirements/
+# Dependencies first: this layer is rebuilt only when a pin changes. requirements-stack.txt is
+# exported from uv.lock (`make requirements`): the runtime and the stack group, no test or dev
+# tools.
+COPY requirements-stack.txt /tmp/requirements/
 RUN pip install uv==0.13.9 \
-    && uv pip install --system --no-cache \
-        -r /tmp/requirements/requirements.txt -r /tmp/requirements/requirements-stack.txt
+    && uv pip install --system --no-cache -r /tmp/requirements/requirements-stack.txt
 
 # The project lives at /opt/mlpipeline and is installed editable on purpose: mlpipeline finds
 # dbt_project/ and conf/ next to its package (mlpipeline.config.PROJECT_ROOT), which a

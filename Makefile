@@ -11,14 +11,28 @@ BIN := $(CURDIR)/$(VENV)/bin
 # lives in mlpipeline/local_airflow.py, shared by the demo and the tests.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install system-deps browser-deps demo test bench lint clean
+.PHONY: install lock requirements system-deps browser-deps demo test bench lint clean
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# uv.lock pins every package of every group (pyproject.toml); .venv gets them all, exactly.
+# uv itself is in the `dev` group, so the sync keeps the uv it runs.
+UV_VERSION := 0.13.9
+$(VENV)/.installed: uv.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv sync --quiet --frozen --python $(PY)
 	touch $@
+
+# After editing dependencies in pyproject.toml: re-resolve uv.lock and export the pins the image
+# installs (requirements-stack.txt: runtime + stack) and the runtime alone (requirements.txt).
+lock: $(VENV)/.installed
+	$(VENV)/bin/uv lock
+	$(MAKE) requirements
+
+requirements: uv.lock
+	$(VENV)/bin/uv export --quiet --frozen --no-default-groups --no-hashes --no-emit-project \
+	  --output-file requirements.txt
+	$(VENV)/bin/uv export --quiet --frozen --no-default-groups --group stack --no-hashes \
+	  --no-emit-project --output-file requirements-stack.txt
 
 install: $(VENV)/.installed system-deps
 
