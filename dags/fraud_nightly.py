@@ -62,10 +62,9 @@ from pipeline_assets import (
 )
 from processing_day import ProcessingDayTimetable, processing_day
 from stage_runner import run_id_of, run_stage
+from warehouse_access import WAREHOUSE, require_warehouse
 
 from mlpipeline import nightly
-
-WAREHOUSE = "warehouse"
 
 # Retries come from Airflow's configuration (core.default_task_retries): none on a laptop, so a
 # failure shows at once; production sets them in its environment. A task's final failure alerts.
@@ -174,6 +173,8 @@ def fraud_nightly() -> None:
         ),
         operator_args={
             "pool": WAREHOUSE,
+            # dbt would create an empty file where it finds no warehouse: fail first instead.
+            "pre_execute": require_warehouse,
             "vars": {"processing_day": "{{ ti.xcom_pull(task_ids='resolve_day') }}"},
             # Trigger with conf {"full_refresh": true} after a feature was added or retyped.
             "full_refresh": "{{ dag_run.conf.get('full_refresh', false) }}",
@@ -223,7 +224,7 @@ def fraud_nightly() -> None:
                 run_type=context["dag_run"].run_type,
             )
 
-        @task
+        @task(pool=WAREHOUSE)
         def split(day: str, checked: dict) -> dict:
             return nightly.split(day, checked)
 

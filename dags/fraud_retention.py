@@ -30,10 +30,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
+from warehouse_access import WAREHOUSE
 
 from mlpipeline import retention
-
-WAREHOUSE = "warehouse"
 
 
 @dag(

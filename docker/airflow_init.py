@@ -1,6 +1,7 @@
 """airflow-init: the stack's one-shot setup, the same steps as the laptop's, plus its connections.
 
-`mlpipeline.local_airflow.init` migrates the metadata DB, creates the single-slot `warehouse`
+`mlpipeline.local_airflow.init` creates the warehouse (the only place a deployment makes one),
+migrates the metadata DB, creates the single-slot `warehouse`
 pool every DuckDB opener runs in, and checks the dbt manifest the nightly's Cosmos task group
 is rendered from (`mlpipeline dbt-manifest`: built into the image, re-parsed only if the dbt
 code changed). Then the SMTP connection alert emails go through is created from `SMTP_*` in

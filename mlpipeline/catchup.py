@@ -10,14 +10,16 @@ import logging
 import time
 from datetime import date
 
-from mlpipeline import nightly
+from mlpipeline import nightly, warehouse
 from mlpipeline.days import day_range
 
 log = logging.getLogger(__name__)
 
 
 def catchup(start: date, end: date, *, run_id: str = "catchup", build: bool = True) -> list[dict]:
-    """Ingest, check and promote every dataset-day in [start, end], then build the features."""
+    """Ingest, check and promote every dataset-day in [start, end], then build the features.
+    Bootstrapping is setup: it creates the warehouse when there is none yet."""
+    warehouse.create()
     days = day_range(start, end)
     loaded: list[dict] = []
     began = time.monotonic()

@@ -110,6 +110,12 @@ def cmd_dbt_manifest(args: argparse.Namespace) -> None:
     print(transform.ensure_manifest())
 
 
+def cmd_warehouse_init(args: argparse.Namespace) -> None:
+    from mlpipeline import warehouse
+
+    print(warehouse.create())
+
+
 def cmd_dev_db(args: argparse.Namespace) -> None:
     from mlpipeline.dev_db import fill_dev_db
 
@@ -258,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         bc.add_argument("batch_id")
         bc.add_argument("--revision", help="default: the batch's newest quarantined revision")
         bc.set_defaults(func=cmd_batches_change)
+
+    p = sub.add_parser("warehouse", help="set up the warehouse")
+    wsub = p.add_subparsers(dest="action", required=True)
+    wi = wsub.add_parser(
+        "init", help="create the warehouse (setup's job: tasks never create one); safe to re-run"
+    )
+    wi.set_defaults(func=cmd_warehouse_init)
 
     p = sub.add_parser("dev-db", help="fill the analysts' dev warehouse from the current raw data")
     p.set_defaults(func=cmd_dev_db)

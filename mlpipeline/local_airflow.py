@@ -67,11 +67,13 @@ def run(args: list[str], env: dict[str, str], *, check: bool = True) -> int:
 
 
 def init(env: dict[str, str]) -> None:
-    """Create the metadata DB and the single-slot `warehouse` pool, and parse the dbt manifest
-    the nightly's dbt tasks are rendered from (setup's job, not DAG code)."""
-    from mlpipeline import transform
+    """Create the warehouse, the metadata DB and the single-slot `warehouse` pool, and parse the
+    dbt manifest the nightly's dbt tasks are rendered from (setup's job, not DAG code)."""
+    from mlpipeline import transform, warehouse
 
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    duckdb_path = env.get("DUCKDB_PATH")
+    warehouse.create(path=Path(duckdb_path) if duckdb_path else None)
     transform.ensure_manifest()
     run(["db", "migrate"], env)
     run(["pools", "set", *POOL], env)

@@ -3,11 +3,18 @@
 DuckDB lets one process hold the file read-write and locks every other process out, readers
 included. Airflow serialises openers through the single-slot `warehouse` pool; this module keeps
 each connection short and retries while another process holds the lock.
+
+Only setup (`create`) makes a warehouse. Every other opener requires the one setup made: a worker
+that cannot see it (a volume not mounted, a wrong DUCKDB_PATH) fails naming the path, instead of
+quietly writing to a new, empty file of its own. And where the orchestrator says which tasks
+declared the warehouse (ACCESS_VAR, set per task by the Airflow plugin), an undeclared task that
+opens it fails, so no opener can be forgotten outside the pool.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +32,40 @@ log = logging.getLogger(__name__)
 
 SCHEMAS = ("raw", "staging", "features", "marts", "scores", "meta")
 
+# Written by `create` only: a file without it was not made by setup.
+MARKER_TABLE = "meta.warehouse"
+
+# Set by the orchestrator for each task it runs: "declared" when the task declared the warehouse
+# (Airflow: the `warehouse` pool), otherwise the task's name. Unset outside orchestrated tasks.
+ACCESS_VAR = "MLPIPELINE_WAREHOUSE_ACCESS"
+DECLARED = "declared"
+
+
+class WarehouseMissing(RuntimeError):
+    """No warehouse made by setup where the settings point: this process cannot see it."""
+
+
+class UndeclaredWarehouseAccess(RuntimeError):
+    """A task opened the warehouse without declaring it to the orchestrator."""
+
+
+def _check_declared(db_path: Path) -> None:
+    access = os.environ.get(ACCESS_VAR)
+    if access is not None and access != DECLARED:
+        raise UndeclaredWarehouseAccess(
+            f"task {access} opened the warehouse {db_path} without declaring it: give the task "
+            "pool='warehouse' in its DAG (every opener of the DuckDB file runs in that pool)"
+        )
+
+
+def _missing(db_path: Path, why: str) -> WarehouseMissing:
+    return WarehouseMissing(
+        f"no warehouse at {db_path} ({why}). This process cannot see the warehouse setup "
+        "created: on a worker, mount the warehouse volume there (docker-compose: warehouse-data "
+        "at /data/mlpipeline) or point DUCKDB_PATH at it; on a new installation, run setup "
+        "first (`mlpipeline warehouse init`, done by airflow-init and `make demo`)."
+    )
+
 
 def _is_lock_error(exc: duckdb.Error) -> bool:
     text = str(exc)
@@ -38,11 +79,17 @@ def connect(
     read_only: bool = False,
     path: Path | None = None,
     wait_seconds: float = 300.0,
+    create: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse, waiting (with backoff) while another process holds its lock."""
+    """Open the warehouse setup created (`create=True` is setup's own call), waiting with
+    backoff while another process holds its lock."""
     settings = settings or Settings.from_env()
     db_path = Path(path or settings.duckdb_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    _check_declared(db_path)
+    if create:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    elif not db_path.is_file():
+        raise _missing(db_path, "the file does not exist")
     deadline = time.monotonic() + wait_seconds
     delay = 0.2
     while True:
@@ -60,9 +107,43 @@ def connect(
             delay = min(delay * 2, 5.0)
     try:
         con.execute("SET TimeZone = 'UTC'")
+        if not create and not _has_marker(con):
+            raise _missing(db_path, f"the file exists but has no {MARKER_TABLE}: setup never ran")
         yield con
     finally:
         con.close()
+
+
+def _has_marker(con: duckdb.DuckDBPyConnection) -> bool:
+    schema, table = MARKER_TABLE.split(".")
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def create(settings: Settings | None = None, *, path: Path | None = None) -> Path:
+    """Setup: make the warehouse (schemas and the marker openers look for), or adopt an existing
+    one made before the marker existed. Safe to run on every start."""
+    settings = settings or Settings.from_env()
+    db_path = Path(path or settings.duckdb_path)
+    with connect(settings, path=db_path, create=True) as con:
+        ensure_schemas(con)
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (created_at TIMESTAMPTZ, path VARCHAR)"
+        )
+        if not con.execute(f"SELECT count(*) FROM {MARKER_TABLE}").fetchone()[0]:
+            con.execute(f"INSERT INTO {MARKER_TABLE} VALUES (now(), ?)", [str(db_path)])
+    log.info("warehouse ready at %s", db_path)
+    return db_path
+
+
+def require(settings: Settings | None = None) -> None:
+    """Fail unless the warehouse setup made is visible here: what a task runs before a tool
+    (dbt) that would otherwise create an empty file where the warehouse should be."""
+    with connect(settings, read_only=True):
+        pass
 
 
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:

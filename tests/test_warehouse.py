@@ -1,0 +1,73 @@
+"""The warehouse seam: only setup creates it, and inside orchestrated tasks only the tasks that
+declared it may open it (the listener of plugins/warehouse_access.py says which did)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mlpipeline import warehouse
+from mlpipeline.config import Settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture()
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.delenv(warehouse.ACCESS_VAR, raising=False)
+    return Settings.under(tmp_path / "data")
+
+
+def test_an_opener_never_creates_a_warehouse_and_names_the_path_it_looked_for(fresh):
+    with pytest.raises(warehouse.WarehouseMissing) as error, warehouse.connect(fresh):
+        pass
+    assert str(fresh.duckdb_path) in str(error.value)
+    assert "mount the warehouse volume" in str(error.value)
+    assert not fresh.duckdb_path.exists()
+    assert not fresh.duckdb_path.parent.exists()
+
+
+def test_a_file_setup_did_not_make_is_refused(fresh):
+    """What dbt would leave on a worker without the volume: an empty DuckDB file."""
+    fresh.duckdb_path.parent.mkdir(parents=True)
+    duckdb.connect(str(fresh.duckdb_path)).close()
+    with pytest.raises(warehouse.WarehouseMissing, match="setup never ran"):
+        warehouse.require(fresh)
+
+
+def test_setup_creates_once_and_openers_then_find_it(fresh):
+    assert warehouse.create(fresh) == fresh.duckdb_path
+    warehouse.create(fresh)
+    warehouse.require(fresh)
+    with warehouse.connect(fresh, read_only=True) as con:
+        schemas = {r[0] for r in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
+        markers = con.execute(f"SELECT count(*) FROM {warehouse.MARKER_TABLE}").fetchone()[0]
+    assert set(warehouse.SCHEMAS) <= schemas
+    assert markers == 1
+
+
+def test_a_task_that_did_not_declare_the_warehouse_cannot_open_it(fresh, monkeypatch):
+    warehouse.create(fresh)
+    monkeypatch.setenv(warehouse.ACCESS_VAR, "fraud_nightly.training.split (pool 'default_pool')")
+    with pytest.raises(warehouse.UndeclaredWarehouseAccess) as error, warehouse.connect(fresh):
+        pass
+    assert "fraud_nightly.training.split" in str(error.value)
+    assert "pool='warehouse'" in str(error.value)
+    monkeypatch.setenv(warehouse.ACCESS_VAR, warehouse.DECLARED)
+    with warehouse.connect(fresh, read_only=True):
+        pass
+
+
+def test_the_listener_declares_exactly_the_warehouse_pool():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
+    try:
+        from warehouse_access import access_of
+    finally:
+        sys.path.pop(0)
+    assert access_of("score", "fraud_nightly", "warehouse") == warehouse.DECLARED
+    assert access_of("split", "fraud_nightly", "default_pool") != warehouse.DECLARED
+    assert "fraud_nightly.split" in access_of("split", "fraud_nightly", None)
