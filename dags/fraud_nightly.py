@@ -60,7 +60,7 @@ from pipeline_assets import (
     scores_extra,
     snapshot_extra,
 )
-from processing_day import ProcessingDayTimetable, processing_day
+from processing_day import ProcessingDayTimetable, ended_processing_day
 from stage_runner import run_id_of, run_stage
 from warehouse_access import WAREHOUSE, require_warehouse
 
@@ -105,7 +105,7 @@ default_args = {"owner": "data-platform", "on_failure_callback": FailureAlert()}
 def fraud_nightly() -> None:
     @task
     def resolve_day() -> str:
-        return processing_day(get_current_context()).isoformat()
+        return ended_processing_day(get_current_context()).isoformat()
 
     day = resolve_day()
 

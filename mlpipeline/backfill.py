@@ -13,11 +13,11 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from mlpipeline.config import pipeline_conf
-from mlpipeline.days import day_range, parse_day
+from mlpipeline.days import DayNotEnded, day_range, parse_day, require_ended
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,10 @@ def validate_range(
     limit = max_days or int(pipeline_conf()["backfill"]["max_days"])
     if first > last:
         raise BackfillRangeInvalid(f"start {first} is after end {last}; swap them")
-    if last >= today:
-        raise BackfillRangeInvalid(
-            f"end {last} has not ended yet (today is {today} UTC); the last day a run can "
-            f"process is {today - timedelta(days=1)}"
-        )
+    try:
+        require_ended(last, now=datetime.combine(today, time.min, UTC))
+    except DayNotEnded as exc:
+        raise BackfillRangeInvalid(f"end {exc}") from exc
     days = day_range(first, last)
     if len(days) > limit:
         raise BackfillRangeInvalid(

@@ -6,7 +6,7 @@ before it. Every stage derives its window from these helpers so they cannot drif
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 
 def parse_day(value: str | date | datetime) -> date:
@@ -31,3 +31,21 @@ def day_range(start: date, end: date) -> list[date]:
     if end < start:
         raise ValueError(f"start {start} is after end {end}")
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+class DayNotEnded(ValueError):
+    """A run asked for a day whose data cannot be complete yet."""
+
+
+def require_ended(day: date, *, now: datetime | None = None) -> date:
+    """D once it has ended (its cutoff has passed, UTC); otherwise a DayNotEnded that says when
+    it ends and which day is the last one a run can process now."""
+    now = now or datetime.now(UTC)
+    today = now.astimezone(UTC).date()
+    if day >= today:
+        raise DayNotEnded(
+            f"day {day} has not ended yet (it ends at {cutoff_ts(day):%Y-%m-%d %H:%M} UTC; "
+            f"today is {today} UTC): the last day a run can process is "
+            f"{today - timedelta(days=1)}. Trigger the run with that day or an earlier one."
+        )
+    return day

@@ -3,7 +3,7 @@
 Scheduled runs of `ProcessingDayTimetable` cover [D, D+1) and start once D has ended; a manual
 run (UI trigger, `airflow dags test DAG D`) covers the day of the logical date it is given, not the
 interval before it. Tasks read D with `processing_day(context)`, which also honours an explicit
-`day` param and fails the run's first task when D cannot be determined.
+`day` param; the run's first task fails when D cannot be determined or has not ended.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from datetime import date, timedelta
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
 from pendulum import UTC, DateTime, Time
+
+from mlpipeline.days import DayNotEnded, require_ended
 
 
 def _midnight(value: DateTime) -> DateTime:
@@ -68,6 +71,15 @@ def processing_day(context: dict[str, Any]) -> date:
             "(YYYY-MM-DD)."
         )
     return start.in_timezone(UTC).date() if hasattr(start, "in_timezone") else start.date()
+
+
+def ended_processing_day(context: dict[str, Any]) -> date:
+    """D for a run's first task, refused (failing at once, no retry) when D has not ended:
+    its files cannot be complete, and its sensors would hold the run's slot for hours."""
+    try:
+        return require_ended(processing_day(context))
+    except DayNotEnded as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 class ProcessingDayPlugin(AirflowPlugin):
