@@ -122,12 +122,19 @@ def cmd_dev_db(args: argparse.Namespace) -> None:
     print(json.dumps(fill_dev_db(), indent=2))
 
 
+# `mlpipeline airflow` commands that run tasks, which need the online store; only these start
+# the local Redis (when REDIS_URL is unset), not `--help`, `dags list` and the like.
+RUNS_TASKS = (("standalone",), ("scheduler",), ("dags", "test"), ("tasks", "test"), ("celery",))
+
+
 def cmd_airflow(args: argparse.Namespace) -> None:
     from mlpipeline import local_airflow
     from mlpipeline.localredis import resolve_url
 
     settings = Settings.from_env()
-    env = local_airflow.airflow_env(settings, {"REDIS_URL": resolve_url(settings)})
+    runs_tasks = any(tuple(args.args[: len(prefix)]) == prefix for prefix in RUNS_TASKS)
+    extra = {"REDIS_URL": resolve_url(settings)} if runs_tasks else {}
+    env = local_airflow.airflow_env(settings, extra)
     if not (settings.data_dir / "airflow" / "airflow.db").exists():
         local_airflow.init(env)
     sys.exit(local_airflow.run(args.args, env, check=False))

@@ -32,6 +32,9 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
     home = settings.data_dir / "airflow"
     env.update(
         {
+            # Airflow starts its own components as `airflow ...` (standalone does): this
+            # environment's command first, whether or not the venv is activated.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),

@@ -464,6 +464,14 @@ elseif cur[2] and cur[2] > ARGV[2] then
   if prev ~= ARGV[1] then
     redis.call('SADD', KEYS[5], ARGV[1])
   end
+elseif cur[2] == ARGV[2] and prev then
+  -- A re-run of the current cutoff: the rollback target stays the previous cutoff's snapshot,
+  -- and the export it replaces retires.
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'export_id', ARGV[1], 'cutoff', ARGV[2], 'switched_at', ARGV[3])
+  redis.call('SET', KEYS[6], ARGV[1])
+  redis.call('PERSIST', KEYS[3])
+  redis.call('SADD', KEYS[5], cur[1])
 else
   if cur[1] then
     redis.call('DEL', KEYS[2])

@@ -97,10 +97,12 @@ class _Checker:
     def __init__(self, file: str, table: pa.Table) -> None:
         self.file = file
         self.table = table
-        self.bad = pa.array([False] * table.num_rows)
+        self.bad = pa.array([False] * table.num_rows, pa.bool_())
         self.rows: list[dict[str, Any]] = []
 
     def rule(self, name: str, failed: pa.Array | pa.ChunkedArray, column: str) -> None:
+        if not self.table.num_rows:
+            return  # a header-only file; pyarrow's indices_nonzero crashes on empty input
         failed = pc.fill_null(failed, True)
         new = pc.and_(failed, pc.invert(self.bad))
         indices = pc.indices_nonzero(new).to_pylist()
