@@ -11,7 +11,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # lives in mlpipeline/local_airflow.py, shared by the demo and the tests.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install lock requirements system-deps browser-deps demo test bench lint clean
+.PHONY: install lock requirements system-deps browser-deps stack-deps demo test test-fast bench lint clean
 
 # uv.lock pins every package of every group (pyproject.toml); .venv gets them all, exactly.
 # uv itself is in the `dev` group, so the sync keeps the uv it runs.
@@ -60,8 +60,19 @@ browser-deps:
 demo: install
 	$(PY) -m mlpipeline.cli demo
 
-test: install browser-deps
+# PostgreSQL's server binaries: the stack test (tests/test_stack.py) runs its own cluster with
+# them, and skips without them unless CI=true.
+stack-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  $(call apt-need,initdb,postgresql,(the stack test skips without it),true;) \
+	fi
+
+test: install browser-deps stack-deps
 	$(PY) -m pytest -q
+
+# The unit tier alone: no server started, a few minutes (tiers: pyproject.toml's pytest markers).
+test-fast: install
+	$(PY) -m pytest -q -m unit
 
 # Every benchmark, each against a baseline measured in the same run: benchmarks/results.json.
 bench: install

@@ -26,11 +26,11 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from mlpipeline.cli import build_parser
 from mlpipeline.config import Settings
 from mlpipeline.local_airflow import airflow_env, cli_json
+from tests.compose_file import dockerfile_env, dockerfile_instructions, env_of, load_compose
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose_spec.json"
@@ -57,6 +57,8 @@ LAPTOP_ONLY = {
     "AIRFLOW_API_TOKEN",
     # fallback operator name when getpass finds none; the image runs as user `airflow`
     "USER",
+    # set for each task by the plugin's listener (plugins/warehouse_access.py), never deployed
+    "MLPIPELINE_WAREHOUSE_ACCESS",
 }
 # Settings every Airflow component must share: one metadata DB, one broker, one set of secrets.
 SHARED_AIRFLOW_SETTINGS = (
@@ -86,46 +88,6 @@ EXACT_TAG = re.compile(r"^(\d+\.\d+|RELEASE\.)")
 
 
 # --- reading the files --------------------------------------------------------------------------
-
-
-def load_compose(text: str) -> dict[str, Any]:
-    """The parsed file, YAML anchors resolved into independent copies (JSON round trip), so a
-    negative test that edits one service does not edit every service sharing an anchor."""
-    return json.loads(json.dumps(yaml.safe_load(text)))
-
-
-def env_of(service: dict[str, Any]) -> dict[str, str]:
-    """A service's environment, whichever of Compose's two forms it uses."""
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {key: "" if value is None else str(value) for key, value in env.items()}
-
-
-def dockerfile_instructions(text: str) -> Iterator[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    logical, parts = [], []
-    for line in text.splitlines():
-        if line.lstrip().startswith("#") or not line.strip():
-            continue
-        if line.rstrip().endswith("\\"):
-            parts.append(line.rstrip()[:-1])
-            continue
-        parts.append(line)
-        logical.append(" ".join(parts))
-        parts = []
-    for line in logical:
-        keyword, _, args = line.strip().partition(" ")
-        yield keyword.upper(), args.strip()
-
-
-def dockerfile_env(text: str) -> set[str]:
-    """Variables the image itself sets (ENV)."""
-    names = set()
-    for keyword, args in dockerfile_instructions(text):
-        if keyword == "ENV":
-            names.update(token.split("=", 1)[0] for token in shlex.split(args) if "=" in token)
-    return names
 
 
 def env_example_names(text: str) -> set[str]:
@@ -433,20 +395,24 @@ def code_vars() -> set[str]:
     return code_env_vars()
 
 
+@pytest.mark.unit
 def test_compose_file_matches_the_compose_schema(compose: dict[str, Any]) -> None:
     assert schema_problems(compose) == []
 
 
+@pytest.mark.unit
 def test_references_resolve(compose: dict[str, Any]) -> None:
     assert reference_problems(compose) == []
 
 
+@pytest.mark.unit
 def test_every_interpolated_variable_is_in_env_example(
     compose: dict[str, Any], env_example: str
 ) -> None:
     assert variable_problems(compose, env_example) == []
 
 
+@pytest.mark.unit
 def test_env_var_scanner_finds_reads_only() -> None:
     source = (
         "import os\nfrom os import getenv\nNAME = 'FROM_CONSTANT'\n"
@@ -458,36 +424,43 @@ def test_env_var_scanner_finds_reads_only() -> None:
     assert env_reads(source) == {"A", "B", "C", "D", "FROM_CONSTANT", "THROUGH_HELPER"}
 
 
+@pytest.mark.unit
 def test_project_services_get_every_variable_the_code_reads(
     compose: dict[str, Any], dockerfile: str, code_vars: set[str]
 ) -> None:
     # The scan sees the settings the code is known to read (guards against a silent scanner).
     assert {"REDIS_URL", "DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET"} <= code_vars
-    assert env_problems(compose, code_vars, dockerfile_env(dockerfile)) == []
+    assert env_problems(compose, code_vars, set(dockerfile_env(dockerfile))) == []
 
 
+@pytest.mark.unit
 def test_laptop_only_allowlist_names_variables_the_code_still_reads(code_vars: set[str]) -> None:
     assert LAPTOP_ONLY - code_vars == set()
 
 
+@pytest.mark.unit
 def test_images_are_pinned(compose: dict[str, Any]) -> None:
     assert image_problems(compose) == []
 
 
+@pytest.mark.unit
 def test_dockerfile_copies_exist_and_local_state_stays_out(dockerfile: str) -> None:
     assert dockerfile_problems(dockerfile) == []
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".env", "data/"} <= ignored
 
 
+@pytest.mark.unit
 def test_commands_exist(compose: dict[str, Any], dockerfile: str) -> None:
     assert command_problems(compose, dockerfile) == []
 
 
+@pytest.mark.unit
 def test_airflow_services_share_settings(compose: dict[str, Any]) -> None:
     assert airflow_shared_problems(compose) == []
 
 
+@pytest.mark.unit
 def test_published_ports_are_the_documented_ones(compose: dict[str, Any]) -> None:
     assert port_problems(compose) == []
 
@@ -602,6 +575,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     [case[1:] for case in BROKEN],
     ids=[case[0] for case in BROKEN],
 )
+@pytest.mark.unit
 def test_checks_report_a_broken_compose_file(
     compose: dict[str, Any],
     dockerfile: str,
@@ -617,7 +591,7 @@ def test_checks_report_a_broken_compose_file(
         "schema": schema_problems,
         "references": reference_problems,
         "variables": lambda c: variable_problems(c, env_example),
-        "env": lambda c: env_problems(c, code_vars, dockerfile_env(dockerfile)),
+        "env": lambda c: env_problems(c, code_vars, set(dockerfile_env(dockerfile))),
         "images": image_problems,
         "commands": lambda c: command_problems(c, dockerfile),
         "airflow": airflow_shared_problems,
@@ -637,6 +611,7 @@ def test_checks_report_a_broken_compose_file(
     ],
     ids=["COPY of a missing path", "unknown mlpipeline subcommand in RUN", "floating base tag"],
 )
+@pytest.mark.unit
 def test_checks_report_a_broken_dockerfile(
     compose: dict[str, Any], dockerfile: str, old: str, new: str, expected: str
 ) -> None:
@@ -646,6 +621,7 @@ def test_checks_report_a_broken_dockerfile(
     assert any(expected in problem for problem in problems), problems
 
 
+@pytest.mark.unit
 def test_env_example_gaps_are_reported(compose: dict[str, Any], env_example: str) -> None:
     trimmed = "\n".join(
         line for line in env_example.splitlines() if not line.startswith("POSTGRES_PASSWORD=")
@@ -655,6 +631,7 @@ def test_env_example_gaps_are_reported(compose: dict[str, Any], env_example: str
     ]
 
 
+@pytest.mark.integration
 def test_the_init_service_creates_the_pool_and_the_smtp_connection_idempotently(
     tmp_path: Path,
 ) -> None:

@@ -1,0 +1,347 @@
+"""The production stack runs: docker-compose.yml's services started as processes, and a nightly
+run by the scheduler on two Celery workers.
+
+tests/stack_compose.py starts every service of the compose file (not a copy of it) with its
+command, environment, volumes, init steps and start order: PostgreSQL, the Celery broker Redis,
+the password-protected features Redis, an S3 server standing in for MinIO (with minio-init's
+buckets), the MLflow server with its artifacts in S3, airflow-init, the API server, scheduler,
+DAG processor, triggerer, two Celery workers sharing the warehouse volume, and the scoring API.
+The .env is .env.example with fresh secrets, as a user would write it.
+
+History lands in the bucket and is loaded with the library's catch-up, both as one-off
+containers of the worker service (`docker compose run airflow-worker mlpipeline ...`). Then
+fraud_nightly is unpaused and the scheduler runs last night, D = yesterday (UTC), as it would in
+production. Afterwards a third worker without the warehouse volume takes a run and must fail
+naming the path it looked for, creating nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.stack_compose import ROOT, Machine, Stack
+
+pytestmark = pytest.mark.stack
+
+log = logging.getLogger(__name__)
+
+NIGHT = datetime.now(UTC).date() - timedelta(days=1)
+START = NIGHT - timedelta(days=45)
+CUSTOMERS = 300
+DAG = "fraud_nightly"
+WORKERS = ("airflow-worker-1", "airflow-worker-2")
+RUN_TIMEOUT_S = 12 * 60
+SECRETS = (
+    "AIRFLOW_ADMIN_PASSWORD",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY",
+    "POSTGRES_PASSWORD",
+    "REDIS_FEATURES_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+)
+
+
+def dotenv(machine: Machine) -> dict[str, str]:
+    """.env.example with a fresh value for each secret and the URLs users reach here."""
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    values.update({key: secrets.token_urlsafe(18).replace("-", "_") for key in SECRETS})
+    values["AIRFLOW_BASE_URL"] = machine.url("airflow-apiserver")
+    values["MLFLOW_UI_URL"] = machine.url("mlflow")
+    values["AIRFLOW_WORKER_CONCURRENCY"] = "2"
+    return values
+
+
+class Api:
+    """Airflow's REST API, logged in with the .env account."""
+
+    def __init__(self, url: str, user: str, password: str) -> None:
+        self.url = url
+        token = self._call("POST", "/auth/token", {"username": user, "password": password})
+        self.token = token["access_token"]
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:  # noqa: ANN401 - JSON
+        headers = {"Content-Type": "application/json"}
+        if getattr(self, "token", None):
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data, headers, method=method)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)
+
+    def get(self, path: str) -> Any:  # noqa: ANN401
+        return self._call("GET", "/api/v2/" + path)
+
+    def patch(self, path: str, body: Any) -> Any:  # noqa: ANN401
+        return self._call("PATCH", "/api/v2/" + path, body)
+
+    def post(self, path: str, body: Any) -> Any:  # noqa: ANN401
+        return self._call("POST", "/api/v2/" + path, body)
+
+    def runs(self) -> list[dict]:
+        return self.get(f"dags/{DAG}/dagRuns?limit=50")["dag_runs"]
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        quoted = urllib.parse.quote(run_id, safe="")
+        return self.get(f"dags/{DAG}/dagRuns/{quoted}/taskInstances?limit=500")["task_instances"]
+
+    def wait_for_run(self, run_id: str, timeout: float, stack: Stack) -> str:
+        quoted = urllib.parse.quote(run_id, safe="")
+        deadline = time.monotonic() + timeout
+        state = "?"
+        while time.monotonic() < deadline:
+            state = self.get(f"dags/{DAG}/dagRuns/{quoted}")["state"]
+            if state in {"success", "failed"}:
+                return state
+            stack.wait_until("the services", lambda: True, timeout=1)
+            time.sleep(5)
+        raise AssertionError(f"run {run_id} still {state} after {timeout:.0f}s")
+
+
+def one_off(stack: Stack, argv: list[str], container: str) -> None:
+    """`docker compose run --rm airflow-worker ARGV`: the worker's environment and volumes."""
+    env = stack.container_env("airflow-worker", container)
+    began = time.monotonic()
+    result = subprocess.run(
+        [str(Path(stack.command("airflow-worker")[0]).parent / argv[0]), *argv[1:]],
+        env=env,
+        cwd=stack.machine.image,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    log.info("stack: %s took %.0fs", " ".join(argv), time.monotonic() - began)
+    assert result.returncode == 0, f"{argv} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+
+
+def start_services(stack: Stack) -> None:
+    """The compose file's services in its dependency order, waiting where it waits."""
+    stack.start_postgres()
+    stack.start_redis("redis-celery")
+    stack.start_redis("redis-features")
+    stack.start_s3()
+    stack.start("mlflow")
+    stack.run_once("airflow-init")
+    stack.start("airflow-apiserver")
+    stack.wait_until("mlflow", lambda: stack.healthy("mlflow"), timeout=240)
+    stack.wait_until("airflow-apiserver", lambda: stack.healthy("airflow-apiserver"), timeout=240)
+    for service in ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        stack.start(service)
+    for worker in WORKERS:
+        stack.start("airflow-worker", container=worker)
+    stack.start("scoring-api")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    missing = [name for name in ("initdb", "redis-server") if not _server_binary(name)]
+    if missing:
+        message = f"{missing} missing: `make stack-deps system-deps` as root installs them"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: the stack test must run)")
+        pytest.skip(message)
+    machine = Machine(tmp_path_factory.mktemp("stack"))
+    running = Stack(machine, dotenv(machine))
+    try:
+        start_services(running)
+        yield running
+    finally:
+        running.stop()
+        log.warning("stack logs: %s", running.log_dir)
+
+
+def _server_binary(name: str) -> bool:
+    return bool(shutil.which(name) or glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Api:
+    env = stack.container_env("scoring-api")
+    return Api(stack.machine.url("airflow-apiserver"), env["AIRFLOW_API_USERNAME"],
+               env["AIRFLOW_API_PASSWORD"])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def night(stack: Stack, api: Api) -> dict[str, Any]:
+    """History landed and caught up, then last night run by the scheduler once unpaused."""
+    days = ["--start", START.isoformat(), "--end"]
+    generate = ["mlpipeline", "generate", *days, NIGHT.isoformat(), "--customers", str(CUSTOMERS)]
+    one_off(stack, generate, "one-off-generate")
+    catchup = ["mlpipeline", "catchup", *days, (NIGHT - timedelta(days=1)).isoformat()]
+    one_off(stack, catchup, "one-off-catchup")
+    stack.wait_until("fraud_nightly parsed", lambda: api.get(f"dags/{DAG}")["is_paused"], 240)
+    began = time.monotonic()
+    api.patch(f"dags/{DAG}", {"is_paused": False})
+    stack.wait_until("last night's run", lambda: bool(_run_of(api, NIGHT)), timeout=120)
+    run = _run_of(api, NIGHT)
+    state = api.wait_for_run(run["dag_run_id"], RUN_TIMEOUT_S, stack)
+    log.info("stack: the nightly took %.0fs", time.monotonic() - began)
+    return {"run": run, "state": state, "tis": api.task_instances(run["dag_run_id"])}
+
+
+def _run_of(api: Api, day: date) -> dict | None:
+    for run in api.runs():
+        if run["run_type"] == "scheduled" and run["data_interval_start"].startswith(
+            day.isoformat()
+        ):
+            return run
+    return None
+
+
+def test_every_task_of_the_scheduled_night_succeeded(night):
+    states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in night["tis"]}
+    assert night["state"] == "success", {k: v for k, v in states.items() if v != "success"}
+    assert len(states) > 40
+    assert {state for state in states.values()} == {"success"}
+
+
+def test_task_instances_ran_on_both_workers(stack, night):
+    ran: dict[str, set[str]] = {}
+    for worker in WORKERS:
+        text = (stack.log_dir / f"{worker}.log").read_text(errors="replace")
+        ran[worker] = set(re.findall(r"Executing workload in Celery: .*?task_id='([^']+)'", text))
+    assert all(ran.values()), ran
+    # Every task but the EmptyOperator joins (the scheduler completes those itself).
+    executed = {ti["task_id"] for ti in night["tis"] if ti["operator"] != "EmptyOperator"}
+    assert set().union(*ran.values()) == executed
+    for worker in WORKERS:
+        assert stack.healthy("airflow-worker", worker), f"{worker} fails its healthcheck"
+
+
+def _project_env(stack: Stack) -> dict[str, str]:
+    return stack.container_env("scoring-api")
+
+
+def test_the_days_scores_are_in_the_delta_table_on_s3(stack, night):
+    from deltalake import DeltaTable
+
+    env = _project_env(stack)
+    options = {
+        "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
+        "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
+        "AWS_REGION": env["AWS_DEFAULT_REGION"],
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    uri = f"s3://{env['MLPIPELINE_BUCKET']}/scores/transaction_scores"
+    scores = DeltaTable(uri, storage_options=options).to_pandas()
+    day = scores[scores["dt"].astype(str) == NIGHT.isoformat()]
+    assert len(day) > 0
+    assert day["transaction_id"].is_unique
+    assert day["model_version"].notna().all()
+
+
+def test_a_champion_with_its_artifacts_in_s3(stack, night):
+    import boto3
+    from mlflow import MlflowClient
+
+    env = _project_env(stack)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias("fraud_detector", "champion")
+    assert client.get_run(champion.run_id).data.tags["training_cutoff"] == NIGHT.isoformat()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+    bucket = stack.dotenv["MLFLOW_BUCKET"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert any(key.endswith("MLmodel") for key in keys), keys[:20]
+
+
+def test_the_features_redis_serves_the_new_snapshot(stack, night):
+    env = _project_env(stack)
+    result = subprocess.run(
+        [str(Path(stack.command("scoring-api")[0])), "online", "status"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert NIGHT.isoformat() in result.stdout
+
+
+def test_the_scoring_api_answers(stack, night):
+    url = stack.machine.url("scoring-api")
+    stack.wait_until("scoring-api", lambda: _status(url + "/health") == 200, timeout=120)
+    body = {
+        "transaction_id": "stack-t-1",
+        "customer_id": "c000001",
+        "merchant_id": "m0001",
+        "merchant_category": "electronics",
+        "amount": 42.5,
+        "currency": "EUR",
+        "country": "FR",
+        "channel": "online",
+        "event_ts": f"{NIGHT + timedelta(days=1)}T09:00:00Z",
+    }
+    request = urllib.request.Request(
+        url + "/score", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.load(response)
+    assert 0.0 <= answer["score"] <= 1.0
+    assert answer["snapshot_cutoff"] == NIGHT.isoformat()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def test_a_worker_without_the_warehouse_volume_fails_loudly_and_creates_nothing(stack, api, night):
+    """The volume not mounted on a third worker (a worker on another host): its warehouse
+    task fails naming the path, and no warehouse appears on its own disk."""
+    for worker in WORKERS:
+        stack.stop_container(worker)
+    spec = stack.services["airflow-worker"]
+    spec["volumes"] = [v for v in spec["volumes"] if not v.startswith("warehouse-data:")]
+    stack.start("airflow-worker", container="airflow-worker-novolume")
+    run_id = f"stack-novolume-{secrets.token_hex(3)}"
+    day = NIGHT - timedelta(days=1)
+    api.post(
+        f"dags/{DAG}/dagRuns",
+        {"dag_run_id": run_id, "logical_date": f"{day}T00:00:00Z", "conf": {"train": False}},
+    )
+    task = "ingest_transactions.load_transactions"
+
+    def attempt_failed() -> bool:
+        # The stack retries failed tasks (AIRFLOW__CORE__DEFAULT_TASK_RETRIES): the first
+        # attempt's failure is what matters here.
+        states = {ti["task_id"]: ti["state"] for ti in api.task_instances(run_id)}
+        assert states.get(task) != "success", f"{task} succeeded without the warehouse"
+        return states.get(task) in {"up_for_retry", "failed"}
+
+    stack.wait_until(f"{task} to fail", attempt_failed, timeout=300)
+    logs = stack.machine.volume("airflow-logs")
+    text = "\n".join(p.read_text(errors="replace") for p in logs.rglob("*.log") if run_id in str(p))
+    private = stack.machine.container_dir("airflow-worker-novolume", "/data/mlpipeline")
+    assert "WarehouseMissing" in text
+    assert f"no warehouse at {private}/warehouse.duckdb" in text
+    assert "mount the warehouse volume" in text
+    assert not (private / "warehouse.duckdb").exists()
