@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -86,7 +87,7 @@ def _read_file(batch_id: str, name: str, data: bytes, columns: list[str]) -> pa.
             table = pq.read_table(io.BytesIO(data))
         except pa.ArrowException as exc:
             raise RevisionRejected(batch_id, name, "readable parquet", str(exc)) from exc
-        table = table.cast(pa.schema([(c, pa.string()) for c in table.column_names]), safe=False)
+        table = _parquet_as_text(batch_id, name, table)
     else:
         try:
             data.decode("utf-8")
@@ -118,6 +119,41 @@ def _read_file(batch_id: str, name: str, data: bytes, columns: list[str]) -> pa.
             f"missing {missing}, unexpected {extra}; expected {columns}",
         )
     return table.select(columns)
+
+
+# Parquet carries types; the row rules read text, as from CSV. A column of another type than
+# these would change meaning when turned into text (a float amount loses its cents, a timestamp
+# without a zone is not UTC), so it rejects the revision instead.
+_TIMESTAMP_COLUMNS = {"event_ts", "reported_at"}
+
+
+def _parquet_type_ok(column: str, kind: pa.DataType) -> bool:
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return True
+    if column == "amount":
+        return pa.types.is_decimal(kind) and kind.scale <= 2
+    if column in _TIMESTAMP_COLUMNS:
+        return pa.types.is_timestamp(kind) and kind.tz in {"UTC", "+00:00", "Etc/UTC"}
+    return False
+
+
+def _parquet_as_text(batch_id: str, name: str, table: pa.Table) -> pa.Table:
+    wrong = [f"{f.name}: {f.type}" for f in table.schema if not _parquet_type_ok(f.name, f.type)]
+    if wrong:
+        raise RevisionRejected(
+            batch_id,
+            name,
+            "parquet column types",
+            f"{', '.join(wrong)}; expected text, amount as decimal with at most 2 decimals, "
+            "timestamps as text or timestamp with time zone UTC",
+        )
+    columns = []
+    for column, kind in zip(table.column_names, table.schema.types, strict=True):
+        values = table.column(column)
+        if pa.types.is_timestamp(kind):
+            values = pc.strftime(values, "%Y-%m-%dT%H:%M:%SZ")
+        columns.append(values.cast(pa.string()))
+    return pa.table(columns, names=table.column_names)
 
 
 def _checksum(parts: list[tuple[str, str]]) -> str:

@@ -24,6 +24,8 @@ from mlpipeline.config import PROJECT_ROOT, Settings
 log = logging.getLogger(__name__)
 
 POOL = ("warehouse", "1", "DuckDB warehouse file: one opener at a time")
+# Where SimpleAuthManager keeps the generated passwords (the user `admin` unless configured).
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
 
 def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -41,6 +43,8 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            # A laptop's UI and API answer this machine only.
+            "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "SCARF_ANALYTICS": "false",
             "DO_NOT_TRACK": "1",
@@ -75,11 +79,22 @@ def init(env: dict[str, str]) -> None:
     from mlpipeline import transform, warehouse
 
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    _private_password_file(env)
     duckdb_path = env.get("DUCKDB_PATH")
     warehouse.create(path=Path(duckdb_path) if duckdb_path else None)
     transform.ensure_manifest()
     run(["db", "migrate"], env)
     run(["pools", "set", *POOL], env)
+
+
+def _private_password_file(env: dict[str, str]) -> Path:
+    """SimpleAuthManager writes the generated admin password into an existing file as it is,
+    so the file is made readable by its owner only before Airflow first writes to it."""
+    configured = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+    path = Path(configured or Path(env["AIRFLOW_HOME"]) / PASSWORDS_FILE)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    return path
 
 
 def set_connection(conn_id: str, fields: dict, env: dict[str, str]) -> None:

@@ -26,7 +26,12 @@ if TYPE_CHECKING:
 
 
 class ReportNotFound(LookupError):
-    """No such report page (unknown or malformed path, or nothing published yet)."""
+    """No such report page (unknown or malformed path, or nothing published yet). `public` is
+    what a browser may see: the full message names the store's location on the server."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 # --- links from task results ------------------------------------------------------------------
@@ -92,7 +97,8 @@ def read_data_docs(store: ObjectStore, path: str) -> tuple[bytes, str]:
     except ObjectNotFound as exc:
         raise ReportNotFound(
             f"no Data Docs file {path!r} under {DOCS_PREFIX} in {store.url}: the gate that wrote "
-            "it ran against another object store, or its page was not published"
+            "it ran against another object store, or its page was not published",
+            public=f"no Data Docs page {path!r}: its gate ran elsewhere or published nothing",
         ) from exc
     media_type = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
     return data, media_type
@@ -127,9 +133,12 @@ def day_scores(
     try:
         table = open_score_table(settings, version)
     except ScoreTableNotFound as exc:
-        raise ReportNotFound(str(exc)) from exc
+        raise ReportNotFound(str(exc), public="no score table yet: no day has been scored") from exc
     except DeltaError as exc:  # delta-rs' error for a version the table does not have
-        raise ReportNotFound(f"score table {location.uri} has no version {version}: {exc}") from exc
+        raise ReportNotFound(
+            f"score table {location.uri} has no version {version}: {exc}",
+            public=f"the score table has no version {version}",
+        ) from exc
     frame = table.to_pandas(filters=[("dt", "=", parsed)])
     counts, edges = np.histogram(frame["score"], bins=10, range=(0.0, 1.0))
     models = sorted(set(frame["model_name"] + " v" + frame["model_version"].astype(str)))

@@ -15,6 +15,7 @@ not authenticate plugin apps): the UI's session cookie or an API token.
 from __future__ import annotations
 
 import json
+import logging
 from functools import cache
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,6 +25,8 @@ from airflow.sdk import BaseOperatorLink
 
 from mlpipeline import reports
 from mlpipeline.config import Settings
+
+log = logging.getLogger(__name__)
 
 URL_PREFIX = "/mlpipeline"
 
@@ -105,7 +108,8 @@ def _app() -> Any:  # noqa: ANN401 - a FastAPI app
         try:
             data, media_type = reports.read_data_docs(from_settings(Settings.from_env()), path)
         except reports.ReportNotFound as exc:
-            raise HTTPException(status_code=404, detail=str(exc)) from exc
+            log.warning("report page not found: %s", exc)
+            raise HTTPException(status_code=404, detail=exc.public) from exc
         return Response(data, media_type=media_type)
 
     @app.get("/scores/{day}", response_class=HTMLResponse)
@@ -115,7 +119,8 @@ def _app() -> Any:  # noqa: ANN401 - a FastAPI app
         except ValueError as exc:
             raise HTTPException(status_code=404, detail=f"not a day: {day!r} ({exc})") from exc
         except reports.ReportNotFound as exc:
-            raise HTTPException(status_code=404, detail=str(exc)) from exc
+            log.warning("report page not found: %s", exc)
+            raise HTTPException(status_code=404, detail=exc.public) from exc
         return reports.render_day_scores(found)
 
     return app

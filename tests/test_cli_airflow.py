@@ -28,6 +28,9 @@ def test_airflow_commands_run_without_the_venv_on_path_and_start_no_redis(tmp_pa
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert not (tmp_path / "data" / "redis").exists(), "a Redis server was started"
+    # The first command set up the local Airflow: its admin password stays private.
+    passwords = tmp_path / "data" / "airflow" / "simple_auth_manager_passwords.json.generated"
+    assert passwords.stat().st_mode & 0o777 == 0o600
 
 
 def test_airflow_finds_its_own_command_first_on_path(tmp_path: Path, monkeypatch):
@@ -38,3 +41,4 @@ def test_airflow_finds_its_own_command_first_on_path(tmp_path: Path, monkeypatch
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     env = local_airflow.airflow_env(Settings.under(tmp_path))
     assert env["PATH"].split(os.pathsep)[0] == str(MLPIPELINE.parent)
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"  # the laptop's UI answers this machine only
