@@ -62,7 +62,9 @@ def raw_gate(
     start = datetime.combine(day, time.min)
     parameters: dict[str, Any] = {
         "rows_expected": declared - rejected,
-        "rows_min_after_rejects": declared - allowed,
+        # The allowance spares a small batch judged by one row, not a file whose every row was
+        # rejected: with rows declared, at least one must remain.
+        "rows_min_after_rejects": max(declared - allowed, min(declared, 1)),
         "distribution_min_rows": int(conf["distribution_min_rows"]),
         "day_start": start,
         "day_last_instant": start + timedelta(days=1) - _ONE_US,
