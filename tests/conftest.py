@@ -1,6 +1,14 @@
-"""Shared fixtures: real servers started by the tests themselves (Redis, moto's S3 over HTTP).
+"""Shared fixtures: real servers started by the tests themselves (Redis, moto's S3 over HTTP),
+and the test tiers.
 
 Nothing here assumes a service is already running on the machine.
+
+Every test has exactly one tier (pyproject.toml's markers): its module's `pytestmark`, or its own
+mark in a module that mixes tiers. `make test-fast` runs the unit tier (`-m unit`) alone, so a
+test without a tier would silently never run there and a test with two would run where it does
+not belong: either refuses the whole run. A unit test that asks for a fixture starting a server
+fails: before any fixture is set up when that fixture is one of its arguments, as the fixture is
+set up when the test asks for it while running (`request.getfixturevalue`).
 """
 
 from __future__ import annotations
@@ -12,9 +20,65 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import localredis
+from mlpipeline import localredis, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.objectstore import LocalStore, S3Store
+
+TIERS = ("unit", "integration", "e2e", "stack")
+# Fixtures a unit test may not use, and why: the ones here and in test modules that start a server,
+# and the end-to-end history (weeks of catch-up).
+NOT_IN_UNIT = {
+    "redis_server": "starts redis-server",
+    "redis_url": "starts redis-server",
+    "s3_endpoint": "starts moto's S3 server",
+    "s3_store": "starts moto's S3 server",
+    "e2e_history": "catches up six weeks of history",
+    "sinks": "starts local HTTP and SMTP servers",
+    "alert_hook": "starts a local HTTP server",
+    "served": "starts the scoring HTTP server",
+    "mlflow_url": "starts an MLflow server",
+    "stack": "starts the Airflow services",
+    "page": "starts Chromium",
+}
+
+
+def _tiers(item: pytest.Item) -> list[str]:
+    """The distinct tier marks of a test: its own, its parametrization's and its module's."""
+    return list(dict.fromkeys(m.name for m in item.iter_markers() if m.name in TIERS))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse the run when a test has no tier or several; first, before `-m` deselects any."""
+    problems: dict[str, None] = {}
+    for item in items:
+        tiers = _tiers(item)
+        if not tiers:
+            problems[f"{item.nodeid.split('::')[0]}: no tier"] = None
+        elif len(tiers) > 1:
+            problems[f"{item.nodeid}: {' and '.join(tiers)}"] = None
+    if problems:
+        raise pytest.UsageError(
+            f"every test needs exactly one tier among {', '.join(TIERS)}: a module-level "
+            "`pytestmark = pytest.mark.<tier>`, or a mark per test where a module mixes tiers\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def _refuse_in_unit(item: pytest.Item, fixtures: list[str]) -> None:
+    if fixtures and _tiers(item) == ["unit"]:
+        used = ", ".join(f"{name} ({NOT_IN_UNIT[name]})" for name in fixtures)
+        pytest.fail(
+            f"{item.nodeid} is marked unit but uses {used}: a unit test starts no server; "
+            "mark it integration (or e2e)",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A unit test asking for a server fails before any of its fixtures is set up."""
+    _refuse_in_unit(item, [n for n in getattr(item, "fixturenames", ()) if n in NOT_IN_UNIT])
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +90,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture()
-def redis_url(redis_server: str) -> Iterator[str]:
+def redis_url(request: pytest.FixtureRequest, redis_server: str) -> Iterator[str]:
     """A clean database on the session's server for each test."""
     import redis
 
+    _refuse_in_unit(request.node, ["redis_url"])  # also when asked for by getfixturevalue
     client = redis.Redis.from_url(redis_server)
     client.flushdb()
     yield redis_server
@@ -52,10 +117,11 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture()
-def s3_store(s3_endpoint: str) -> S3Store:
+def s3_store(request: pytest.FixtureRequest, s3_endpoint: str) -> S3Store:
     """A fresh bucket on the moto server, behind the project's S3 object store."""
     import boto3
 
+    _refuse_in_unit(request.node, ["s3_store"])  # also when asked for by getfixturevalue
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return S3Store(bucket, s3_endpoint)
@@ -68,9 +134,21 @@ def local_store(tmp_path: Path) -> LocalStore:
 
 @pytest.fixture()
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings pointing every local artefact at a temporary data folder."""
+    """Settings pointing every local artefact at a temporary data folder, with the warehouse
+    setup would have made there."""
     data_dir = tmp_path / "data"
     monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
     for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)
-    return Settings.from_env()
+    settings = Settings.from_env()
+    warehouse.create(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def e2e_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The multi-day history of the end-to-end stories (tests/history.py), built once: each
+    story copies it with `copy_history` and never writes here."""
+    from tests import history
+
+    return history.build(tmp_path_factory.mktemp("e2e-history"))

@@ -30,19 +30,21 @@ def private_redis(server_url: str, db: int) -> str:
 @contextmanager
 def pipeline_env(
     data_dir: Path,
-    redis_url: str,
+    redis_url: str | None,
     *,
     unset: Iterable[str] = (),
     extra: Mapping[str, str] | None = None,
 ) -> Iterator[Settings]:
     """Settings for the story, read back from the environment the way every stage reads them
-    (`extra` sets more variables last); the Redis database starts empty."""
+    (`extra` sets more variables last); the Redis database starts empty. Without `redis_url`
+    (what builds only history, with no online store) REDIS_URL is unset."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
-        patch.setenv("REDIS_URL", redis_url)
-        for var in (*OVERRIDES, *unset):
+        for var in ("REDIS_URL", *OVERRIDES, *unset):
             patch.delenv(var, raising=False)
+        if redis_url:
+            patch.setenv("REDIS_URL", redis_url)
+            online.as_client(redis_url).flushdb()
         for var, value in (extra or {}).items():
             patch.setenv(var, value)
-        online.as_client(redis_url).flushdb()
         yield Settings.from_env()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import model_registry, transform
+from mlpipeline import model_registry, transform, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.export import export_snapshot
 from mlpipeline.objectstore import LocalStore
@@ -26,6 +26,8 @@ from mlpipeline.split import read_training_set, split_dataset
 from mlpipeline.train import Candidate, train_candidate
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, load_raw
+
+pytestmark = pytest.mark.integration
 
 FIRST_DAY = date(2026, 1, 1)
 CUTOFF = date(2026, 2, 28)
@@ -67,6 +69,7 @@ def edited(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _add_column(project)
     settings = dataclasses.replace(Settings.under(root / "data"), dbt_project_dir=project)
     transactions, chargebacks = background(FIRST_DAY, CUTOFF, customers=60, seed=11)
+    warehouse.create(settings)
     with connect(settings) as con:
         load_raw(con, "transactions", transactions)
         load_raw(con, "chargebacks", chargebacks)

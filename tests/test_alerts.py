@@ -100,6 +100,7 @@ def _quarantine_alert() -> alerts.Alert:
     )
 
 
+@pytest.mark.integration
 def test_a_quarantine_alert_names_batch_file_rule_and_next_steps_everywhere(plugin, sinks):
     http, smtp = sinks
     outcomes = plugin.send(_quarantine_alert())
@@ -122,6 +123,7 @@ def test_a_quarantine_alert_names_batch_file_rule_and_next_steps_everywhere(plug
     assert set(mail["To"].split(", ")) == {"oncall@example.com", "fraud-team@example.com"}
 
 
+@pytest.mark.integration
 def test_a_task_failure_alert_names_task_run_day_and_log(plugin, sinks):
     http, smtp = sinks
     failed = _failed("score", "RuntimeError: cannot read features.transaction_features")
@@ -140,6 +142,7 @@ def test_a_task_failure_alert_names_task_run_day_and_log(plugin, sinks):
     assert mail["Subject"] == "[fraud pipeline] FAILED fraud_nightly.score for day 2026-01-07"
 
 
+@pytest.mark.integration
 def test_a_dead_destination_is_logged_and_the_others_still_get_the_alert(
     plugin, sinks, monkeypatch, caplog
 ):
@@ -158,6 +161,7 @@ def test_a_dead_destination_is_logged_and_the_others_still_get_the_alert(
     assert any("could not be sent to email" in m for m in logged)
 
 
+@pytest.mark.unit
 def test_without_a_destination_the_alert_is_only_logged(plugin, caplog):
     with caplog.at_level(logging.WARNING):
         assert plugin.send(_quarantine_alert()) == {}
@@ -166,6 +170,7 @@ def test_without_a_destination_the_alert_is_only_logged(plugin, caplog):
     assert BATCH in record.getMessage()
 
 
+@pytest.mark.unit
 def test_other_failures_of_a_raw_batch_task_are_not_quarantines():
     prepared = {"batch_id": BATCH, "revision": REVISION, "source_objects": [], "error": None}
     assert alerts.quarantine_of(prepared, RuntimeError("IO Error: could not set lock")) is None
@@ -174,6 +179,7 @@ def test_other_failures_of_a_raw_batch_task_are_not_quarantines():
     assert alerts.quarantine_of(prepared, QualityGateFailed(other)) is None
 
 
+@pytest.mark.unit
 def test_destinations_come_from_the_environment():
     config = alerts.AlertConfig.from_env(
         {
@@ -187,6 +193,7 @@ def test_destinations_come_from_the_environment():
     assert alerts.AlertConfig.from_env({}).destinations == []
 
 
+@pytest.mark.unit
 def test_a_revision_quarantined_at_load_is_recognised(settings):
     """`nightly.load` registers a miscounted revision as quarantined and raises: a quarantine."""
     land(from_settings(settings), GOOD_ROWS, declared=2)

@@ -18,6 +18,8 @@ from mlpipeline.config import PROJECT_ROOT, Settings
 from mlpipeline.local_airflow import airflow_env
 from tests.airflow_probe import run_probe
 
+pytestmark = pytest.mark.unit
+
 PROBE = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag

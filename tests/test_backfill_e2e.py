@@ -1,8 +1,9 @@
 """End to end with real Airflow runs: a quarantined day, its release, late data, and the backfill
 launcher's validation.
 
-One small history (300 customers, cold start: no training), the nightly run with
-`airflow dags test` day by day, as the release prints it:
+On a copy of the session's history (tests/history.py), the nightly run with `airflow dags test`
+day by day from its day D (Q below), as the release prints it, with param train=false (the story
+is about data, not models):
 - day Q's transactions declare more rows than they hold: the run fails, the revision is
   quarantined and nothing downstream sees it; the next day still runs, flagged as built on
   incomplete history (meta.days and the export manifest);
@@ -18,11 +19,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from mlpipeline import landing, local_airflow
-from mlpipeline.catchup import catchup
 from mlpipeline.cli import main as cli
 from mlpipeline.config import Settings
 from mlpipeline.export import latest_export
@@ -30,13 +31,12 @@ from mlpipeline.generate import generate_range
 from mlpipeline.objectstore import from_settings
 from mlpipeline.warehouse import connect
 from tests.e2e_env import pipeline_env, private_redis
+from tests.history import CUSTOMERS, NIGHT, copy_history
 
 pytestmark = pytest.mark.e2e
 
-START = date(2026, 1, 1)
-QUARANTINED = START + timedelta(days=3)
+QUARANTINED = NIGHT
 LATE = QUARANTINED + timedelta(days=1)
-CUSTOMERS = 300
 
 
 def _miscount(store, dataset: str, day: date) -> None:
@@ -106,21 +106,23 @@ def _state(settings: Settings, day: date) -> dict:
 
 
 def _nightly(day: date, env: dict, conf: dict | None = None) -> tuple[int, dict]:
-    args = ["dags", "test", "fraud_nightly", day.isoformat()]
-    code = local_airflow.run(args + (["-c", json.dumps(conf)] if conf else []), env, check=False)
+    conf = {"train": False, **(conf or {})}
+    args = ["dags", "test", "fraud_nightly", day.isoformat(), "-c", json.dumps(conf)]
+    code = local_airflow.run(args, env, check=False)
     return code, local_airflow.task_states("fraud_nightly", day, env)
 
 
 @pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[dict]:
-    data_dir = tmp_path_factory.mktemp("backfill-e2e")
+def story(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: str, e2e_history: Path
+) -> Iterator[dict]:
+    data_dir = copy_history(e2e_history, tmp_path_factory.mktemp("backfill-e2e"))
     redis_url = private_redis(redis_server, 6)
     with pipeline_env(data_dir, redis_url) as settings:
         store = from_settings(settings)
-        generate_range(store, START, LATE, customers=CUSTOMERS)
+        generate_range(store, QUARANTINED, LATE, customers=CUSTOMERS)
         env = local_airflow.airflow_env(settings)
         local_airflow.init(env)
-        catchup(START, QUARANTINED - timedelta(days=1))
         out: dict = {"settings": settings, "store": store}
 
         _miscount(store, "transactions", QUARANTINED)

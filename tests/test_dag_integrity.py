@@ -12,6 +12,8 @@ from mlpipeline.config import PROJECT_ROOT, Settings
 from mlpipeline.local_airflow import airflow_env
 from tests.airflow_probe import run_probe
 
+pytestmark = pytest.mark.unit
+
 PROBE = r"""
 import json, sys, time
 from airflow.dag_processing.dagbag import DagBag
@@ -120,6 +122,7 @@ def test_every_duckdb_opener_uses_the_warehouse_pool(parsed):
         "check_snapshot",
         "online.export_snapshot",
         "training.check_training_set",
+        "training.split",
         "score",
     ):
         assert pools[task_id] == "warehouse", task_id

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import transform
+from mlpipeline import transform, warehouse
 from mlpipeline.config import PROJECT_ROOT, Settings
 from mlpipeline.local_airflow import airflow_env
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, load_raw
+
+pytestmark = pytest.mark.integration
 
 BUILT = date(2026, 2, 7)
 DAY = date(2026, 2, 8)
@@ -113,6 +115,7 @@ def nightly(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("cosmos")
     settings = Settings.under(root)
     transactions, chargebacks = background(date(2026, 1, 1), DAY)
+    warehouse.create(settings)
     with connect(settings) as con:
         load_raw(con, "transactions", transactions)
         load_raw(con, "chargebacks", chargebacks)

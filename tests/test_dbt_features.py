@@ -22,10 +22,12 @@ from typing import Any
 
 import pytest
 
-from mlpipeline import transform
+from mlpipeline import transform, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, chargeback, load_raw, retire, row_day, ts, txn
+
+pytestmark = pytest.mark.integration
 
 FIRST_DAY = date(2026, 1, 1)
 FIRST_BUILD = date(2026, 2, 8)
@@ -91,6 +93,7 @@ class Warehouse:
 
 
 def _load(settings: Settings, transactions: list, chargebacks: list) -> None:
+    warehouse.create(settings)
     with connect(settings) as con:
         load_raw(con, "transactions", transactions)
         load_raw(con, "chargebacks", chargebacks)

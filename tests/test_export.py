@@ -117,6 +117,7 @@ def export(db: Path, store: ObjectStore, day: date, **kwargs: Any):
         return export_snapshot(con, store, day, SPEC, DBT_HASH, **kwargs)
 
 
+@pytest.mark.unit
 def test_each_export_is_a_new_folder_and_never_rewrites(tmp_path, local_store):
     db = build_snapshot(tmp_path / "w.duckdb")
     first = export(db, local_store, DAY1)
@@ -132,6 +133,7 @@ def test_each_export_is_a_new_folder_and_never_rewrites(tmp_path, local_store):
     assert latest_export(local_store, "2026-01-05") == read_manifest(local_store, second.prefix)
 
 
+@pytest.mark.integration
 def test_manifest_describes_the_export(tmp_path, s3_store):
     db = build_snapshot(tmp_path / "w.duckdb")
     result = export(
@@ -177,6 +179,7 @@ def test_manifest_describes_the_export(tmp_path, s3_store):
         assert codec.decode(row["values"]) == expected[row["entity"]]
 
 
+@pytest.mark.unit
 def test_parquet_holds_typed_rows_sorted_in_row_groups(tmp_path, local_store):
     db = build_snapshot(tmp_path / "w.duckdb")
     result = export(db, local_store, DAY1, row_group_size=16, rows_per_file=32)
@@ -200,6 +203,7 @@ def test_parquet_holds_typed_rows_sorted_in_row_groups(tmp_path, local_store):
     assert any(r["usual_country"] is None for r in expected.values())  # NULLs kept
 
 
+@pytest.mark.unit
 def test_checksum_depends_on_content_not_layout(tmp_path, local_store):
     db = build_snapshot(tmp_path / "w.duckdb")
     one = export(db, local_store, DAY1)
@@ -220,6 +224,7 @@ def test_checksum_depends_on_content_not_layout(tmp_path, local_store):
     assert export(db, local_store, DAY1).checksum != one.checksum
 
 
+@pytest.mark.unit
 def test_wire_format_round_trips_typed_values(tmp_path, local_store):
     db = build_snapshot(tmp_path / "w.duckdb")
     manifest = export(db, local_store, DAY1).manifest
@@ -271,6 +276,7 @@ def test_wire_format_round_trips_typed_values(tmp_path, local_store):
         codec.unpack_many([msgpack.packb([1, 2]), packed[0]])
 
 
+@pytest.mark.unit
 def test_latest_export_ignores_unfinished_folders(tmp_path, local_store):
     db = build_snapshot(tmp_path / "w.duckdb")
     done = export(db, local_store, DAY1)
@@ -334,6 +340,7 @@ def test_latest_export_ignores_unfinished_folders(tmp_path, local_store):
         "bad-default",
     ],
 )
+@pytest.mark.unit
 def test_export_refuses_what_it_cannot_serve(tmp_path, local_store, sql, spec, message):
     db = build_snapshot(tmp_path / "w.duckdb", days=(DAY1,))
     with duckdb.connect(str(db)) as con:

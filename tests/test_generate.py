@@ -90,6 +90,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnecti
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
+@pytest.mark.integration
 def test_same_seed_and_day_give_the_same_bytes_on_any_store(
     local_store: LocalStore, s3_store: ObjectStore, tmp_path: Path, file_format: str
 ) -> None:
@@ -118,6 +119,7 @@ def test_same_seed_and_day_give_the_same_bytes_on_any_store(
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
+@pytest.mark.unit
 def test_success_lists_every_part_with_its_row_count(
     local_store: LocalStore, file_format: str
 ) -> None:
@@ -150,6 +152,7 @@ def test_success_lists_every_part_with_its_row_count(
     assert cb["dataset"] == "chargebacks" and cb_rows == summary["chargebacks"] > 0
 
 
+@pytest.mark.unit
 def test_regenerating_a_day_drops_parts_of_the_earlier_delivery(local_store: LocalStore) -> None:
     day = date(2026, 3, 10)
     generate.generate_day(local_store, day, customers=500, rows_per_file=100)
@@ -161,6 +164,7 @@ def test_regenerating_a_day_drops_parts_of_the_earlier_delivery(local_store: Loc
     ]
 
 
+@pytest.mark.unit
 def test_columns_and_values_follow_the_landing_contract(history: duckdb.DuckDBPyConnection):
     con = history
     columns = [c[0] for c in con.execute("SELECT * EXCLUDE (dt) FROM tx_in LIMIT 0").description]
@@ -199,6 +203,7 @@ def test_columns_and_values_follow_the_landing_contract(history: duckdb.DuckDBPy
     ).fetchone() == (0,)
 
 
+@pytest.mark.unit
 def test_chargebacks_refer_to_earlier_transactions_and_come_after_them(
     history: duckdb.DuckDBPyConnection,
 ) -> None:
@@ -236,6 +241,7 @@ def test_chargebacks_refer_to_earlier_transactions_and_come_after_them(
     assert friendly > 0
 
 
+@pytest.mark.unit
 def test_fraud_rate_is_roughly_as_configured(
     history: duckdb.DuckDBPyConnection, local_store: LocalStore
 ) -> None:
@@ -249,6 +255,7 @@ def test_fraud_rate_is_roughly_as_configured(
     assert 0.03 <= fraud / sum(s["transactions"] for s in week) <= 0.052
 
 
+@pytest.mark.unit
 def test_planted_patterns_are_visible(history: duckdb.DuckDBPyConnection) -> None:
     con = history
     con.execute(
@@ -300,6 +307,7 @@ def test_planted_patterns_are_visible(history: duckdb.DuckDBPyConnection) -> Non
     assert burst > 2.5 * usual
 
 
+@pytest.mark.unit
 def test_a_model_on_snapshot_features_and_transaction_fields_separates_fraud(
     history: duckdb.DuckDBPyConnection,
 ) -> None:
@@ -346,6 +354,7 @@ def test_a_model_on_snapshot_features_and_transaction_fields_separates_fraud(
     assert 0.8 < auc < 0.99
 
 
+@pytest.mark.unit
 def test_customers_zero_lands_an_empty_day(local_store: LocalStore) -> None:
     day = date(2026, 3, 10)
     summary = generate.generate_day(local_store, day, customers=0)
@@ -361,6 +370,7 @@ def test_customers_zero_lands_an_empty_day(local_store: LocalStore) -> None:
         ]
 
 
+@pytest.mark.unit
 def test_chargebacks_start_with_the_first_landed_day(
     local_store: LocalStore, tmp_path: Path
 ) -> None:
@@ -400,6 +410,7 @@ def test_chargebacks_start_with_the_first_landed_day(
         ({"rows_per_file": 0}, "rows_per_file"),
     ],
 )
+@pytest.mark.unit
 def test_bad_arguments_are_refused_with_the_offending_value(
     local_store: LocalStore, kw: dict, message: str
 ) -> None:

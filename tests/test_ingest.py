@@ -45,7 +45,13 @@ def ingest(store: ObjectStore, settings, dataset: str = "transactions"):
     return prepared, status
 
 
-@pytest.mark.parametrize("store_fixture", ["local_store", "s3_store"])
+@pytest.mark.parametrize(
+    "store_fixture",
+    [
+        pytest.param("local_store", marks=pytest.mark.unit),
+        pytest.param("s3_store", marks=pytest.mark.integration),
+    ],
+)
 def test_good_day_lands_as_revision_aside(request, settings, store_fixture):
     store = request.getfixturevalue(store_fixture)
     land(store, GOOD_ROWS)
@@ -72,6 +78,7 @@ def test_good_day_lands_as_revision_aside(request, settings, store_fixture):
         assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchone()[0] == 3
 
 
+@pytest.mark.unit
 def test_same_content_twice_changes_nothing(local_store, settings):
     land(local_store, GOOD_ROWS)
     first, _ = ingest(local_store, settings)
@@ -82,6 +89,7 @@ def test_same_content_twice_changes_nothing(local_store, settings):
         assert con.execute("SELECT count(*) FROM meta.batches").fetchone()[0] == 1
 
 
+@pytest.mark.unit
 def test_new_content_is_a_new_revision_and_the_old_one_stays(local_store, settings):
     land(local_store, GOOD_ROWS)
     first, _ = ingest(local_store, settings)
@@ -100,6 +108,7 @@ def test_new_content_is_a_new_revision_and_the_old_one_stays(local_store, settin
     assert statuses == {first.revision: "superseded", second.revision: "current"}
 
 
+@pytest.mark.unit
 def test_bad_rows_are_rejected_with_rule_position_and_value(local_store, settings):
     sql = "t9,c3,m1,grocery,5.00,EUR,DE,pos,2026-03-10T10:00:00Z"
     rows = [
@@ -144,6 +153,7 @@ def test_bad_rows_are_rejected_with_rule_position_and_value(local_store, setting
         ("malformed_csv", "well-formed CSV"),
     ],
 )
+@pytest.mark.unit
 def test_bad_revision_is_quarantined_and_never_current(local_store, settings, case, rule):
     if case == "missing_column":
         land(local_store, [r.rsplit(",", 1)[0] for r in GOOD_ROWS], header=HEADER.rsplit(",", 1)[0])
@@ -180,12 +190,14 @@ def test_bad_revision_is_quarantined_and_never_current(local_store, settings, ca
         assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchone()[0] == 0
 
 
+@pytest.mark.unit
 def test_declared_empty_day_is_valid(local_store, settings):
     landing.write_success(local_store, "chargebacks", DAY, [])
     prepared, status = ingest(local_store, settings, dataset="chargebacks")
     assert status == "ingested" and prepared.rows_written == 0 and prepared.error is None
 
 
+@pytest.mark.unit
 def test_missing_success_says_what_is_missing(local_store):
     with pytest.raises(landing.LandingNotReady, match="_SUCCESS"):
         prepare_revision(local_store, "transactions", DAY)
@@ -200,6 +212,7 @@ def _promote(settings, prepared) -> None:
         batches.promote(con, prepared.batch_id, prepared.revision, run_id="t")
 
 
+@pytest.mark.integration
 def test_chargebacks_for_unknown_or_later_transactions_are_rejected_at_load(s3_store, settings):
     land(s3_store, GOOD_ROWS)
     txns, _ = ingest(s3_store, settings)
@@ -245,6 +258,7 @@ def test_chargebacks_for_unknown_or_later_transactions_are_rejected_at_load(s3_s
     ]
 
 
+@pytest.mark.unit
 def test_chargebacks_of_a_quarantined_transactions_revision_count_as_unknown(local_store, settings):
     land(local_store, GOOD_ROWS)
     txns, _ = ingest(local_store, settings)
@@ -257,6 +271,7 @@ def test_chargebacks_of_a_quarantined_transactions_revision_count_as_unknown(loc
         assert con.execute("SELECT count(*) FROM raw.chargebacks").fetchone()[0] == 0
 
 
+@pytest.mark.unit
 def test_parquet_landing_is_parsed_and_checked_like_csv(local_store, settings):
     import io
 
@@ -292,6 +307,7 @@ def test_parquet_landing_is_parsed_and_checked_like_csv(local_store, settings):
     )
 
 
+@pytest.mark.unit
 def test_unreadable_parquet_is_quarantined(local_store, settings):
     local_store.put_bytes(landing.day_prefix("transactions", DAY) + "part-0.parquet", b"PAR1junk")
     landing.write_success(
@@ -313,6 +329,7 @@ def _register(con, dataset: str, day, status: str, revision: str = "r1") -> None
     )
 
 
+@pytest.mark.unit
 def test_missing_batches_are_the_window_days_without_a_current_revision(settings):
     from datetime import timedelta
 
@@ -338,6 +355,7 @@ def test_missing_batches_are_the_window_days_without_a_current_revision(settings
         ]
 
 
+@pytest.mark.unit
 def test_release_makes_current_and_marks_that_day_and_later_days_stale(settings):
     from datetime import timedelta
 
@@ -365,6 +383,7 @@ def test_release_makes_current_and_marks_that_day_and_later_days_stale(settings)
     assert [d[0] for d in stale] == expected == result["stale_days"]
 
 
+@pytest.mark.unit
 def test_release_refuses_a_revision_rejected_as_a_whole_and_discard_marks_it(local_store, settings):
     land(local_store, GOOD_ROWS)
     local_store.put_bytes(landing.day_prefix("transactions", DAY) + "late.csv", b"x")
@@ -379,6 +398,7 @@ def test_release_refuses_a_revision_rejected_as_a_whole_and_discard_marks_it(loc
             batches.release(con, prepared.batch_id, None, run_id="t")
 
 
+@pytest.mark.unit
 def test_release_cli_prints_the_rerun_commands_without_an_airflow_api(
     settings, monkeypatch, capsys
 ):
@@ -396,6 +416,7 @@ def test_release_cli_prints_the_rerun_commands_without_an_airflow_api(
     assert f"mlpipeline airflow dags test fraud_nightly {DAY}" in out
 
 
+@pytest.mark.unit
 def test_backfill_range_rules_and_runs_oldest_first():
     from mlpipeline import backfill
 
@@ -419,6 +440,7 @@ def test_backfill_range_rules_and_runs_oldest_first():
             backfill.validate_range(start, end, today=today, max_days=5)
 
 
+@pytest.mark.unit
 def test_miscounted_day_is_quarantined_then_released_to_current(local_store, settings):
     land(local_store, GOOD_ROWS, declared=2)
     prepared, status = ingest(local_store, settings)
@@ -427,3 +449,116 @@ def test_miscounted_day_is_quarantined_then_released_to_current(local_store, set
         assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchone()[0] == 0
         batches.release(con, prepared.batch_id, None, run_id="t")
         assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchone()[0] == 3
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+@pytest.mark.parametrize(
+    ("dataset", "header"), [("transactions", HEADER), ("chargebacks", CB_HEADER)]
+)
+def test_a_file_with_only_its_header_is_an_empty_day(
+    local_store, settings, dataset, header, file_format
+):
+    """ "No chargebacks today" as a file: a normal empty revision, not a crash."""
+    name = f"part-00000.{file_format}"
+    if file_format == "csv":
+        body = (header + "\n").encode()
+    else:
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({c: pa.array([], pa.string()) for c in header.split(",")}), buffer)
+        body = buffer.getvalue()
+    local_store.put_bytes(landing.day_prefix(dataset, DAY) + name, body)
+    landing.write_success(local_store, dataset, DAY, [landing.DeclaredFile(name, 0)])
+    prepared, status = ingest(local_store, settings, dataset=dataset)
+    assert status == "ingested"
+    assert prepared.rows_written == 0 and prepared.rows_rejected == 0 and prepared.error is None
+
+
+def _land_parquet(store, table) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    store.put_bytes(landing.day_prefix("transactions", DAY) + "part-0.parquet", buffer.getvalue())
+    landing.write_success(
+        store, "transactions", DAY, [landing.DeclaredFile("part-0.parquet", table.num_rows)]
+    )
+
+
+def _typed_transactions(amount, event_ts):  # noqa: ANN001, ANN202 - pyarrow arrays
+    import pyarrow as pa
+
+    text = {n: pa.array(["t1", "c1", "m1", "grocery"][i : i + 1]) for i, n in enumerate(
+        ["transaction_id", "customer_id", "merchant_id", "merchant_category"]
+    )}  # fmt: skip
+    rest = {
+        n: pa.array([v]) for n, v in (("currency", "EUR"), ("country", "DE"), ("channel", "pos"))
+    }
+    return pa.table({**text, "amount": amount, **rest, "event_ts": event_ts})
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("amount_type", "ts_type", "found"),
+    [
+        ("float64", "utc", "amount: double"),
+        ("decimal", "naive", "event_ts: timestamp[us]"),
+        ("decimal3", "utc", "amount: decimal128(18, 3)"),
+    ],
+)
+def test_parquet_columns_of_the_wrong_type_reject_the_revision(
+    local_store, settings, amount_type, ts_type, found
+):
+    """Floats and zone-less timestamps would silently change meaning as text."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    amounts = {
+        "float64": pa.array([12.5]),
+        "decimal": pa.array([Decimal("12.50")], pa.decimal128(18, 2)),
+        "decimal3": pa.array([Decimal("12.500")], pa.decimal128(18, 3)),
+    }
+    when = datetime(2026, 3, 10, 8, 0)
+    stamps = {
+        "utc": pa.array([when.replace(tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+        "naive": pa.array([when], pa.timestamp("us")),
+    }
+    _land_parquet(local_store, _typed_transactions(amounts[amount_type], stamps[ts_type]))
+    prepared, status = ingest(local_store, settings)
+    assert status == "quarantined"
+    assert prepared.error["rule"] == "parquet column types"
+    assert prepared.error["file"].endswith("part-0.parquet")
+    assert found in prepared.error["detail"]
+
+
+@pytest.mark.unit
+def test_parquet_decimal_amounts_and_utc_timestamps_are_read_as_their_values(local_store, settings):
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    when = datetime(2026, 3, 10, 8, 0, 0, 250000, tzinfo=UTC)
+    _land_parquet(
+        local_store,
+        _typed_transactions(
+            pa.array([Decimal("12.50")], pa.decimal128(18, 2)),
+            pa.array([when], pa.timestamp("us", tz="UTC")),
+        ),
+    )
+    prepared, status = ingest(local_store, settings)
+    assert status == "ingested" and prepared.rows_written == 1 and prepared.rows_rejected == 0
+    _promote(settings, prepared)
+    with connect(settings) as con:
+        row = con.execute("SELECT amount, event_ts FROM raw.transactions_current").fetchone()
+    assert str(row[0]) == "12.50"
+    assert row[1].replace(tzinfo=UTC) == when

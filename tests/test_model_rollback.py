@@ -18,6 +18,8 @@ from mlpipeline.split import Split, split_dataset
 from mlpipeline.train import Candidate, CandidateResult, train_candidate
 from tests.test_train_evaluate import LINEAGE, SPEC, synthetic_training_set
 
+pytestmark = pytest.mark.unit
+
 # Promote whatever is evaluated unless something else (pin, rollback, cutoff) forbids it.
 ALWAYS = EvaluationRules(floors={}, beat_baselines=False, min_improvement=-1.0)
 CANDIDATES = {

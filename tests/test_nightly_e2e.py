@@ -1,8 +1,10 @@
 """End to end: `fraud_nightly` runs with `airflow dags test` on one shared multi-day history.
 
-Three nights on the same warehouse, object store, MLflow store and Redis:
-- cold start (five days of history): training is skipped, the day records "no model yet",
-  Redis still switches to the new snapshot;
+Three nights on the same warehouse, object store, MLflow store and Redis, on a copy of the
+session's history (tests/history.py):
+- cold start: the night of the history's sixth day, run again, has five days of history before
+  its cutoff (every stage reads as of the cutoff) and no model yet: training is skipped, the day
+  records "no model yet", Redis still switches to the new snapshot;
 - a normal night: a champion is registered and every transaction of the day is scored;
 - a night whose training fails: scoring (with the existing champion) and the Redis switch
   still happen, and the run ends failed.
@@ -23,7 +25,6 @@ import pytest
 import yaml
 
 from mlpipeline import local_airflow, model_registry, online, scores_consumer
-from mlpipeline.catchup import catchup
 from mlpipeline.config import CONF_DIR, Settings
 from mlpipeline.export import latest_export
 from mlpipeline.generate import generate_range
@@ -32,14 +33,12 @@ from mlpipeline.score import read_scores
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
 from tests.e2e_env import pipeline_env, private_redis
+from tests.history import CUSTOMERS, NIGHT, START, copy_history
 
 pytestmark = pytest.mark.e2e
 
-START = date(2026, 1, 1)
 COLD_DAY = START + timedelta(days=5)
-NIGHT = START + timedelta(days=44)
 FAILING_NIGHT = NIGHT + timedelta(days=1)
-CUSTOMERS = 600
 
 
 def _broken_candidates(path: Path) -> Path:
@@ -51,17 +50,17 @@ def _broken_candidates(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def nights(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[dict]:
-    data_dir = tmp_path_factory.mktemp("e2e")
+def nights(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: str, e2e_history: Path
+) -> Iterator[dict]:
+    data_dir = copy_history(e2e_history, tmp_path_factory.mktemp("e2e"))
     redis_url = private_redis(redis_server, 7)
     with pipeline_env(data_dir, redis_url) as settings:
-        generate_range(from_settings(settings), START, FAILING_NIGHT, customers=CUSTOMERS)
+        generate_range(from_settings(settings), NIGHT, FAILING_NIGHT, customers=CUSTOMERS)
         env = local_airflow.airflow_env(settings)
         local_airflow.init(env)
         runs = {}
-        catchup(START, COLD_DAY - timedelta(days=1))
         runs["cold"] = local_airflow.dags_test("fraud_nightly", COLD_DAY, env)
-        catchup(COLD_DAY + timedelta(days=1), NIGHT - timedelta(days=1))
         runs["night"] = local_airflow.dags_test("fraud_nightly", NIGHT, env)
         champion_after_night = model_registry.resolve_champion(settings.mlflow_tracking_uri)
         broken = _broken_candidates(data_dir / "broken_candidates.yaml")

@@ -36,6 +36,8 @@ from mlpipeline.online import (
     verify_staged,
 )
 
+pytestmark = pytest.mark.integration
+
 CUSTOMERS = 300
 TTL = 35 * 86_400
 DEFAULTS = {
@@ -178,6 +180,24 @@ def test_older_snapshots_are_deleted_and_previous_kept(db, redis_url, client, lo
     # The previous snapshot is still readable as it was exported.
     read = OnlineReader(redis_url).read(["c0010"], export_id=second)
     assert read.cutoff == "2026-01-06" and read.rows == [expected_rows(db, DAY2)["c0010"]]
+
+
+def test_a_rerun_of_the_newest_cutoff_keeps_the_previous_cutoff_as_rollback_target(
+    db, redis_url, client, local_store
+):
+    day1, day2 = (export(db, local_store, day).manifest for day in (DAY1, DAY2))
+    publish(redis_url, local_store, day1)
+    publish(redis_url, local_store, day2)
+    rerun = export(db, local_store, DAY2).manifest
+    result = publish(redis_url, local_store, rerun)
+    assert result["outcome"] == "switched"
+    assert result["purged"] == {day2["export_id"]: CUSTOMERS}  # the replaced export of DAY2
+    assert client.hget(online.PREVIOUS_KEY, "export_id").decode() == day1["export_id"]
+    assert len(entity_keys(client, day1["export_id"])) == CUSTOMERS
+    online.rollback(redis_url, local_store, reason="test", by="test")
+    read = OnlineReader(redis_url).read(["c0010"])
+    assert read.export_id == day1["export_id"]
+    assert read.rows == [expected_rows(db, DAY1)["c0010"]]
 
 
 def test_readers_never_see_a_push_or_a_mix_of_snapshots(db, redis_url, local_store):

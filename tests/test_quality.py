@@ -25,7 +25,10 @@ from mlpipeline.ingest import load_revision, prepare_revision
 from mlpipeline.objectstore import LocalStore, ObjectStore
 from mlpipeline.split import read_training_set
 from mlpipeline.warehouse import connect
+from mlpipeline.warehouse import create as create_warehouse
 from tests.dbt_fixtures import background, load_raw
+
+pytestmark = pytest.mark.integration
 
 START = date(2026, 3, 2)
 DAY = START + timedelta(days=3)
@@ -62,6 +65,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_range(store, START, DAY, customers=CUSTOMERS)
     settings = Settings.from_env()
     settings = Settings(**{**settings.__dict__, "duckdb_path": root / "warehouse.duckdb"})
+    create_warehouse(settings)
     with connect(settings) as con:
         for offset in range(3):
             for dataset in landing.DATASETS:
@@ -301,6 +305,14 @@ def test_a_chargeback_of_an_unknown_transaction_or_two_is_tolerated(settings, st
     assert check(settings, store, "chargebacks").success
 
 
+def test_a_chargebacks_file_whose_every_row_is_rejected_is_quarantine_worthy(settings, store):
+    """Two rows, both naming unknown transactions: within the allowance, yet nothing is left."""
+    _chargebacks(store, [(f"T-unknown-{i}", f"{DAY}T09:00:00Z", "10.4") for i in (1, 2)])
+    outcome = check(settings, store, "chargebacks")
+    assert not outcome.success
+    assert any("row_count" in failure.expectation for failure in outcome.failures)
+
+
 def test_a_transaction_charged_back_again_on_a_later_day_only_warns(settings, store):
     (tid,) = _earlier_ids(store, 1)
     _chargebacks(store, [(tid, f"{DAY}T09:00:00Z", "10.4")])
@@ -349,6 +361,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("built")
     settings = Settings.under(root)
     transactions, chargebacks = background(FIRST, LAST, customers=12)
+    create_warehouse(settings)
     with connect(settings) as con:
         load_raw(con, "transactions", transactions)
         load_raw(con, "chargebacks", chargebacks)

@@ -1,8 +1,9 @@
 """End to end: the quality gates stop bad data in `fraud_nightly` runs (`airflow dags test`).
 
-One small history (8 days, 300 customers, cold start: no training). A clean day is published
-first with the nightly's own stage functions (a champion registered up front, so that scoring
-writes the score table, and Redis switched to the day's snapshot). Then two Airflow nights:
+On a copy of the session's history (tests/history.py), its last day is published first with the
+nightly's own stage functions (a champion registered up front, so that scoring writes the score
+table, and Redis switched to the day's snapshot). Then two Airflow nights, whose failing gates
+stop them before any training:
 - transactions with 30 % of their rows rejected: the raw gate quarantines the revision, and
   Redis, the score table and the champion stay exactly as they were;
 - a snapshot suite that fails (an analyst's copy of the suites with a threshold set too tight,
@@ -34,7 +35,6 @@ from mlpipeline import (
     quality,
     score,
 )
-from mlpipeline.catchup import catchup
 from mlpipeline.config import Settings
 from mlpipeline.generate import generate_range
 from mlpipeline.objectstore import ObjectStore, from_settings
@@ -42,14 +42,13 @@ from mlpipeline.warehouse import connect
 from tests import airflow_probe
 from tests.alert_sinks import HttpSink, http_sink
 from tests.e2e_env import pipeline_env, private_redis
+from tests.history import CUSTOMERS, NIGHT, START, copy_history
 
 pytestmark = pytest.mark.e2e
 
-START = date(2026, 1, 1)
-CLEAN = START + timedelta(days=5)
-BAD_RAW = CLEAN + timedelta(days=1)
+CLEAN = NIGHT - timedelta(days=1)
+BAD_RAW = NIGHT
 BAD_SNAPSHOT = BAD_RAW + timedelta(days=1)
-CUSTOMERS = 300
 CHECK_RAW = "ingest_transactions.check_raw_transactions"
 
 
@@ -162,17 +161,19 @@ def alert_hook() -> Iterator[HttpSink]:
 
 @pytest.fixture(scope="module")
 def nights(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: str, alert_hook: HttpSink
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: str,
+    alert_hook: HttpSink,
+    e2e_history: Path,
 ) -> Iterator[dict]:
-    data_dir = tmp_path_factory.mktemp("quality-e2e")
+    data_dir = copy_history(e2e_history, tmp_path_factory.mktemp("quality-e2e"))
     redis_url = private_redis(redis_server, 8)
     with pipeline_env(data_dir, redis_url, unset=[quality.SUITES_ENV]) as settings:
         store = from_settings(settings)
-        generate_range(store, START, BAD_SNAPSHOT, customers=CUSTOMERS)
+        generate_range(store, BAD_RAW, BAD_SNAPSHOT, customers=CUSTOMERS)
         _reject_30_percent(store, BAD_RAW)
         env = local_airflow.airflow_env(settings)
         local_airflow.init(env)
-        catchup(START, CLEAN)
         champion = _register_champion(settings)
         _publish(CLEAN)
         seen = {"before": _observable(settings, redis_url)}

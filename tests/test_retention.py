@@ -119,6 +119,7 @@ def _promote(settings: Settings, batch_id: str, revision: str) -> None:
         batches.promote(con, batch_id, revision, run_id="test")
 
 
+@pytest.mark.unit
 def test_raw_revisions_keep_current_quarantined_and_unpromoted(settings, local_store):
     d1, d2, d3 = date(2026, 3, 10), date(2026, 3, 11), date(2026, 3, 12)
     phases = Phases()
@@ -194,6 +195,7 @@ def test_raw_revisions_keep_current_quarantined_and_unpromoted(settings, local_s
 # --- exports and Redis snapshots ----------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_exports_and_redis_snapshots_keep_current_previous_and_pinned(
     tmp_path, s3_store, redis_url
 ):
@@ -271,6 +273,7 @@ def test_exports_and_redis_snapshots_keep_current_previous_and_pinned(
 # --- splits and MLflow runs ---------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_splits_and_runs_of_champion_challenger_and_pin_are_kept(tmp_path, local_store):
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     name = model_registry.MODEL_NAME
@@ -359,7 +362,13 @@ def _scores(day: date, score: float) -> pa.Table:
     )
 
 
-@pytest.mark.parametrize("store_fixture", ["local_store", "s3_store"])
+@pytest.mark.parametrize(
+    "store_fixture",
+    [
+        pytest.param("local_store", marks=pytest.mark.unit),
+        pytest.param("s3_store", marks=pytest.mark.integration),
+    ],
+)
 def test_score_table_vacuum_keeps_versions_within_the_age(request, store_fixture):
     store = request.getfixturevalue(store_fixture)
     location = score_table_location(store)
@@ -407,6 +416,7 @@ def test_score_table_vacuum_keeps_versions_within_the_age(request, store_fixture
 # --- Data Docs ----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_data_docs_keep_the_newest_per_suite_and_subject_and_a_consistent_index(
     tmp_path, s3_store, monkeypatch
 ):
@@ -460,6 +470,7 @@ def test_data_docs_keep_the_newest_per_suite_and_subject_and_a_consistent_index(
 # --- CLI and DAG --------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_cli_dry_run_reports_every_kind(settings, redis_url, monkeypatch, capsys):
     monkeypatch.setenv("REDIS_URL", redis_url)
     cli.main(["retention", "--dry-run"])
@@ -468,6 +479,7 @@ def test_cli_dry_run_reports_every_kind(settings, redis_url, monkeypatch, capsys
     assert all(r["dry_run"] and r["deleted_count"] == 0 for r in reports)
 
 
+@pytest.mark.unit
 def test_retention_dag_parses_with_one_task_per_kind(tmp_path):
     data_dir = tmp_path / "dagbag"
     env = local_airflow.airflow_env(Settings.under(data_dir))
@@ -480,6 +492,7 @@ def test_retention_dag_parses_with_one_task_per_kind(tmp_path):
     assert dag["params"] == ["dry_run"] and dag["doc"]
 
 
+@pytest.mark.e2e
 def test_retention_dag_runs_every_task_in_airflow(tmp_path, redis_url):
     """A real `airflow dags test` (dry run): params, pools and reports work inside Airflow."""
     data_dir = tmp_path / "data"

@@ -118,7 +118,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return Registry(tracking_uri, versions)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(
+    params=[
+        pytest.param("local", marks=pytest.mark.unit),
+        pytest.param("s3", marks=pytest.mark.integration),
+    ]
+)
 def any_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
     """Settings whose score table lives in the folder store or in an S3 bucket over HTTP."""
     if request.param == "local":
@@ -261,6 +266,7 @@ def test_rescoring_a_day_replaces_it_atomically_and_keeps_history(
     assert latest == [(ROWS[DAY1] + ROWS[DAY2], ROWS[DAY1] + ROWS[DAY2])]
 
 
+@pytest.mark.unit
 def test_no_model_yet_marks_the_day_and_removes_nothing(
     settings: Settings, registry: Registry
 ) -> None:
@@ -338,6 +344,7 @@ def test_mismatching_table_schema_fails_clearly_and_writes_nothing(
     ]
 
 
+@pytest.mark.unit
 def test_duplicate_feature_rows_fail_the_count_check_and_publish_nothing(
     settings: Settings, registry: Registry
 ) -> None:
@@ -357,6 +364,7 @@ def test_duplicate_feature_rows_fail_the_count_check_and_publish_nothing(
     assert _query(settings, "SELECT count(*) FROM scores.transaction_scores") == [(0,)]
 
 
+@pytest.mark.unit
 def test_missing_features_table_says_to_build_dbt_first(settings: Settings) -> None:
     with pytest.raises(RuntimeError, match="Build the dbt models for 2026-01-05"):
         score.score_day(
@@ -364,6 +372,7 @@ def test_missing_features_table_says_to_build_dbt_first(settings: Settings) -> N
         )
 
 
+@pytest.mark.unit
 def test_champion_without_threshold_is_refused(settings: Settings, registry: Registry) -> None:
     _load_features(settings)
     broken = dataclasses.replace(registry.versions["1"], decision_threshold=float("nan"))
@@ -377,6 +386,7 @@ def test_champion_without_threshold_is_refused(settings: Settings, registry: Reg
         )
 
 
+@pytest.mark.unit
 def test_scores_are_readable_while_another_process_holds_the_warehouse(
     settings: Settings, registry: Registry
 ) -> None:
@@ -406,6 +416,7 @@ def test_scores_are_readable_while_another_process_holds_the_warehouse(
         holder.wait()
 
 
+@pytest.mark.integration
 def test_s3_commits_are_put_if_absent(
     s3_store: S3Store, registry: Registry, settings: Settings
 ) -> None:
@@ -449,6 +460,7 @@ class _ObservedModel:
         return self.model.predict_proba(frame)
 
 
+@pytest.mark.unit
 def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
     settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -552,6 +564,7 @@ def test_a_reader_during_a_rescore_sees_the_old_day_or_the_new_never_a_mix(
     assert sum(began <= at <= ended for at, *_ in reads) >= 2  # it really read during the re-score
 
 
+@pytest.mark.unit
 def test_backfilled_days_are_scored_with_the_current_champion_and_record_it(
     settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -592,6 +605,7 @@ def test_backfilled_days_are_scored_with_the_current_champion_and_record_it(
     assert (commit["dt"], commit["model_version"]) == ("2026-01-05", "2")
 
 
+@pytest.mark.unit
 def test_a_day_without_transactions_is_scored_empty_and_replaces_earlier_rows(
     settings: Settings, registry: Registry
 ) -> None:

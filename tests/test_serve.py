@@ -19,7 +19,7 @@ from datetime import date, timedelta
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from mlpipeline import model_registry, online, score, transform
+from mlpipeline import model_registry, online, score, transform, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.export import export_snapshot
 from mlpipeline.model_features import build_pipeline, select_feature_columns
@@ -28,6 +28,8 @@ from mlpipeline.serve import make_server
 from mlpipeline.train import _trusted_types
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, load_raw, txn
+
+pytestmark = pytest.mark.integration
 
 FIRST = date(2026, 1, 1)
 CUTOFF = date(2026, 1, 20)  # the snapshot switched into Redis
@@ -107,6 +109,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Itera
         env.setenv("REDIS_URL", redis_url)
         settings = Settings.from_env()
         transactions, chargebacks = background(FIRST, DAY, customers=24, seed=3)
+        warehouse.create(settings)
         with connect(settings) as con:
             load_raw(con, "transactions", transactions + EXTRA)
             load_raw(con, "chargebacks", chargebacks)

@@ -46,6 +46,7 @@ def assert_partition(split: Split, df: pd.DataFrame) -> None:
     assert set().union(*parts) == ids(df)
 
 
+@pytest.mark.unit
 def test_time_split_is_ordered_and_ignores_input_order() -> None:
     df = training_rows()
     split = split_dataset(df)
@@ -67,6 +68,7 @@ def test_time_split_is_ordered_and_ignores_input_order() -> None:
     assert split_dataset(changed).split_id != split.split_id
 
 
+@pytest.mark.unit
 def test_time_split_never_puts_one_instant_on_both_sides() -> None:
     df = training_rows(1000)
     df["event_ts"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(df.index % 7, unit="D")
@@ -77,6 +79,7 @@ def test_time_split_never_puts_one_instant_on_both_sides() -> None:
     assert not seen[0] & seen[1] and not seen[1] & seen[2] and not seen[0] & seen[2]
 
 
+@pytest.mark.unit
 def test_group_split_keeps_each_customer_on_one_side() -> None:
     df = training_rows()
     split = split_dataset(df, strategy="group")
@@ -100,6 +103,7 @@ def test_group_split_keeps_each_customer_on_one_side() -> None:
     assert set(other.train["customer_id"]) != customers[0]
 
 
+@pytest.mark.unit
 def test_stratified_split_keeps_the_label_rate_in_every_part() -> None:
     df = training_rows()
     split = split_dataset(df, strategy="stratified")
@@ -113,6 +117,7 @@ def test_stratified_split_keeps_the_label_rate_in_every_part() -> None:
     assert not split.warnings
 
 
+@pytest.mark.unit
 def test_random_split_is_reproducible_by_seed() -> None:
     df = training_rows()
     split = split_dataset(df, strategy="random", seed=11)
@@ -134,6 +139,7 @@ def by_customer_parity(frame: pd.DataFrame) -> list[str]:
     return ["train" if n % 4 < 2 else "validation" if n % 4 == 2 else "test" for n in number]
 
 
+@pytest.mark.unit
 def test_callable_strategy_uses_the_function_and_names_it() -> None:
     df = training_rows()
     split = split_dataset(df, strategy=by_customer_parity, prevent_group_overlap=True)
@@ -150,6 +156,7 @@ def test_callable_strategy_uses_the_function_and_names_it() -> None:
         split_dataset(df, strategy=lambda frame: ["train"])
 
 
+@pytest.mark.unit
 def test_warns_when_label_rates_drift_between_parts() -> None:
     df = training_rows()
     late = df["event_ts"] > df["event_ts"].quantile(0.85)
@@ -162,6 +169,7 @@ def test_warns_when_label_rates_drift_between_parts() -> None:
     assert any("part test" in w for w in drift)
 
 
+@pytest.mark.unit
 def test_warns_when_a_part_is_too_small() -> None:
     df = training_rows(1000)
     split = split_dataset(df, strategy="random", ratios=(0.96, 0.02, 0.02))
@@ -170,6 +178,7 @@ def test_warns_when_a_part_is_too_small() -> None:
     assert {w.split()[1] for w in small} == {"validation", "test"}
 
 
+@pytest.mark.unit
 def test_warns_about_entity_overlap_where_it_was_to_be_prevented() -> None:
     df = training_rows()
     split = split_dataset(df, strategy="random", prevent_group_overlap=True)
@@ -188,11 +197,13 @@ def test_warns_about_entity_overlap_where_it_was_to_be_prevented() -> None:
         ({"strategy": "group", "group_column": "account_id"}, KeyError, "account_id"),
     ],
 )
+@pytest.mark.unit
 def test_rejects_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         split_dataset(training_rows(300), **kwargs)
 
 
+@pytest.mark.unit
 def test_rejects_missing_labels() -> None:
     df = training_rows(300).astype({"is_fraud": "float64"})
     df.loc[5, "is_fraud"] = np.nan
@@ -200,7 +211,13 @@ def test_rejects_missing_labels() -> None:
         split_dataset(df)
 
 
-@pytest.mark.parametrize("store_fixture", ["local_store", "s3_store"])
+@pytest.mark.parametrize(
+    "store_fixture",
+    [
+        pytest.param("local_store", marks=pytest.mark.unit),
+        pytest.param("s3_store", marks=pytest.mark.integration),
+    ],
+)
 def test_persist_and_load_round_trip(store_fixture: str, request: pytest.FixtureRequest) -> None:
     store = request.getfixturevalue(store_fixture)
     split = split_dataset(training_rows(), strategy="group")
@@ -232,6 +249,7 @@ def test_persist_and_load_round_trip(store_fixture: str, request: pytest.Fixture
     )
 
 
+@pytest.mark.unit
 def test_load_split_detects_altered_or_missing_objects(local_store) -> None:
     split = split_dataset(training_rows())
     prefix = persist_split(local_store, split)
@@ -243,6 +261,7 @@ def test_load_split_detects_altered_or_missing_objects(local_store) -> None:
         load_split(local_store, "nope")
 
 
+@pytest.mark.unit
 def test_read_training_set_reads_one_cutoff(settings) -> None:
     rows = training_rows(50)
     with warehouse.connect(settings) as con:

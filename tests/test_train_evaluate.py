@@ -40,6 +40,8 @@ from mlpipeline.train import (
     training_skip_reason,
 )
 
+pytestmark = pytest.mark.unit
+
 CUTOFF = date(2026, 3, 25)
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 

@@ -29,6 +29,8 @@ from mlpipeline.model_features import select_feature_columns
 from mlpipeline.objectstore import LocalStore
 from mlpipeline.split import load_split
 
+pytestmark = pytest.mark.integration
+
 START = date(2026, 1, 1)
 CUTOFF = START + timedelta(days=29)
 # Matured for CUTOFF (label_maturity_days = 21): the first nine days.
@@ -50,8 +52,8 @@ def _ingest(settings: Settings) -> None:
     quarantines), has its own tests, and would triple this fixture's time.
     """
     store = LocalStore(settings.local_store_root)
+    warehouse.create(settings)
     with warehouse.connect(settings) as con:
-        warehouse.ensure_schemas(con)
         ensure_meta(con)
         for day in day_range(START, CUTOFF):
             for dataset in nightly.DATASETS:

@@ -1,11 +1,12 @@
 """The Airflow UI as the on-call engineer sees it, in a real headless Chromium.
 
 One local Airflow (API server + UI, scheduler with the LocalExecutor, DAG processor; SQLite), an
-MLflow tracking server and Redis, all started here. After a catch-up of 44 days of generated
-history, the nightly is triggered through the UI's trigger form for day D and run by the
-scheduler (cron scheduling is off, so no scheduled run competes with it). The browser then reads
-the DAG docs, the green grid and the extra links: "MLflow run" opens the MLflow UI page of the run,
-"Data Docs" the GX validation page served by the plugin route, "Score table" the day's scores.
+MLflow tracking server and Redis, all started here. On a copy of the session's six weeks of
+caught-up history (tests/history.py), the nightly is triggered through the UI's trigger form for
+its day D and run by the scheduler (cron scheduling is off, so no scheduled run competes with
+it). The browser then reads the DAG docs, the green grid and the extra links: "MLflow run" opens
+the MLflow UI page of the run, "Data Docs" the GX validation page served by the plugin route,
+"Score table" the day's scores.
 
 Login: SimpleAuthManager with one configured user, through the login form (the plugin route is
 checked against the same session). Screenshots go to artifacts/ui/ (MLPIPELINE_ARTIFACTS_DIR
@@ -28,27 +29,24 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlpipeline import backfill, local_airflow
-from mlpipeline.catchup import catchup
 from mlpipeline.config import PROJECT_ROOT
 from mlpipeline.generate import generate_range
 from mlpipeline.localredis import free_port
 from mlpipeline.objectstore import from_settings
 from tests.e2e_env import pipeline_env, private_redis
+from tests.history import CUSTOMERS, NIGHT, copy_history
 
 pytestmark = pytest.mark.e2e
 
 log = logging.getLogger(__name__)
 
-START = date(2026, 1, 1)
-NIGHT = START + timedelta(days=44)
-CUSTOMERS = 600
 DAG = "fraud_nightly"
 USER = "oncall"
 RUN_TIMEOUT_S = 15 * 60
@@ -154,10 +152,14 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: str, mlflow_url: str, chromium: str
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: str,
+    mlflow_url: str,
+    chromium: str,
+    e2e_history: Path,
 ) -> Iterator[dict[str, Any]]:
     """History caught up to D-1, then the local Airflow services, logged in as USER."""
-    data_dir = tmp_path_factory.mktemp("ui")
+    data_dir = copy_history(e2e_history, tmp_path_factory.mktemp("ui"))
     password = secrets.token_urlsafe(12)
     services = None
     with pipeline_env(
@@ -167,8 +169,7 @@ def stack(
         extra={"MLFLOW_TRACKING_URI": mlflow_url},
     ) as settings:
         try:
-            generate_range(from_settings(settings), START, NIGHT, customers=CUSTOMERS)
-            catchup(START, NIGHT - timedelta(days=1))
+            generate_range(from_settings(settings), NIGHT, NIGHT, customers=CUSTOMERS)
             passwords = data_dir / "passwords.json"
             passwords.write_text(json.dumps({USER: password}))
             env = local_airflow.airflow_env(
