@@ -68,7 +68,7 @@ stack-deps:
 	fi
 
 test: install browser-deps stack-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # The unit tier alone: no server started, a few minutes (tiers: pyproject.toml's pytest markers).
 test-fast: install
