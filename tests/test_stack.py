@@ -105,6 +105,8 @@ class Api:
         return self.get(f"dags/{DAG}/dagRuns/{quoted}/taskInstances?limit=500")["task_instances"]
 
     def wait_for_run(self, run_id: str, timeout: float, stack: Stack) -> str:
+        """The run's final state; a task that failed an attempt on this clean night ends the
+        wait at once (the stack retries tasks minutes later), naming it and its log."""
         quoted = urllib.parse.quote(run_id, safe="")
         deadline = time.monotonic() + timeout
         state = "?"
@@ -112,9 +114,24 @@ class Api:
             state = self.get(f"dags/{DAG}/dagRuns/{quoted}")["state"]
             if state in {"success", "failed"}:
                 return state
+            retrying = [
+                ti["task_id"]
+                for ti in self.task_instances(run_id)
+                if ti["state"] in {"up_for_retry", "failed"}
+            ]
+            assert not retrying, f"{retrying} failed on a clean night:\n" + _task_log(
+                stack, run_id, retrying[0]
+            )
             stack.wait_until("the services", lambda: True, timeout=1)
             time.sleep(5)
         raise AssertionError(f"run {run_id} still {state} after {timeout:.0f}s")
+
+
+def _task_log(stack: Stack, run_id: str, task_id: str) -> str:
+    """The task's log as the workers wrote it on the shared logs volume (its last lines)."""
+    logs = stack.machine.volume("airflow-logs")
+    found = [p for p in logs.rglob("*.log") if run_id in str(p) and f"task_id={task_id}/" in str(p)]
+    return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(found))
 
 
 def one_off(stack: Stack, argv: list[str], container: str) -> None:
@@ -256,7 +273,10 @@ def test_a_champion_with_its_artifacts_in_s3(stack, night):
     from mlflow import MlflowClient
 
     env = _project_env(stack)
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    # Both URIs given: an earlier test of the session may have set a process-wide registry.
+    uri = env["MLFLOW_TRACKING_URI"]
+    assert uri.startswith("http://127.0.0.1:")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("fraud_detector", "champion")
     assert client.get_run(champion.run_id).data.tags["training_cutoff"] == NIGHT.isoformat()
     s3 = boto3.client(
@@ -338,8 +358,7 @@ def test_a_worker_without_the_warehouse_volume_fails_loudly_and_creates_nothing(
         return states.get(task) in {"up_for_retry", "failed"}
 
     stack.wait_until(f"{task} to fail", attempt_failed, timeout=300)
-    logs = stack.machine.volume("airflow-logs")
-    text = "\n".join(p.read_text(errors="replace") for p in logs.rglob("*.log") if run_id in str(p))
+    text = _task_log(stack, run_id, task)
     private = stack.machine.container_dir("airflow-worker-novolume", "/data/mlpipeline")
     assert "WarehouseMissing" in text
     assert f"no warehouse at {private}/warehouse.duckdb" in text
