@@ -119,8 +119,9 @@ class Api:
                 for ti in self.task_instances(run_id)
                 if ti["state"] in {"up_for_retry", "failed"}
             ]
-            assert not retrying, f"{retrying} failed on a clean night:\n" + _task_log(
-                stack, run_id, retrying[0]
+            assert not retrying, (
+                f"{retrying} failed on a clean night:\n"
+                + _task_log(stack, run_id, retrying[0])[-3000:]
             )
             stack.wait_until("the services", lambda: True, timeout=1)
             time.sleep(5)
@@ -128,10 +129,10 @@ class Api:
 
 
 def _task_log(stack: Stack, run_id: str, task_id: str) -> str:
-    """The task's log as the workers wrote it on the shared logs volume (its last lines)."""
+    """The task's log (every attempt) as the workers wrote it on the shared logs volume."""
     logs = stack.machine.volume("airflow-logs")
     found = [p for p in logs.rglob("*.log") if run_id in str(p) and f"task_id={task_id}/" in str(p)]
-    return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(found))
+    return "\n".join(p.read_text(errors="replace") for p in sorted(found))
 
 
 def one_off(stack: Stack, argv: list[str], container: str) -> None:
