@@ -464,26 +464,25 @@ elseif cur[2] and cur[2] > ARGV[2] then
   if prev ~= ARGV[1] then
     redis.call('SADD', KEYS[5], ARGV[1])
   end
-elseif cur[2] == ARGV[2] and prev then
-  -- A re-run of the current cutoff: the rollback target stays the previous cutoff's snapshot,
-  -- and the export it replaces retires.
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'export_id', ARGV[1], 'cutoff', ARGV[2], 'switched_at', ARGV[3])
-  redis.call('SET', KEYS[6], ARGV[1])
-  redis.call('PERSIST', KEYS[3])
-  redis.call('SADD', KEYS[5], cur[1])
 else
-  if cur[1] then
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[2], 'export_id', cur[1], 'cutoff', cur[2], 'switched_at', cur[3] or '')
+  if cur[2] == ARGV[2] and prev then
+    -- A re-run of the current cutoff: the rollback target stays the previous cutoff's
+    -- snapshot, and the export it replaces retires.
+    redis.call('SADD', KEYS[5], cur[1])
+  else
+    if cur[1] then
+      redis.call('DEL', KEYS[2])
+      redis.call('HSET', KEYS[2], 'export_id', cur[1], 'cutoff', cur[2],
+        'switched_at', cur[3] or '')
+    end
+    if prev and prev ~= ARGV[1] and prev ~= cur[1] then
+      redis.call('SADD', KEYS[5], prev)
+    end
   end
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'export_id', ARGV[1], 'cutoff', ARGV[2], 'switched_at', ARGV[3])
   redis.call('SET', KEYS[6], ARGV[1])
   redis.call('PERSIST', KEYS[3])
-  if prev and prev ~= ARGV[1] and prev ~= cur[1] then
-    redis.call('SADD', KEYS[5], prev)
-  end
 end
 local event = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*',
   'outcome', outcome, 'export_id', ARGV[1], 'cutoff', ARGV[2],
