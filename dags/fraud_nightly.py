@@ -37,7 +37,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.task.trigger_rule import TriggerRule
-from alerts import FailureAlert
+from alerts import FailureAlert, send
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import (
     ExecutionMode,
@@ -65,6 +65,7 @@ from stage_runner import run_id_of, run_stage
 from warehouse_access import WAREHOUSE, require_warehouse
 
 from mlpipeline import nightly
+from mlpipeline.alerts import expired_pending_alert
 
 # Retries come from Airflow's configuration (core.default_task_retries): none on a laptop, so a
 # failure shows at once; production sets them in its environment. A task's final failure alerts.
@@ -134,7 +135,13 @@ def fraud_nightly() -> None:
 
         @task(task_id=f"promote_{dataset}", pool=WAREHOUSE, outlets=[RAW_BATCHES[dataset]])
         def promote(prepared: dict) -> dict:
-            result = nightly.promote(prepared, run_id_of(get_current_context()))
+            run_id = run_id_of(get_current_context())
+            result = nightly.promote(prepared, run_id)
+            if result["expired"]:
+                alert = expired_pending_alert(
+                    result["day"], run_id, result["expired"], result["pending_days"]
+                )
+                send(alert)
             return publish(RAW_BATCHES[dataset], raw_batch_extra, result)
 
         prepared = prepare(day)
@@ -295,12 +302,6 @@ def fraud_nightly() -> None:
 
 
 fraud_nightly_dag = fraud_nightly()
-# Chargebacks are checked against the transactions the warehouse holds: load them after the day's
-# transactions.
-(
-    fraud_nightly_dag.get_task("ingest_transactions.load_transactions")
-    >> fraud_nightly_dag.get_task("ingest_chargebacks.load_chargebacks")
-)
 for _task in fraud_nightly_dag.tasks:
     if _task.task_id != "watcher":
         _task >> fraud_nightly_dag.get_task("watcher")

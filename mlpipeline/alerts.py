@@ -3,7 +3,8 @@ batch revision quarantined by its checks.
 
 No Airflow here: `plugins/alerts.py` reads the failed task's context into a `FailedTask`, asks
 `quarantine_of` whether the failure is a quarantine, and sends the `Alert` built by
-`build_alert` through Airflow's notifiers to the destinations `AlertConfig` reads from the
+`build_alert` (or, from a promotion that succeeded, `expired_pending_alert`) through Airflow's
+notifiers to the destinations `AlertConfig` reads from the
 environment. Texts name what failed, for which run and day, where the log is, and what to do next.
 """
 
@@ -219,3 +220,39 @@ def build_alert(task: FailedTask, quarantine: Quarantine | None = None) -> Alert
         next_steps=q.next_steps(),
     )
     return Alert("quarantined", subject, "\n".join(lines), payload)
+
+
+def expired_pending_alert(
+    day: str, run_id: str, expired: list[dict[str, Any]], pending_days: int
+) -> Alert:
+    """Chargebacks rejected after waiting `pending_days` for their transaction: labels lost
+    unless the transactions arrive and the chargebacks are delivered again."""
+    batches = sorted({row["batch_id"] for row in expired})
+    subject = f"[fraud pipeline] {len(expired)} chargeback(s) REJECTED: transaction never current"
+    lines = [
+        f"Processing day {day} (run {run_id}): {len(expired)} chargeback(s) waited {pending_days} "
+        "days for their transaction to become current and are now rejected (meta.rejected_rows); "
+        "their fraud labels are not used.",
+        f"Batch(es): {', '.join(batches)}",
+        *(
+            f"- {row['batch_id']} revision {row['revision']}, file {row['file']} row {row['row']}:"
+            f" transaction_id={row['transaction_id']!r}"
+            for row in expired[:20]
+        ),
+        *(["- ..."] if len(expired) > 20 else []),
+        "",
+        "Next steps:",
+        "- find why the transactions are missing: `mlpipeline batches list` (a quarantined or "
+        "never delivered transactions day?)",
+        "- once they are current, land the chargebacks day again (new content, new revision) "
+        "and re-run it; the days after it become stale and re-run too",
+    ]
+    payload = {
+        "kind": "pending_expired",
+        "day": day,
+        "run_id": run_id,
+        "pending_days": pending_days,
+        "batches": batches,
+        "rows": expired,
+    }
+    return Alert("pending_expired", subject, "\n".join(lines), payload)

@@ -97,6 +97,9 @@ def promote(
 ) -> str:
     """Make a validated (or released) revision the batch's current one, in one transaction.
 
+    New content for a day changes every day processed after it (their history windows, and the
+    chargebacks that waited for its transactions): those days are marked stale, so processing
+    days in any order and then re-running the stale ones ends where an in-order run does.
     Promoting the revision that is already current changes nothing (a re-run)."""
     row = get(con, batch_id, revision)
     if row is None:
@@ -117,11 +120,22 @@ def promote(
         for (old,) in previous:
             set_status(con, batch_id, old, "superseded", run_id=run_id, detail=f"by {revision}")
         set_status(con, batch_id, revision, "current", run_id=run_id)
+        stale = _processed_after(con, row["dt"])
+        for day in stale:
+            update_day(con, day, stale=True)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     log.info("batch %s: revision %s is now current", batch_id, revision)
+    if stale:
+        log.warning(
+            "batch %s revision %s changes the days processed after it; marked stale (re-run them "
+            "oldest first): %s",
+            batch_id,
+            revision,
+            [d.isoformat() for d in stale],
+        )
     return "current"
 
 
@@ -239,13 +253,23 @@ def discard(
     return {"batch_id": batch_id, "revision": row["revision"], "status": "discarded"}
 
 
+def _processed_after(con: duckdb.DuckDBPyConnection, day: date) -> list[date]:
+    ensure_meta(con)
+    rows = con.execute("SELECT day FROM meta.days WHERE day > ? ORDER BY day", [day]).fetchall()
+    return [d for (d,) in rows]
+
+
 def mark_stale(con: duckdb.DuckDBPyConnection, since: date) -> list[date]:
     """Mark `since` and every later processed day stale in `meta.days`; returns them in order."""
-    ensure_meta(con)
-    later = [
-        d for (d,) in con.execute("SELECT day FROM meta.days WHERE day > ?", [since]).fetchall()
-    ]
-    days = sorted({since, *later})
+    days = sorted({since, *_processed_after(con, since)})
     for day in days:
         update_day(con, day, stale=True)
     return days
+
+
+def stale_days(con: duckdb.DuckDBPyConnection) -> list[date]:
+    """Days whose inputs changed since they were processed, oldest first."""
+    ensure_meta(con)
+    return [
+        d for (d,) in con.execute("SELECT day FROM meta.days WHERE stale ORDER BY day").fetchall()
+    ]

@@ -68,6 +68,19 @@ def cmd_batches_change(args: argparse.Namespace) -> None:
         print("\n".join(backfill.start_rerun(result["stale_days"])))
 
 
+def cmd_batches_stale(args: argparse.Namespace) -> None:
+    """The stale days, and their re-run in order (through the API, or the commands to run)."""
+    from mlpipeline import backfill, batches
+    from mlpipeline.warehouse import connect
+
+    with connect(read_only=True) as con:
+        days = batches.stale_days(con)
+    print(json.dumps({"stale_days": days}, default=str))
+    if not days:
+        return
+    print("\n".join(backfill.start_rerun(days) if args.rerun else backfill.rerun_commands(days)))
+
+
 def cmd_batches(args: argparse.Namespace) -> None:
     from mlpipeline.warehouse import connect
 
@@ -98,6 +111,14 @@ def cmd_batches(args: argparse.Namespace) -> None:
                 con.sql(
                     "SELECT revision, source_file, source_row, rule, detail "
                     "FROM meta.rejected_rows "
+                    "WHERE batch_id = ? ORDER BY revision, source_file, source_row LIMIT 50",
+                    params=[args.batch_id],
+                )
+            )
+            print(
+                con.sql(
+                    "SELECT revision, source_file, source_row, waits_for_transaction "
+                    "FROM meta.pending_rows "
                     "WHERE batch_id = ? ORDER BY revision, source_file, source_row LIMIT 50",
                     params=[args.batch_id],
                 )
@@ -263,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     bs = bsub.add_parser("show")
     bs.add_argument("batch_id")
     p.set_defaults(func=cmd_batches)
+    st = bsub.add_parser("stale", help="list the stale days and how to re-run them in order")
+    st.add_argument("--rerun", action="store_true", help="start the re-run (needs AIRFLOW_API_URL)")
+    st.set_defaults(func=cmd_batches_stale)
     for action, text in (
         ("release", "make a quarantined revision current and re-run the days it affects"),
         ("discard", "mark a revision that never became current as discarded"),

@@ -2,11 +2,11 @@
 parameters the suite's thresholds come from.
 
 - Raw gates run on a revision once loaded (registered, not current), before promotion. Row
-  rules have already rejected the rows that break them (at prepare, and for chargebacks of
-  unknown transactions at load), so the raw suites judge the revision as a whole: rows written
-  plus rejected against `_SUCCESS`, the reject rate, volume and distinct customers against
-  recent days, ids already current in other batches, amount and channel distributions, how far
-  into the day the data reaches. A failure quarantines the revision.
+  rules have already rejected the rows that break them (at prepare), so the raw suites judge
+  the revision as a whole: rows written plus rejected against `_SUCCESS`, the reject rate,
+  volume and distinct customers against recent days, ids already current in other batches,
+  amount and channel distributions, how far into the day the data reaches.
+  A failure quarantines the revision.
 - The snapshot gate runs on cutoff D's rows after dbt; it gates export, push, training and
   scoring. The training-set gate runs on the matured labelled rows and gates training only.
   Neither quarantines source batches: the cause is often a model change, not bad data.
@@ -45,8 +45,10 @@ def raw_gate(
 ) -> CheckOutcome:
     """Check a loaded revision (registered, not yet current) before promotion.
 
-    The rows are read from the warehouse as loaded, and the counts from the registry, so rows
-    rejected at load (chargebacks of unknown transactions) count like those rejected earlier.
+    The rows are read from the warehouse as loaded, and the counts from the registry. A
+    chargeback whose transaction is not current yet is a loaded row like any other: it waits
+    (`pending_rows`) and the suite only warns about it, so the verdict does not depend on the
+    order days are processed in.
     """
     registered = batches.get(con, batch_id, revision)
     if registered is None:
@@ -168,12 +170,14 @@ def _chargebacks_frame(
     con: duckdb.DuckDBPyConnection, batch_id: str, revision: str
 ) -> pd.DataFrame:
     """The revision plus `already_reported_in` (another current batch charging the same
-    transaction back) and `report_delay_days` (since the transaction happened)."""
+    transaction back), `transaction_ts` (its current transaction's time, null while it waits
+    for one) and `report_delay_days` (since the transaction happened)."""
     ids = "SELECT transaction_id FROM raw.chargebacks WHERE batch_id = ? AND revision = ?"
     return _revision_frame(
         con,
         "chargebacks",
         "r.transaction_id, r.reason_code, p.batch_id AS already_reported_in, "
+        "t.event_ts AS transaction_ts, "
         "date_diff('second', t.event_ts, r.reported_at) / 86400.0 AS report_delay_days",
         "LEFT JOIN (SELECT transaction_id, min(batch_id) AS batch_id "
         f"FROM raw.chargebacks_current WHERE batch_id <> ? AND transaction_id IN ({ids}) "

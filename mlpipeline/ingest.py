@@ -9,10 +9,10 @@ Rules (README "Bad input"): problems with the day as a whole (files not matching
 unreadable or non-UTF-8 files, missing or extra columns, row counts that differ from the
 declaration) quarantine the whole revision; problems with single rows (unparsable values,
 timestamps outside the day, bad codes, absurd amounts, duplicate ids) reject only those rows,
-which are kept with their reason in `meta.rejected_rows`. Chargebacks are also checked at load,
-in DuckDB, against the transactions the warehouse holds: one naming an unknown transaction, or
-reported before it, is rejected the same way. A revision whose rows were readable (only the row
-count differs from `_SUCCESS`) is loaded but quarantined, so an operator can release it.
+which are kept with their reason in `meta.rejected_rows`. What a chargeback refers to is not
+judged here: its transaction may not be current yet, so every readable row is loaded and
+`pending_rows` settles it once the transaction is known. A revision whose rows were readable (only
+the row count differs from `_SUCCESS`) is loaded but quarantined, so an operator can release it.
 """
 
 from __future__ import annotations
@@ -318,11 +318,10 @@ def load_revision(
         return existing["status"]
     con.execute("BEGIN TRANSACTION")
     try:
-        late_rejects = _insert_rows(con, store, prepared) if prepared.object_key else 0
+        if prepared.object_key:
+            _insert_rows(con, store, prepared)
         if prepared.rejects_key:
             _insert_rejects(con, store, prepared)
-        prepared.rows_written -= late_rejects
-        prepared.rows_rejected += late_rejects
         status = "quarantined" if prepared.error else "ingested"
         batches.register(con, prepared, status=status, run_id=run_id)
         con.execute("COMMIT")
@@ -332,94 +331,16 @@ def load_revision(
     return status
 
 
-def _insert_rows(con: duckdb.DuckDBPyConnection, store: ObjectStore, p: PreparedRevision) -> int:
-    """Insert the revision's rows; chargebacks first go through the referential rules.
-    Returns how many rows those rules rejected (recorded in `meta.rejected_rows`).
-
-    DuckDB reads the revision's Parquet itself (in parallel, no Arrow copy through Python) from
-    a local copy the object store brought down."""
+def _insert_rows(con: duckdb.DuckDBPyConnection, store: ObjectStore, p: PreparedRevision) -> None:
+    """DuckDB reads the revision's Parquet itself (in parallel, no Arrow copy through Python)
+    from a local copy the object store brought down."""
     with tempfile.TemporaryDirectory(prefix="raw-revision-") as tmp:
         local = str(store.download(p.object_key, Path(tmp) / "revision.parquet"))
         literal = "'" + local.replace("'", "''") + "'"
+        columns = ", ".join(table_columns(p.dataset))
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW incoming_revision AS "
-            f"SELECT * FROM read_parquet({literal})"
+            f"INSERT INTO raw.{p.dataset} ({columns}) SELECT {columns} FROM read_parquet({literal})"
         )
-        try:
-            columns = ", ".join(table_columns(p.dataset))
-            if p.dataset == "chargebacks":
-                return _insert_chargebacks(con, p, columns)
-            con.execute(
-                f"INSERT INTO raw.{p.dataset} ({columns}) SELECT {columns} FROM incoming_revision"
-            )
-            return 0
-        finally:
-            con.execute("DROP VIEW IF EXISTS incoming_revision")
-
-
-UNKNOWN_TRANSACTION = "chargeback for a known transaction"
-REPORTED_BEFORE = "reported_at not before the transaction"
-
-# A chargeback must name a transaction the warehouse holds (in a revision that is neither
-# quarantined nor discarded) and be reported at or after it; otherwise the row is rejected.
-_CHARGEBACK_CHECK = f"""
-CREATE OR REPLACE TEMP TABLE checked_chargebacks AS
-SELECT i.*, t.first_event_ts,
-       CASE WHEN t.first_event_ts IS NULL THEN '{UNKNOWN_TRANSACTION}'
-            WHEN i.reported_at < t.first_event_ts THEN '{REPORTED_BEFORE}'
-       END AS reject_rule
-FROM incoming_revision AS i
-LEFT JOIN (
-    SELECT r.transaction_id, min(r.event_ts) AS first_event_ts
-    FROM raw.transactions AS r
-    JOIN meta.batches AS b USING (batch_id, revision)
-    WHERE b.status NOT IN ('quarantined', 'discarded')
-      AND r.transaction_id IN (SELECT transaction_id FROM incoming_revision)
-    GROUP BY r.transaction_id
-) AS t USING (transaction_id)
-"""
-
-
-def _insert_chargebacks(con: duckdb.DuckDBPyConnection, p: PreparedRevision, columns: str) -> int:
-    con.execute(_CHARGEBACK_CHECK)
-    try:
-        con.execute(
-            f"INSERT INTO raw.chargebacks ({columns}) "
-            f"SELECT {columns} FROM checked_chargebacks WHERE reject_rule IS NULL"
-        )
-        rejected = con.execute(
-            "SELECT source_file, source_row, reject_rule, transaction_id, reported_at, "
-            "first_event_ts FROM checked_chargebacks WHERE reject_rule IS NOT NULL "
-            "ORDER BY source_file, source_row"
-        ).fetchall()
-    finally:
-        con.execute("DROP TABLE IF EXISTS checked_chargebacks")
-    now = utcnow()
-    rows = [
-        (
-            p.batch_id,
-            p.revision,
-            file,
-            row,
-            rule,
-            f"transaction_id={str(txn)[:60]!r}"
-            if first is None
-            else f"reported_at='{reported:%Y-%m-%dT%H:%M:%SZ}' before "
-            f"event_ts='{first:%Y-%m-%dT%H:%M:%SZ}'",
-            now,
-        )
-        for file, row, rule, txn, reported, first in rejected
-    ]
-    if rows:
-        con.executemany("INSERT INTO meta.rejected_rows VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        log.warning(
-            "batch %s revision %s: %d chargebacks rejected at load; first: %s",
-            p.batch_id,
-            p.revision,
-            len(rows),
-            [r[2:6] for r in rows[:5]],
-        )
-    return len(rows)
 
 
 def _insert_rejects(

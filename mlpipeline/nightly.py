@@ -158,13 +158,15 @@ def check_raw(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 
 def promote(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Make the validated revision the batch's current one."""
-    from mlpipeline import batches
+    """Make the validated revision the batch's current one, then settle the chargebacks that
+    waited for a transaction (`expired`: those that waited too long, for an alert)."""
+    from mlpipeline import batches, pending_rows
     from mlpipeline.warehouse import connect
 
     revision = _prepared(prepared)
     with connect(_settings()) as con:
         status = batches.promote(con, revision.batch_id, revision.revision, run_id=run_id)
+        settled = pending_rows.settle(con, date.fromisoformat(revision.day))
     return {
         "day": revision.day,
         "dataset": revision.dataset,
@@ -172,6 +174,9 @@ def promote(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
         "revision": revision.revision,
         "rows": revision.rows_written,
         "status": status,
+        "pending": settled.pending,
+        "expired": settled.expired,
+        "pending_days": settled.pending_days,
     }
 
 

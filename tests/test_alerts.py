@@ -143,6 +143,31 @@ def test_a_task_failure_alert_names_task_run_day_and_log(plugin, sinks):
 
 
 @pytest.mark.integration
+def test_chargebacks_that_waited_too_long_are_alerted_with_their_rows(plugin, sinks):
+    """The rows a settle rejected reach every destination, named by batch, file and row."""
+    http, smtp = sinks
+    expired = [
+        {
+            "batch_id": "chargebacks-2026-01-07",
+            "revision": REVISION,
+            "file": "part-00000.csv",
+            "row": 3,
+            "day": "2026-01-07",
+            "transaction_id": "T00000042",
+        }
+    ]
+    alert = alerts.expired_pending_alert("2026-02-06", "scheduled__x", expired, 30)
+    assert plugin.send(alert) == {"email": "sent", "slack": "sent", "webhook": "sent"}
+    [hook] = http.json_bodies("/hooks/pipeline")
+    [mail] = smtp.messages
+    for text in (hook["text"], mail.get_body().get_content()):
+        assert "waited 30 days" in text and "chargebacks-2026-01-07" in text
+        assert "file part-00000.csv row 3" in text and "T00000042" in text
+    assert hook["kind"] == "pending_expired" and hook["rows"] == expired
+    assert "1 chargeback(s) REJECTED" in mail["Subject"]
+
+
+@pytest.mark.integration
 def test_a_dead_destination_is_logged_and_the_others_still_get_the_alert(
     plugin, sinks, monkeypatch, caplog
 ):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
-from mlpipeline import batches, landing
+from mlpipeline import batches, landing, pending_rows
 from mlpipeline.ingest import load_revision, prepare_revision
+from mlpipeline.meta import update_day
 from mlpipeline.objectstore import ObjectStore
 from mlpipeline.warehouse import connect
 
@@ -212,63 +213,127 @@ def _promote(settings, prepared) -> None:
         batches.promote(con, prepared.batch_id, prepared.revision, run_id="t")
 
 
+CHARGEBACKS = [
+    "t1,2026-03-10T09:00:00Z,10.4",  # after t1 (08:00): counts
+    "t2,2026-03-10T12:00:00Z,4837",  # before t2 (23:59:59): rejected once t2 is known
+    "nope,2026-03-10T12:00:00Z,13.1",  # no such transaction: waits, then expires
+    "x'); DELETE FROM raw.transactions; --,2026-03-10T12:00:00Z,10.5",
+]
+
+
+def _visible_pending_rejected(settings) -> tuple[list, list, list]:
+    with connect(settings) as con:
+        return (
+            con.execute("SELECT transaction_id FROM raw.chargebacks_current").fetchall(),
+            con.execute(
+                "SELECT source_row, waits_for_transaction FROM meta.pending_rows ORDER BY 1"
+            ).fetchall(),
+            con.execute(
+                "SELECT source_row, rule, detail FROM meta.rejected_rows ORDER BY source_row"
+            ).fetchall(),
+        )
+
+
 @pytest.mark.integration
-def test_chargebacks_for_unknown_or_later_transactions_are_rejected_at_load(s3_store, settings):
+def test_chargebacks_loaded_before_their_transactions_wait_and_count_once_those_are_current(
+    s3_store, settings
+):
+    """The chargebacks day is processed first: every row is kept (pending), none is lost; when
+    the transactions become current the matching one counts, with no new revision."""
+    land(s3_store, CHARGEBACKS, dataset="chargebacks", header=CB_HEADER)
+    chargebacks, status = ingest(s3_store, settings, dataset="chargebacks")
+    assert status == "ingested"
+    assert (chargebacks.rows_read, chargebacks.rows_written, chargebacks.rows_rejected) == (4, 4, 0)
+    _promote(settings, chargebacks)
+    with connect(settings) as con:
+        assert pending_rows.settle(con, DAY).pending == 4
+    visible, pending, rejected = _visible_pending_rejected(settings)
+    assert visible == [] and [row for row, _ in pending] == [1, 2, 3, 4] and rejected == []
+
     land(s3_store, GOOD_ROWS)
     txns, _ = ingest(s3_store, settings)
     _promote(settings, txns)
-    land(
-        s3_store,
-        [
-            "t1,2026-03-10T09:00:00Z,10.4",  # after t1 (08:00): kept
-            "t2,2026-03-10T12:00:00Z,4837",  # before t2 (23:59:59): rejected
-            "nope,2026-03-10T12:00:00Z,13.1",  # unknown transaction: rejected
-            "x'); DELETE FROM raw.transactions; --,2026-03-10T12:00:00Z,10.5",
-        ],
-        dataset="chargebacks",
-        header=CB_HEADER,
-    )
-    prepared, status = ingest(s3_store, settings, dataset="chargebacks")
-    assert status == "ingested"
-    assert (prepared.rows_read, prepared.rows_written, prepared.rows_rejected) == (4, 1, 3)
-    _promote(settings, prepared)
     with connect(settings) as con:
-        kept = con.execute("SELECT transaction_id FROM raw.chargebacks_current").fetchall()
-        rejects = con.execute(
-            "SELECT source_row, rule, detail FROM meta.rejected_rows ORDER BY source_row"
-        ).fetchall()
-        counts = con.execute(
-            "SELECT rows_written, rows_rejected FROM meta.batches WHERE batch_id = ?",
-            [prepared.batch_id],
-        ).fetchone()
+        settled = pending_rows.settle(con, DAY)
         assert con.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 3
-    assert kept == [("t1",)] and counts == (1, 3)
-    assert rejects == [
+        counts = con.execute(
+            "SELECT revision, rows_written, rows_rejected FROM meta.batches WHERE batch_id = ?",
+            [chargebacks.batch_id],
+        ).fetchall()
+    assert (settled.pending, settled.reported_before, settled.expired) == (2, 1, [])
+    assert counts == [(chargebacks.revision, 4, 0)]
+    visible, pending, rejected = _visible_pending_rejected(settings)
+    assert visible == [("t1",)]
+    assert pending == [(3, "nope"), (4, "x'); DELETE FROM raw.transactions; --")]
+    assert rejected == [
         (
             2,
             "reported_at not before the transaction",
             "reported_at='2026-03-10T12:00:00Z' before event_ts='2026-03-10T23:59:59Z'",
-        ),
-        (3, "chargeback for a known transaction", "transaction_id='nope'"),
-        (
-            4,
-            "chargeback for a known transaction",
-            'transaction_id="x\'); DELETE FROM raw.transactions; --"',
-        ),
+        )
     ]
 
 
 @pytest.mark.unit
-def test_chargebacks_of_a_quarantined_transactions_revision_count_as_unknown(local_store, settings):
+def test_chargebacks_waiting_longer_than_pending_days_are_rejected_once(local_store, settings):
+    land(local_store, GOOD_ROWS)
+    _promote(settings, ingest(local_store, settings)[0])
+    land(local_store, CHARGEBACKS, dataset="chargebacks", header=CB_HEADER)
+    _promote(settings, ingest(local_store, settings, dataset="chargebacks")[0])
+    with connect(settings) as con:
+        early = pending_rows.settle(con, DAY + timedelta(days=29), days=30)
+        late = pending_rows.settle(con, DAY + timedelta(days=30), days=30)
+        again = pending_rows.settle(con, DAY + timedelta(days=31), days=30)
+    assert (early.pending, early.expired) == (2, [])
+    assert late.pending == 0 and [(r["row"], r["transaction_id"]) for r in late.expired] == [
+        (3, "nope"),
+        (4, "x'); DELETE FROM raw.transactions; --"),
+    ]
+    assert again.expired == [] and again.reported_before == 0
+    visible, pending, rejected = _visible_pending_rejected(settings)
+    assert visible == [("t1",)] and pending == []
+    assert [(row, rule) for row, rule, _ in rejected] == [
+        (2, "reported_at not before the transaction"),
+        (3, "transaction current within 30 days of the chargeback"),
+        (4, "transaction current within 30 days of the chargeback"),
+    ]
+
+
+@pytest.mark.unit
+def test_chargebacks_of_a_quarantined_transactions_day_count_once_it_is_released(
+    local_store, settings
+):
     land(local_store, GOOD_ROWS)
     txns, _ = ingest(local_store, settings)
     with connect(settings) as con:
         batches.set_status(con, txns.batch_id, txns.revision, "quarantined", run_id="t")
     land(local_store, ["t1,2026-03-10T09:00:00Z,10.4"], dataset="chargebacks", header=CB_HEADER)
-    prepared, _ = ingest(local_store, settings, dataset="chargebacks")
-    assert prepared.rows_written == 0 and prepared.rows_rejected == 1
+    chargebacks, _ = ingest(local_store, settings, dataset="chargebacks")
+    assert chargebacks.rows_written == 1 and chargebacks.rows_rejected == 0
+    _promote(settings, chargebacks)
+    assert _visible_pending_rejected(settings)[:2] == ([], [(1, "t1")])
     with connect(settings) as con:
-        assert con.execute("SELECT count(*) FROM raw.chargebacks").fetchone()[0] == 0
+        update_day(con, DAY + timedelta(days=1), published=True)
+        released = batches.release(con, txns.batch_id, None, run_id="t")
+    assert released["stale_days"] == [DAY, DAY + timedelta(days=1)]
+    assert _visible_pending_rejected(settings)[:2] == ([("t1",)], [])
+
+
+@pytest.mark.unit
+def test_new_content_for_a_day_marks_the_days_processed_after_it_stale(local_store, settings):
+    with connect(settings) as con:
+        for offset in (-1, 1, 2):
+            update_day(con, DAY + timedelta(days=offset), published=True)
+    land(local_store, GOOD_ROWS)
+    first, _ = ingest(local_store, settings)
+    _promote(settings, first)
+    with connect(settings) as con:
+        assert batches.stale_days(con) == [DAY + timedelta(days=1), DAY + timedelta(days=2)]
+        for offset in (1, 2):
+            update_day(con, DAY + timedelta(days=offset), stale=False)
+        # Promoting the current revision again (a re-run) changes nothing.
+        batches.promote(con, first.batch_id, first.revision, run_id="t")
+        assert batches.stale_days(con) == []
 
 
 @pytest.mark.unit
