@@ -22,19 +22,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The event of a revision an operator made to correct the current one (`supersede`); its
+# detail names the revision it supersedes.
+CORRECTED = "corrected"
+
 
 def get(con: duckdb.DuckDBPyConnection, batch_id: str, revision: str) -> dict[str, Any] | None:
     ensure_meta(con)
     cur = con.execute(
         "SELECT * FROM meta.batches WHERE batch_id = ? AND revision = ?", [batch_id, revision]
     )
-    row = cur.fetchone()
-    if row is None:
+    rows = cur.fetchall()  # to the end: a pending result would block the next relation query
+    if not rows:
         return None
-    return dict(zip([d[0] for d in cur.description], row, strict=True))
+    return dict(zip([d[0] for d in cur.description], rows[0], strict=True))
 
 
-def _event(
+def record_event(
     con: duckdb.DuckDBPyConnection,
     batch_id: str,
     revision: str,
@@ -73,7 +77,7 @@ def register(
             now,
         ],
     )
-    _event(con, prepared.batch_id, prepared.revision, status, error, run_id)
+    record_event(con, prepared.batch_id, prepared.revision, status, error, run_id)
 
 
 def set_status(
@@ -89,7 +93,7 @@ def set_status(
         "UPDATE meta.batches SET status = ?, updated_at = ? WHERE batch_id = ? AND revision = ?",
         [status, utcnow(), batch_id, revision],
     )
-    _event(con, batch_id, revision, status, detail, run_id)
+    record_event(con, batch_id, revision, status, detail, run_id)
 
 
 def promote(
@@ -106,6 +110,15 @@ def promote(
         raise LookupError(f"batch {batch_id} revision {revision} is not registered")
     if row["status"] == "current":
         return "current"
+    correction = corrected_by(con, batch_id, revision)
+    if correction is not None:
+        log.info(
+            "batch %s revision %s was corrected by the operator; revision %s stays current",
+            batch_id,
+            revision,
+            correction,
+        )
+        return CORRECTED
     if row["status"] not in {"validated", "released"}:
         raise ValueError(
             f"batch {batch_id} revision {revision} is '{row['status']}'; only a validated or "
@@ -137,6 +150,25 @@ def promote(
             [d.isoformat() for d in stale],
         )
     return "current"
+
+
+def corrected_by(con: duckdb.DuckDBPyConnection, batch_id: str, revision: str) -> str | None:
+    """The current revision that corrects `revision` (through `supersede`, possibly several
+    times over), or None: a re-run that lands on corrected content keeps the correction."""
+    seen = {revision}
+    while True:
+        found = con.execute(
+            "SELECT e.revision, b.status FROM meta.batch_events AS e JOIN meta.batches AS b "
+            "USING (batch_id, revision) WHERE e.batch_id = ? AND e.status = ? "
+            "AND starts_with(e.detail, ?) ORDER BY e.recorded_at DESC LIMIT 1",
+            [batch_id, CORRECTED, f"supersedes {revision}:"],
+        ).fetchone()
+        if found is None or found[0] in seen:
+            return None
+        revision, status = found
+        if status == "current":
+            return revision
+        seen.add(revision)
 
 
 def current_revisions(con: duckdb.DuckDBPyConnection, up_to: date) -> dict[str, str]:

@@ -68,6 +68,32 @@ def cmd_batches_change(args: argparse.Namespace) -> None:
         print("\n".join(backfill.start_rerun(result["stale_days"])))
 
 
+def cmd_batches_supersede(args: argparse.Namespace) -> None:
+    """Correct a current revision: drop the rows breaking a rule, or replace it from a file."""
+    from pathlib import Path
+
+    from mlpipeline import backfill, supersede
+    from mlpipeline.objectstore import from_settings
+    from mlpipeline.warehouse import connect
+
+    with connect() as con:
+        try:
+            result = supersede.supersede(
+                con,
+                from_settings(),
+                args.batch_id,
+                drop_rule=args.drop_rule,
+                file=Path(args.file) if args.file else None,
+                run_id="cli:supersede",
+            )
+        except (LookupError, ValueError, FileNotFoundError) as exc:
+            sys.exit(f"mlpipeline batches supersede: {exc}")
+    print(json.dumps(result, indent=2, default=str))
+    if result["status"] == "quarantined":
+        sys.exit(1)
+    print("\n".join(backfill.start_rerun(result["stale_days"])))
+
+
 def cmd_batches_stale(args: argparse.Namespace) -> None:
     """The stale days, and their re-run in order (through the API, or the commands to run)."""
     from mlpipeline import backfill, batches
@@ -284,6 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     bs = bsub.add_parser("show")
     bs.add_argument("batch_id")
     p.set_defaults(func=cmd_batches)
+    sp = bsub.add_parser(
+        "supersede",
+        help="correct a current revision: a new revision without the rows breaking a rule "
+        "(undeclared_merchant_category, undeclared_channel, undeclared_reason_code) or from a file",
+    )
+    sp.add_argument("batch_id")
+    how = sp.add_mutually_exclusive_group(required=True)
+    how.add_argument("--drop-rule", help="drop the rows breaking this rule")
+    how.add_argument("--file", help="a corrected CSV or Parquet file with the dataset's columns")
+    sp.set_defaults(func=cmd_batches_supersede)
     st = bsub.add_parser("stale", help="list the stale days and how to re-run them in order")
     st.add_argument("--rerun", action="store_true", help="start the re-run (needs AIRFLOW_API_URL)")
     st.set_defaults(func=cmd_batches_stale)

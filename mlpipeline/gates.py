@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 import yaml
 
-from mlpipeline import batches
+from mlpipeline import batches, categories
 from mlpipeline.config import Settings
 from mlpipeline.days import cutoff_ts
 from mlpipeline.quality import CheckOutcome, DataDocs, quality_conf, run_suite, suite_columns
@@ -74,9 +74,11 @@ def raw_gate(
     if dataset == "transactions":
         df = _transactions_frame(con, batch_id, revision, day, conf["transactions"])
         parameters.update(_transactions_parameters(con, day, start, conf))
+        parameters["merchant_categories"] = list(categories.declared("merchant_category").values)
     else:
         df = _chargebacks_frame(con, batch_id, revision)
         parameters["max_report_delay_days"] = float(conf["chargebacks"]["max_report_delay_days"])
+        parameters["reason_codes"] = list(categories.declared("reason_code").values)
     return run_suite(
         suite,
         df,

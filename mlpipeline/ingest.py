@@ -196,7 +196,7 @@ def prepare_revision(store: ObjectStore, dataset: str, day: date) -> PreparedRev
     )
     try:
         _check_files_match(batch_id, prefix, declared_names, present)
-        table, rejects, miscount = _parse_and_check(
+        table, rejects, miscount = parse_and_check(
             batch_id, revision, dataset, day, declared, blobs
         )
     except RevisionRejected as exc:
@@ -204,38 +204,46 @@ def prepare_revision(store: ObjectStore, dataset: str, day: date) -> PreparedRev
         result.error = {"file": exc.file, "rule": exc.rule, "detail": exc.detail}
         return result
 
-    result.rows_read = table.num_rows + rejects.count
-    result.rows_rejected = rejects.count
-    result.rows_written = table.num_rows
-    rev_prefix = f"raw/{dataset}/dt={day.isoformat()}/rev={revision}/"
-    result.object_key = rev_prefix + "part-00000.parquet"
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    store.put_bytes(result.object_key, buffer.getvalue())
     if miscount is not None:
         # The rows are readable but not what the producer declared: they are kept aside (and
         # loaded, never current) so an operator who trusts them can release the revision.
         log.error("%s", miscount)
         result.error = {"file": miscount.file, "rule": miscount.rule, "detail": miscount.detail}
+    write_aside(store, result, table, rejects)
+    return result
+
+
+def write_aside(
+    store: ObjectStore, result: PreparedRevision, table: pa.Table, rejects: RowRejects
+) -> None:
+    """Write a revision's accepted rows (and its row rejects) to `raw/{dataset}/dt=/rev=/`,
+    where `load_revision` reads them; fills the counts and keys of `result`."""
+    result.rows_read = result.rows_read or table.num_rows + rejects.count
+    result.rows_rejected += rejects.count
+    result.rows_written = table.num_rows
+    rev_prefix = f"raw/{result.dataset}/dt={result.day}/rev={result.revision}/"
+    result.object_key = rev_prefix + "part-00000.parquet"
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    store.put_bytes(result.object_key, buffer.getvalue())
     if rejects.count:
         result.rejects_key = rev_prefix + "rejected_rows.json"
         store.put_bytes(result.rejects_key, json.dumps(rejects.rows).encode())
         log.warning(
             "batch %s revision %s: %d of %d rows rejected; first: %s",
-            batch_id,
-            revision,
+            result.batch_id,
+            result.revision,
             rejects.count,
             result.rows_read,
             rejects.rows[:5],
         )
     log.info(
         "batch %s revision %s: %d rows written aside to %s",
-        batch_id,
-        revision,
+        result.batch_id,
+        result.revision,
         table.num_rows,
         result.object_key,
     )
-    return result
 
 
 def _check_files_match(batch_id: str, prefix: str, declared: list[str], present: list[str]) -> None:
@@ -255,7 +263,7 @@ def _check_files_match(batch_id: str, prefix: str, declared: list[str], present:
         )
 
 
-def _parse_and_check(
+def parse_and_check(
     batch_id: str,
     revision: str,
     dataset: str,

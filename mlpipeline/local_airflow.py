@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from mlpipeline.config import PROJECT_ROOT, Settings
 
@@ -119,9 +120,13 @@ def set_connection(conn_id: str, fields: dict, env: dict[str, str]) -> None:
         raise RuntimeError(f"`airflow connections add {conn_id}` failed: {added.stderr[-2000:]}")
 
 
-def dags_test(dag_id: str, day: date, env: dict[str, str]) -> int:
-    """`airflow dags test` for the run of day D; returns the exit code (non-zero: run failed)."""
-    return run(["dags", "test", dag_id, day.isoformat()], env, check=False)
+def dags_test(
+    dag_id: str, day: date, env: dict[str, str], conf: dict[str, Any] | None = None
+) -> int:
+    """`airflow dags test` for the run of day D (with the run's `conf`, its params); returns
+    the exit code (non-zero: run failed)."""
+    options = ["--conf", json.dumps(conf)] if conf else []
+    return run(["dags", "test", *options, dag_id, day.isoformat()], env, check=False)
 
 
 def cli_json(args: list[str], env: dict[str, str]) -> list[dict]:

@@ -123,6 +123,16 @@ def check_raw(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
     revision = _prepared(prepared)
     settings = _settings()
     with connect(settings) as con:
+        correction = batches.corrected_by(con, revision.batch_id, revision.revision)
+        if correction is not None:
+            log.info(
+                "batch %s revision %s was corrected by the operator (revision %s is current); "
+                "not checked again",
+                revision.batch_id,
+                revision.revision,
+                correction,
+            )
+            return {"suite": f"raw_{revision.dataset}", "corrected_by": correction}
         outcome = gates.raw_gate(
             con,
             revision.batch_id,

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlpipeline import categories
 from mlpipeline.config import pipeline_conf
 from mlpipeline.raw_tables import table_columns
 
@@ -40,7 +41,8 @@ ISO_COUNTRIES = frozenset(
     TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA
     ZM ZW""".split()
 )
-CHANNELS = frozenset({"online", "pos", "contactless"})
+# The categorical fields of each dataset; their declared lists live in dbt_project.yml.
+CATEGORICAL = {"transactions": ("merchant_category", "channel"), "chargebacks": ("reason_code",)}
 
 _TS_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00|\+0000)?$"
 _AMOUNT_PATTERN = r"^-?\d{1,12}(\.\d{1,2})?$"
@@ -151,13 +153,10 @@ def check_rows(
             pc.invert(pc.is_in(strings.column("country"), pa.array(sorted(ISO_COUNTRIES)))),
             "country",
         )
-        checker.rule(
-            f"channel in {sorted(CHANNELS)}",
-            pc.invert(pc.is_in(strings.column("channel"), pa.array(sorted(CHANNELS)))),
-            "channel",
-        )
     else:
         checker.required(["transaction_id", "reason_code"])
+    for field_name in CATEGORICAL[dataset]:
+        _categorical(checker, categories.declared(field_name), strings.column(field_name))
     parsed, ts_ok = _parse_ts(strings.column(ts_column))
     checker.rule(f"{ts_column} is ISO-8601 UTC", pc.invert(ts_ok), ts_column)
     in_day = pc.and_(
@@ -183,6 +182,17 @@ def check_rows(
         out[name] = pc.cast(out[name], kind)
     typed = pa.table(out).filter(keep)
     return typed, RowRejects(checker.rows)
+
+
+def _categorical(checker: _Checker, category: categories.Category, raw: pa.ChunkedArray) -> None:
+    """A closed field's value must be declared; an open field's must only be well-formed (a new
+    merchant category is kept, and reported by the raw suite and the dbt test)."""
+    values = pc.utf8_lower(pc.utf8_trim_whitespace(raw))
+    if category.closed:
+        ok = pc.is_in(values, pa.array(category.values))
+    else:
+        ok = pc.match_substring_regex(values, categories.WELL_FORMED)
+    checker.rule(category.rule, pc.invert(ok), category.field)
 
 
 def _duplicates(checker: _Checker, ids: pa.ChunkedArray, seen_ids: list[pa.Array]) -> None:
