@@ -67,7 +67,10 @@ def _register_champion(settings: Settings) -> None:
     with model_registry.tracking(uri) as mlflow:
         with mlflow.start_run(experiment_id=experiment):
             logged = mlflow.sklearn.log_model(
-                model, name="model", pip_requirements=["scikit-learn"]
+                model,
+                name="model",
+                pip_requirements=["scikit-learn"],
+                skops_trusted_types=["numpy.dtype"],
             )
         version = mlflow.register_model(logged.model_uri, model_registry.MODEL_NAME).version
     client.set_model_version_tag(model_registry.MODEL_NAME, version, "decision_threshold", "0.5")
