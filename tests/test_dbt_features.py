@@ -589,3 +589,29 @@ def test_each_target_writes_its_own_warehouse(
     assert transform._warehouse(settings, "dev")[1] == tmp_path / "mine.duckdb"
     with pytest.raises(ValueError, match="unknown dbt target 'staging'"):
         transform.build("2026-01-02", settings=settings, target="staging")
+
+
+def test_staging_tests_judge_the_processing_day_so_an_old_bad_value_blocks_no_later_night(
+    settings: Settings,
+) -> None:
+    """A channel outside the declared list on an old day (legacy data, or a list shortened since)
+    fails that day's build only; the nights after it build, and a new merchant category only
+    warns."""
+    old, later = date(2026, 1, 5), date(2026, 1, 6)
+    _load(
+        settings,
+        [
+            txn("T1", "C1", "2026-01-05 10:00:00", "20.00", channel="atm"),
+            txn("T2", "C1", "2026-01-06 10:00:00", "30.00", category="crypto_atm"),
+        ],
+        [],
+    )
+    summary = transform.build(later, settings=settings)
+    assert any(
+        "accepted_values_stg_transactions_merchant_category" in w for w in summary["warnings"]
+    )
+    with pytest.raises(transform.DbtBuildError) as failed:
+        transform.build(old, settings=settings)
+    assert [f.name for f in failed.value.failures if f.status != "skipped"] == [
+        "accepted_values_stg_transactions_channel___var_categories_channel_values_"
+    ]
