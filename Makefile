@@ -11,7 +11,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # lives in mlpipeline/local_airflow.py, shared by the demo and the tests.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install lock requirements system-deps browser-deps stack-deps demo test test-fast bench lint clean
+.PHONY: install lock requirements system-deps browser-deps stack-deps demo ui test test-fast bench lint clean
 
 # uv.lock pins every package of every group (pyproject.toml); .venv gets them all, exactly.
 # uv itself is in the `dev` group, so the sync keeps the uv it runs.

@@ -8,11 +8,12 @@ Trigger it from the UI form (or `airflow dags trigger fraud_backfill --conf '{..
 - **push_online** — push each day's snapshot to Redis and switch it in (default: yes).
 
 `validate_range` rejects what the form's JSON schema cannot (start after end, a day that has not
-ended, a range above `backfill.max_days`) before anything runs. Then one `fraud_nightly` run per
-day is created and awaited, oldest first and one at a time, each with the `day`, `train` and
-`push_online` params: the same tables as the nightly runs leave. Use it after a release from
-quarantine or late data: one trigger recomputes the day and every later day in order. A failed
-task alerts the destinations configured for alerts (`MLPIPELINE_ALERT_*`).
+ended, a range above `backfill.max_days`) before anything runs, and fails at once when
+`fraud_nightly` is paused (its runs would wait queued for ever): unpause it first. Then one
+`fraud_nightly` run per day is created and awaited, oldest first and one at a time, each with
+the `day`, `train` and `push_online` params: the same tables as the nightly runs leave. Use it
+after a release from quarantine or late data: one trigger recomputes the day and every later day
+in order. A failed task alerts the destinations configured for alerts (`MLPIPELINE_ALERT_*`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def fraud_backfill() -> None:
             days = backfill.validate_range(params["start"], params["end"])
         except backfill.BackfillRangeInvalid as exc:
             raise AirflowFailException(str(exc)) from exc
+        if context["ti"].get_dag(backfill.NIGHTLY).is_paused:
+            raise AirflowFailException(backfill.NIGHTLY_PAUSED)
         return backfill.nightly_runs(
             days,
             retrain=bool(params["retrain"]),
@@ -66,6 +69,7 @@ def fraud_backfill() -> None:
         trigger_dag_id=backfill.NIGHTLY,
         logical_date=None,
         wait_for_completion=True,
+        fail_when_dag_is_paused=True,
         poke_interval=30,
         max_active_tis_per_dag=1,
     ).expand_kwargs(validate_range())

@@ -25,6 +25,14 @@ NIGHTLY = "fraud_nightly"
 BACKFILL = "fraud_backfill"
 
 
+NIGHTLY_PAUSED = (
+    f"{NIGHTLY} is paused, so the runs this backfill creates would wait queued and nothing would "
+    f"happen. Unpause it (the toggle on its page in the Airflow UI, or `mlpipeline airflow dags "
+    f"unpause {NIGHTLY}`; in the stack `airflow dags unpause {NIGHTLY}`), then trigger the "
+    "backfill again. Unpausing also lets the scheduler run last night if it has not run."
+)
+
+
 class BackfillRangeInvalid(ValueError):
     """The requested range breaks a rule JSON schema cannot express (order, future, size)."""
 

@@ -187,6 +187,14 @@ def cmd_airflow(args: argparse.Namespace) -> None:
     sys.exit(local_airflow.run(args.args, env, check=False))
 
 
+def cmd_ui(args: argparse.Namespace) -> None:
+    from mlpipeline import local_ui
+
+    local_ui.serve(
+        Settings.from_env(), airflow_port=args.airflow_port, mlflow_port=args.mlflow_port
+    )
+
+
 def cmd_online_get(args: argparse.Namespace) -> None:
     from mlpipeline.online import OnlineReader, redis_client
 
@@ -347,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="parse dbt_project/ into the manifest the nightly's dbt tasks are rendered from",
     )
     p.set_defaults(func=cmd_dbt_manifest)
+
+    p = sub.add_parser(
+        "ui", help="start the Airflow UI (with scheduler) and the MLflow UI; Ctrl-C stops them"
+    )
+    p.add_argument("--airflow-port", type=int, default=8080)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser(
         "airflow", help="run an airflow command on this checkout's local Airflow (e.g. standalone)"

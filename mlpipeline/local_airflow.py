@@ -80,7 +80,7 @@ def init(env: dict[str, str]) -> None:
     from mlpipeline import transform, warehouse
 
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    _private_password_file(env)
+    password_file(env)
     duckdb_path = env.get("DUCKDB_PATH")
     warehouse.create(path=Path(duckdb_path) if duckdb_path else None)
     transform.ensure_manifest()
@@ -88,7 +88,7 @@ def init(env: dict[str, str]) -> None:
     run(["pools", "set", *POOL], env)
 
 
-def _private_password_file(env: dict[str, str]) -> Path:
+def password_file(env: dict[str, str]) -> Path:
     """SimpleAuthManager writes the generated admin password into an existing file as it is,
     so the file is made readable by its owner only before Airflow first writes to it."""
     configured = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
@@ -160,9 +160,9 @@ def task_states(dag_id: str, day: date, env: dict[str, str]) -> dict[str, str]:
     return states
 
 
-# --- the long-running services (API server + UI, scheduler, DAG processor) --------------------
+# --- the long-running services (API server + UI, scheduler, DAG processor, triggerer) ---------
 
-SERVICES = ("api-server", "scheduler", "dag-processor")
+SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
 @dataclass
@@ -172,6 +172,7 @@ class Services:
     url: str
     processes: dict[str, subprocess.Popen]
     log_dir: Path
+    env: dict[str, str]
 
     def stop(self, timeout: float = 30) -> None:
         for process in self.processes.values():
@@ -214,7 +215,7 @@ def start_services(env: dict[str, str], log_dir: Path, *, timeout: float = 180) 
     logging to `log_dir`) and wait until the API server answers. `env` from `services_env`."""
     log_dir.mkdir(parents=True, exist_ok=True)
     processes: dict[str, subprocess.Popen] = {}
-    services = Services(env["AIRFLOW__API__BASE_URL"], processes, log_dir)
+    services = Services(env["AIRFLOW__API__BASE_URL"], processes, log_dir, env)
     try:
         for name in SERVICES:
             with (log_dir / f"{name}.log").open("ab") as log_file:

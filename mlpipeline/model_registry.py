@@ -115,16 +115,24 @@ def tracking(tracking_uri: str) -> Iterator[ModuleType]:
                 os.environ[var] = value
 
 
+# MLflow 3's UI opens an experiment of unknown kind in its GenAI view (traces, tokens); this
+# one is classic model development: runs, metrics, models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(mlflow_client: MlflowClient, name: str, tracking_uri: str) -> str:
     """The experiment's id, creating it with artifacts next to the store when it is new."""
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
+        if existing.tags.get("mlflow.experimentKind") is None:
+            for key, value in EXPERIMENT_KIND.items():
+                mlflow_client.set_experiment_tag(existing.experiment_id, key, value)
         return existing.experiment_id
     from mlflow.exceptions import MlflowException
 
     try:
         return mlflow_client.create_experiment(
-            name, artifact_location=artifact_location(tracking_uri)
+            name, artifact_location=artifact_location(tracking_uri), tags=EXPERIMENT_KIND
         )
     except MlflowException:
         # Another task created it between our lookup and create.

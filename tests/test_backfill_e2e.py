@@ -17,6 +17,7 @@ is about data, not models):
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -145,6 +146,22 @@ def story(
         args = ["dags", "test", "fraud_backfill", LATE.isoformat(), "-c", json.dumps(bad)]
         out["backfill_code"] = local_airflow.run(args, env, check=False)
         out["backfill_states"] = local_airflow.task_states("fraud_backfill", LATE, env)
+
+        # A valid range while fraud_nightly is paused (every DAG is created paused).
+        good = {"start": QUARANTINED.isoformat(), "end": LATE.isoformat()}
+        paused = subprocess.run(
+            [local_airflow.airflow_executable(), "dags", "test", "fraud_backfill"]
+            + [QUARANTINED.isoformat(), "-c", json.dumps(good)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out["paused_backfill"] = (
+            paused.returncode,
+            paused.stdout + paused.stderr,
+            local_airflow.task_states("fraud_backfill", QUARANTINED, env),
+        )
         yield out
 
 
@@ -210,6 +227,14 @@ def test_push_online_false_exports_but_leaves_redis_alone(story):
     assert states["online.push_staged"] == "skipped"
     assert states["switch_online"] == "skipped"
     assert story["late_manifest"]["export_id"] != story["next_manifest"]["export_id"]
+
+
+def test_backfill_fails_at_once_naming_the_paused_nightly_it_would_wait_for(story):
+    code, output, states = story["paused_backfill"]
+    assert code != 0
+    assert states["validate_range"] == "failed" and states["run_nightly"] == "upstream_failed"
+    assert "fraud_nightly is paused" in output
+    assert "mlpipeline airflow dags unpause fraud_nightly" in output
 
 
 def test_backfill_refuses_a_reversed_range_before_any_run(story):
