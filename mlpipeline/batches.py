@@ -301,7 +301,6 @@ def mark_stale(con: duckdb.DuckDBPyConnection, since: date) -> list[date]:
 
 def stale_days(con: duckdb.DuckDBPyConnection) -> list[date]:
     """Days whose inputs changed since they were processed, oldest first."""
-    ensure_meta(con)
     return [
         d for (d,) in con.execute("SELECT day FROM meta.days WHERE stale ORDER BY day").fetchall()
     ]

@@ -107,48 +107,60 @@ def cmd_batches_stale(args: argparse.Namespace) -> None:
     print("\n".join(backfill.start_rerun(days) if args.rerun else backfill.rerun_commands(days)))
 
 
+def _show(con, title: str, sql: str, params: list, rows: int = 1000) -> None:  # noqa: ANN001
+    """One titled table, every column and row shown in full (DuckDB's default display cuts
+    wide tables and long results)."""
+    print(title)
+    with con.cursor() as cursor:
+        cursor.sql(sql, params=params).show(max_width=100_000, max_rows=rows, max_col_width=200)
+
+
 def cmd_batches(args: argparse.Namespace) -> None:
     from mlpipeline.warehouse import connect
 
     with connect(read_only=True) as con:
         if args.action == "list":
-            print(
-                con.sql(
-                    "SELECT batch_id, revision, status, rows_written, rows_rejected, updated_at "
-                    "FROM meta.batches ORDER BY dt DESC, batch_id, created_at DESC LIMIT ?",
-                    params=[args.limit],
-                )
+            _show(
+                con,
+                f"newest {args.limit} batch revisions (meta.batches)",
+                "SELECT dt, batch_id, revision, status, rows_declared, rows_written, "
+                "rows_rejected, updated_at FROM meta.batches "
+                "ORDER BY dt DESC, batch_id, created_at DESC LIMIT ?",
+                [args.limit],
+                args.limit,
             )
-        else:
-            print(
-                con.sql(
-                    "SELECT * FROM meta.batches WHERE batch_id = ? ORDER BY created_at",
-                    params=[args.batch_id],
-                )
-            )
-            print(
-                con.sql(
-                    "SELECT revision, status, detail, run_id, recorded_at FROM meta.batch_events "
-                    "WHERE batch_id = ? ORDER BY recorded_at",
-                    params=[args.batch_id],
-                )
-            )
-            print(
-                con.sql(
-                    "SELECT revision, source_file, source_row, rule, detail "
-                    "FROM meta.rejected_rows "
-                    "WHERE batch_id = ? ORDER BY revision, source_file, source_row LIMIT 50",
-                    params=[args.batch_id],
-                )
-            )
-            print(
-                con.sql(
-                    "SELECT revision, source_file, source_row, waits_for_transaction "
-                    "FROM meta.pending_rows "
-                    "WHERE batch_id = ? ORDER BY revision, source_file, source_row LIMIT 50",
-                    params=[args.batch_id],
-                )
-            )
+            return
+        batch = [args.batch_id]
+        _show(
+            con,
+            f"revisions of {args.batch_id} (meta.batches)",
+            "SELECT revision, status, dt, rows_declared, rows_read, rows_written, rows_rejected, "
+            "error, object_prefix, created_at, updated_at FROM meta.batches WHERE batch_id = ? "
+            "ORDER BY created_at",
+            batch,
+        )
+        _show(
+            con,
+            "status changes (meta.batch_events)",
+            "SELECT recorded_at, revision, status, detail, run_id FROM meta.batch_events "
+            "WHERE batch_id = ? ORDER BY recorded_at",
+            batch,
+        )
+        _show(
+            con,
+            "rejected rows, first 50 (meta.rejected_rows)",
+            "SELECT revision, source_file, source_row, rule, detail FROM meta.rejected_rows "
+            "WHERE batch_id = ? ORDER BY revision, source_file, source_row LIMIT 50",
+            batch,
+        )
+        _show(
+            con,
+            "rows waiting for their transaction, first 50 (meta.pending_rows)",
+            "SELECT revision, source_file, source_row, waits_for_transaction "
+            "FROM meta.pending_rows WHERE batch_id = ? "
+            "ORDER BY revision, source_file, source_row LIMIT 50",
+            batch,
+        )
 
 
 def cmd_dbt_manifest(args: argparse.Namespace) -> None:
@@ -198,8 +210,14 @@ def cmd_ui(args: argparse.Namespace) -> None:
 def cmd_online_get(args: argparse.Namespace) -> None:
     from mlpipeline.online import OnlineReader, redis_client
 
-    reader = OnlineReader(redis_client(Settings.from_env()))
-    print(json.dumps(reader.get(args.entity), indent=2, default=str))
+    read = OnlineReader(redis_client(Settings.from_env())).read([args.entity])
+    print(json.dumps(read.rows[0], indent=2, default=str))
+    if not read.known[0]:
+        # The defaults are what the model gets for an unknown customer; a script must see it.
+        sys.exit(
+            f"{args.entity!r} is not in the current snapshot (export {read.export_id}, cutoff "
+            f"{read.cutoff}): the values above are the declared defaults"
+        )
 
 
 def cmd_online_rollback(args: argparse.Namespace) -> None:

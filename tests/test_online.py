@@ -630,3 +630,19 @@ def test_redis_url_with_tls_password_and_database_number(db, local_store, tmp_pa
     finally:
         server.terminate()
         server.wait()
+
+
+def test_online_get_says_when_a_customer_is_unknown_and_exits_non_zero(
+    db, redis_url, local_store, monkeypatch, capsys
+):
+    from mlpipeline import cli
+
+    publish(redis_url, local_store, export(db, local_store, DAY1).manifest)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    cli.main(["online", "get", "c0001"])
+    assert json.loads(capsys.readouterr().out)["txn_count_24h"] >= 0
+    with pytest.raises(SystemExit, match="'never-seen' is not in the current snapshot") as unknown:
+        cli.main(["online", "get", "never-seen"])
+    assert unknown.value.code != 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == DEFAULTS

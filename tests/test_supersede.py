@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,6 +96,39 @@ def test_supersede_drops_the_rows_breaking_a_rule_and_a_rerun_keeps_the_correcti
                 run_id="t",
             )
     assert _current(settings) == ["t1", "t2", "t3"]
+
+
+def test_the_batches_cli_shows_revisions_events_rejects_and_stale_days_in_full(
+    local_store, settings, capsys, monkeypatch
+):
+    from mlpipeline.cli import main
+
+    monkeypatch.delenv("AIRFLOW_API_URL", raising=False)
+    land(local_store, [*GOOD_ROWS, NEW_CATEGORY])
+    landed, _ = ingest(local_store, settings)
+    _promote(settings, landed)
+    with connect(settings) as con:
+        update_day(con, DAY + timedelta(days=1), published=True)
+    capsys.readouterr()
+    main(["batches", "supersede", landed.batch_id, "--drop-rule", "undeclared_merchant_category"])
+    result = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "}")
+    main(["batches", "show", landed.batch_id])
+    shown = capsys.readouterr().out
+    for text in (
+        "superseded",
+        "current",
+        f"supersedes {landed.revision}: drop rule undeclared_merchant_category",
+        "undeclared_merchant_category (dropped by operator)",
+        "merchant_category='crypto_atm'",
+    ):
+        assert text in shown
+    main(["batches", "list"])
+    listed = capsys.readouterr().out
+    assert "status" in listed and result["revision"] in listed and landed.revision in listed
+    main(["batches", "stale"])
+    stale = capsys.readouterr().out
+    assert f'"stale_days": ["{DAY}", "{DAY + timedelta(days=1)}"]' in stale
+    assert f"mlpipeline airflow dags test fraud_nightly {DAY + timedelta(days=1)}" in stale
 
 
 def test_supersede_from_a_corrected_file_row_checks_it_like_a_landed_one(
