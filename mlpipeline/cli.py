@@ -169,6 +169,12 @@ def cmd_dbt_manifest(args: argparse.Namespace) -> None:
     print(transform.ensure_manifest())
 
 
+def cmd_data_docs_assets(args: argparse.Namespace) -> None:
+    from mlpipeline import data_docs_assets
+
+    print(data_docs_assets.download())
+
+
 def cmd_warehouse_init(args: argparse.Namespace) -> None:
     from mlpipeline import warehouse
 
@@ -367,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dev-db", help="fill the analysts' dev warehouse from the current raw data")
     p.set_defaults(func=cmd_dev_db)
+
+    p = sub.add_parser(
+        "data-docs-assets",
+        help="download the Data Docs pages' styles and scripts (setup; served locally, no CDN)",
+    )
+    p.set_defaults(func=cmd_data_docs_assets)
 
     p = sub.add_parser(
         "dbt-manifest",

@@ -1,5 +1,9 @@
-"""`make demo`: land a history of demo data, load it, run `fraud_nightly` for the last day with
-`airflow dags test`, and print what the run left behind.
+"""`make demo`: land a history of demo data, load it, run `fraud_nightly` for the last day through
+Airflow's scheduler, and print what the run left behind.
+
+The night is a normal run: the scheduler (LocalExecutor) runs it with a real start time and
+duration, and every task writes the log the UI shows (`make ui` afterwards). `fraud_nightly` is
+unpaused for the run only; local DAGs stay paused until the user decides.
 
 Everything runs on the embedded defaults (DuckDB file, folder object store, MLflow in SQLite,
 a private Redis) unless the environment points elsewhere.
@@ -11,20 +15,23 @@ import json
 import logging
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 from mlpipeline import local_airflow
 from mlpipeline.catchup import catchup
 from mlpipeline.config import Settings, pipeline_conf
 from mlpipeline.generate import generate_range
-from mlpipeline.localredis import resolve_url
+from mlpipeline.localredis import free_port, resolve_url
 from mlpipeline.objectstore import from_settings
 from mlpipeline.summary import summarize
 
 log = logging.getLogger(__name__)
 
+NIGHTLY = "fraud_nightly"
+
 
 def run_demo(end: date, *, history_days: int, customers: int) -> int:
-    """Returns the nightly run's exit code (0: every task succeeded)."""
+    """Returns 0 when the nightly run succeeded, 1 otherwise."""
     began = time.monotonic()
     settings = Settings.from_env()
     conf = pipeline_conf()["generator"]
@@ -39,11 +46,39 @@ def run_demo(end: date, *, history_days: int, customers: int) -> int:
         fraud_rate=conf["fraud_rate"],
     )
     catchup(start, end - timedelta(days=1), run_id="demo-catchup")
-    env = local_airflow.airflow_env(settings, {"REDIS_URL": resolve_url(settings)})
+    env = local_airflow.airflow_env(
+        settings,
+        {
+            "REDIS_URL": resolve_url(settings),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            # Only the demo's own run: unpausing the nightly must not add a scheduled one.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        },
+    )
     local_airflow.init(env)
-    code = local_airflow.dags_test("fraud_nightly", end, env)
+    log_dir = settings.data_dir / "logs" / "demo"
+    services = local_airflow.start_services(local_airflow.services_env(env, free_port()), log_dir)
+    try:
+        run_id, state = local_airflow.run_once(services, NIGHTLY, end)
+    finally:
+        services.stop()
+    code = 0 if state == "success" else 1
     summary = summarize(end, settings)
-    summary["nightly_exit_code"] = code
+    summary["nightly_run"] = {
+        "run_id": run_id,
+        "state": state,
+        "task_logs": str(
+            Path(env["AIRFLOW_HOME"]) / "logs" / f"dag_id={NIGHTLY}" / f"run_id={run_id}"
+        ),
+        "open_the_ui": "make ui",
+    }
+    if not settings.redis_url:
+        summary["local_redis"] = {
+            "url": resolve_url(settings),
+            "note": "keeps running for `mlpipeline online get` and the scoring API; stop it "
+            "with: kill $(cat data/redis/redis-*.pid)",
+        }
     summary["demo_seconds"] = round(time.monotonic() - began)
     print("\n=== fraud_nightly demo summary ===")
     print(json.dumps(summary, indent=2, default=str))

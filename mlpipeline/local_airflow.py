@@ -255,3 +255,76 @@ def _wait_healthy(services: Services, timeout: float) -> None:
                     f"{timeout:.0f}s; see {services.log_dir / 'api-server.log'}"
                 ) from None
             time.sleep(1)
+
+
+def wait_for_dags(env: dict[str, str], dag_ids: set[str], timeout: float = 180) -> dict[str, bool]:
+    """dag id → paused, once the DAG processor has stored `dag_ids` (a trigger needs them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dags = {d["dag_id"]: bool(d["is_paused"]) for d in cli_json(["dags", "list"], env)}
+        if dag_ids <= set(dags):
+            return dags
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the DAG processor did not store {sorted(dag_ids - set(dags))} within "
+                f"{timeout:.0f}s; see its log and `mlpipeline airflow dags list-import-errors`"
+            )
+        time.sleep(2)
+
+
+def run_once(
+    services: Services, dag_id: str, day: date, *, timeout: float = 3600
+) -> tuple[str, str]:
+    """One manual run of `dag_id` for day D through the running scheduler, like a run started
+    from the UI: real start time and duration, task logs where the UI reads them. The DAG is
+    unpaused for the run and paused again after it (local DAGs stay paused until the user
+    decides). Returns (run id, final state); logs progress while it waits."""
+    env = services.env
+    paused = wait_for_dags(env, {dag_id})[dag_id]
+    run_id = f"manual__{day.isoformat()}__{secrets.token_hex(4)}"
+    if paused:
+        run(["dags", "unpause", dag_id], env)
+    try:
+        run(
+            [
+                "dags",
+                "trigger",
+                dag_id,
+                "--run-id",
+                run_id,
+                "--conf",
+                json.dumps({"day": str(day)}),
+            ],
+            env,
+        )
+        began, state = time.monotonic(), "queued"
+        while state not in {"success", "failed"}:
+            if time.monotonic() - began > timeout:
+                raise RuntimeError(f"{dag_id} run {run_id} still {state} after {timeout:.0f}s")
+            time.sleep(10)
+            states = [
+                ti["state"] for ti in cli_json(["tasks", "states-for-dag-run", dag_id, run_id], env)
+            ]
+            done = sum(s in {"success", "failed", "skipped", "upstream_failed"} for s in states)
+            state = next(
+                (
+                    r["state"]
+                    for r in cli_json(["dags", "list-runs", dag_id], env)
+                    if r["run_id"] == run_id
+                ),
+                "queued",
+            )
+            log.info(
+                "%s %s: %s, %d/%d tasks done (%d failed), %.0fs",
+                dag_id,
+                run_id,
+                state,
+                done,
+                len(states),
+                states.count("failed"),
+                time.monotonic() - began,
+            )
+    finally:
+        if paused:
+            run(["dags", "pause", dag_id], env)
+    return run_id, state

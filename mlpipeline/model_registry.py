@@ -19,6 +19,7 @@ import getpass
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -92,6 +93,9 @@ def client(tracking_uri: str) -> MlflowClient:
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+DEPRECATED_AIRFLOW_ATTRIBUTE = r"The `airflow\.\S+` attribute is deprecated"
+
+
 @contextmanager
 def tracking(tracking_uri: str) -> Iterator[ModuleType]:
     """Point MLflow's fluent API (start_run, log_model, ...) at `tracking_uri` for a block."""
@@ -104,7 +108,13 @@ def tracking(tracking_uri: str) -> Iterator[ModuleType]:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
-        yield mlflow
+        with warnings.catch_warnings():
+            # skops finds where a function lives by reading its name from every loaded module;
+            # in an Airflow task each read of one of Airflow's deprecated-module shims warns
+            # (about 1,200 lines per task log). They say nothing about this code: ignored
+            # while MLflow saves or loads a model, every other warning still shows.
+            warnings.filterwarnings("ignore", message=DEPRECATED_AIRFLOW_ATTRIBUTE)
+            yield mlflow
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])

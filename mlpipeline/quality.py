@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 import duckdb
 import pandas as pd
 
+from mlpipeline import data_docs_assets
 from mlpipeline.config import CONF_DIR, Settings, pipeline_conf
 from mlpipeline.meta import ensure_meta, utcnow
 from mlpipeline.objectstore import ObjectStore
@@ -341,6 +342,7 @@ class DataDocs:
         url = context.get_docs_sites_urls(resource_identifier=result_id, site_name=_SITE)[0]
         local = Path(unquote(urlparse(url["site_url"]).path))
         page = DocsPage(key=DOCS_PREFIX + local.relative_to(self.root).as_posix(), local=local)
+        self._localize(since_ns)
         self._upload(since_ns)
         return page
 
@@ -390,10 +392,27 @@ class DataDocs:
         _context(self).build_data_docs(
             site_names=[_SITE], resource_identifiers=[ValidationResultIdentifier.from_tuple(newest)]
         )
+        self._localize(started_ns)
         self._upload(started_ns)
 
+    def _localize(self, since_ns: int) -> None:
+        """Point the pages this build wrote at the site's own copies of their CDN assets."""
+        if not data_docs_assets.install(self.root):
+            return
+        for path in self.root.rglob("*.html"):
+            if path.stat().st_mtime_ns >= since_ns and not path.is_relative_to(
+                self.root / "static"
+            ):
+                depth = len(path.relative_to(self.root).parts) - 1
+                html = path.read_text(encoding="utf-8")
+                path.write_text(data_docs_assets.localize(html, "../" * depth or "./"), "utf-8")
+
     def _upload(self, since_ns: int) -> None:
-        static_missing = not self.store.exists(DOCS_PREFIX + _STATIC_MARKER)
+        # The vendored assets' marker once they are in the site: a store published before them
+        # gets the whole static folder again.
+        vendored = f"{data_docs_assets.VENDOR}/.complete"
+        marker = vendored if (self.root / vendored).exists() else _STATIC_MARKER
+        static_missing = not self.store.exists(DOCS_PREFIX + marker)
         uploaded = 0
         for path in sorted(self.root.rglob("*")):
             if not path.is_file():

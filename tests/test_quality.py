@@ -9,6 +9,8 @@ suites run on a real dbt build.
 from __future__ import annotations
 
 import io
+import posixpath
+import re
 import shutil
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -343,6 +345,26 @@ def test_data_docs_are_built_and_mirrored_and_the_index_lists_other_workers_runs
     assert other.page.local.is_relative_to(tmp_path / "worker-b")
     index = unquote(s3_store.get_bytes("reports/data_docs/index.html").decode())
     assert page.local.name in index and other.page.local.name in index
+
+
+def test_data_docs_pages_load_every_style_and_script_from_the_site_itself(
+    settings, store, s3_store, tmp_path
+):
+    """Offline, a page whose Bootstrap or bootstrap-table comes from a CDN is unstyled and the
+    index lists nothing: every stylesheet, script and image is a file of the published site."""
+    docs = quality.DataDocs(tmp_path / "site", s3_store, index_limit=50)
+    page = check(settings, store, docs=docs, run_name="offline").page
+    for key in (page.key, "reports/data_docs/index.html"):
+        html = s3_store.get_bytes(key).decode()
+        assets = re.findall(r'<(?:script|link|img)[^>]*?(?:src|href)="([^"]+)"', html)
+        assert assets and not [a for a in assets if a.startswith(("http:", "https:", "//"))]
+        folder = posixpath.dirname(key)
+        for asset in assets:
+            published = posixpath.normpath(posixpath.join(folder, asset.split("?")[0]))
+            assert s3_store.exists(published), f"{key} loads {asset}: not published"
+        assert "bootstrap-table.min.js" in html and "integrity=" not in html
+    webfonts = "reports/data_docs/static/vendor/@fortawesome__fontawesome-free@6.6.0/webfonts/"
+    assert s3_store.list(webfonts)
 
 
 # --- snapshot and training set ------------------------------------------------------------------
