@@ -403,6 +403,25 @@ def test_mlflow_run_links_open_each_run_in_the_mlflow_ui(night, api, page, stack
     mlflow_page.close()
 
 
+def _task_log(api: Api, run_id: str, task_id: str, map_index: int = -1) -> str:
+    path = f"{api.run_path(run_id)}/taskInstances/{task_id}/logs/1"
+    content = api.get(path, map_index=map_index, full_content="true")["content"]
+    return "\n".join(
+        str(entry.get("event", "")) if isinstance(entry, dict) else str(entry) for entry in content
+    )
+
+
+def test_task_logs_carry_the_stages_own_lines_not_library_noise(night, api):
+    run_id = night["run_id"]
+    prepared = _task_log(api, run_id, "ingest_transactions.prepare_transactions")
+    assert "rows written aside to raw/transactions/" in prepared
+    trained = _task_log(api, run_id, "training.train", 0)
+    assert "DeprecatedImportWarning" not in trained and "attribute is deprecated" not in trained
+    evaluated = _task_log(api, run_id, "training.evaluate_register")
+    assert "evaluated logistic_regression v" in evaluated
+    assert "XCom not found" not in evaluated
+
+
 def test_data_docs_links_open_the_gx_pages_over_http(night, api, page, stack, artifacts):
     run_id = night["run_id"]
     suites = {
@@ -426,6 +445,15 @@ def test_data_docs_links_open_the_gx_pages_over_http(night, api, page, stack, ar
         assert "Great Expectations" in page.title()
         body = page.locator("body").inner_text()
         assert suite in body and "Validation" in body, body[:500]
+        # Styles and scripts come from the project's site, not from CDNs (offline-safe).
+        sheets = page.evaluate(
+            "() => [...document.styleSheets].map(s => [s.href, s.cssRules.length])"
+        )
+        site = f"{stack['url']}/mlpipeline/data-docs/"
+        assert sheets and all(href is None or href.startswith(site) for href, _ in sheets), sheets
+        assert any("bootstrap.min.css" in (href or "") and rules for href, rules in sheets)
+        scripts = page.evaluate("() => [...document.scripts].map(s => s.src).filter(Boolean)")
+        assert scripts and all(src.startswith(site) for src in scripts), scripts
         if task_id == "check_snapshot":
             page.screenshot(path=artifacts / "05_data_docs.png")
     # The route is behind the Airflow login, and reads nothing outside the Data Docs site.
