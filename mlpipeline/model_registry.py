@@ -15,6 +15,7 @@ the nightly cannot undo it: promotion refuses to move a pinned champion.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import logging
@@ -81,9 +82,24 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 
 def _prepare_store(tracking_uri: str) -> None:
+    """A SQLite store's folder and schema, created by one process at a time: MLflow creates or
+    upgrades the tables when a store is first opened, and two tasks doing it at once (the
+    nightly's parallel training tasks on a fresh store) collide ("duplicate column")."""
     db = _sqlite_path(tracking_uri)
-    if db:
-        db.parent.mkdir(parents=True, exist_ok=True)
+    if not db:
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # Per MLflow version: an upgrade migrates the tables once more, under the lock again.
+    ready = db.with_name(f"{db.name}.ready-{mlflow_module().__version__}")
+    if ready.exists():
+        return
+    with (db.with_name(db.name + ".lock")).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists():
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            SqlAlchemyStore(tracking_uri, artifact_location(tracking_uri))
+            ready.touch()
 
 
 def client(tracking_uri: str) -> MlflowClient:
