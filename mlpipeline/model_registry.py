@@ -109,7 +109,9 @@ def client(tracking_uri: str) -> MlflowClient:
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-DEPRECATED_AIRFLOW_ATTRIBUTE = r"The `airflow\.\S+` attribute is deprecated"
+# Both wordings of Airflow's deprecated-import warnings ("The `airflow.x.y` attribute is
+# deprecated..." and "The `airflow.x.y` is deprecated and will be removed...").
+DEPRECATED_AIRFLOW_ATTRIBUTE = r"The `airflow\.\S+` (attribute )?is deprecated"
 
 
 @contextmanager

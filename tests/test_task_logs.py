@@ -21,11 +21,8 @@ def _shim(name: str) -> types.ModuleType:
     module = types.ModuleType(name)
 
     def __getattr__(attribute: str) -> None:  # noqa: N807 - module protocol
-        warnings.warn(
-            f"The `{name}.{attribute}` attribute is deprecated. Please use `x`.",
-            FutureWarning,
-            stacklevel=2,
-        )
+        for text in ("attribute is deprecated. Please use `x`.", "is deprecated and will go."):
+            warnings.warn(f"The `{name}.{attribute}` {text}", FutureWarning, stacklevel=2)
 
     module.__getattr__ = __getattr__  # type: ignore[method-assign]
     return module
@@ -57,5 +54,5 @@ def test_saving_and_loading_a_model_leaves_no_airflow_shim_warnings_and_keeps_ot
         loaded = model_registry.load_version(uri, version)
     assert loaded.predict([[3.0]]).tolist() == [1]
     texts = [str(w.message) for w in seen]
-    assert not [t for t in texts if "attribute is deprecated" in t]
+    assert not [t for t in texts if "is deprecated" in t]
     assert "a warning of our own" in texts
