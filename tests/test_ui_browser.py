@@ -416,7 +416,10 @@ def test_task_logs_carry_the_stages_own_lines_not_library_noise(night, api):
     prepared = _task_log(api, run_id, "ingest_transactions.prepare_transactions")
     assert "rows written aside to raw/transactions/" in prepared
     trained = _task_log(api, run_id, "training.train", 0)
-    assert "DeprecatedImportWarning" not in trained and "attribute is deprecated" not in trained
+    # skops' probe of Airflow's deprecated-module shims wrote ~1,200 such lines per model task;
+    # the provider's own deprecation warning at DAG parse (one line) is a real one and stays.
+    deprecations = [line for line in trained.splitlines() if "is deprecated" in line]
+    assert len(deprecations) <= 2, deprecations[:5]
     evaluated = _task_log(api, run_id, "training.evaluate_register")
     assert "evaluated logistic_regression v" in evaluated
     assert "XCom not found" not in evaluated
