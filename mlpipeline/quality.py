@@ -342,7 +342,7 @@ class DataDocs:
         url = context.get_docs_sites_urls(resource_identifier=result_id, site_name=_SITE)[0]
         local = Path(unquote(urlparse(url["site_url"]).path))
         page = DocsPage(key=DOCS_PREFIX + local.relative_to(self.root).as_posix(), local=local)
-        self._localize(since_ns)
+        self._localize([local, self.root / "index.html"])
         self._upload(since_ns)
         return page
 
@@ -392,20 +392,18 @@ class DataDocs:
         _context(self).build_data_docs(
             site_names=[_SITE], resource_identifiers=[ValidationResultIdentifier.from_tuple(newest)]
         )
-        self._localize(started_ns)
+        self._localize([self.root / "index.html"])
         self._upload(started_ns)
 
-    def _localize(self, since_ns: int) -> None:
-        """Point the pages this build wrote at the site's own copies of their CDN assets."""
+    def _localize(self, pages: list[Path]) -> None:
+        """Point the pages this build wrote at the site's own copies of their CDN assets (the
+        pages named, not a walk of a site that grows with every run)."""
         if not data_docs_assets.install(self.root):
             return
-        for path in self.root.rglob("*.html"):
-            if path.stat().st_mtime_ns >= since_ns and not path.is_relative_to(
-                self.root / "static"
-            ):
-                depth = len(path.relative_to(self.root).parts) - 1
-                html = path.read_text(encoding="utf-8")
-                path.write_text(data_docs_assets.localize(html, "../" * depth or "./"), "utf-8")
+        for path in pages:
+            depth = len(path.relative_to(self.root).parts) - 1
+            html = path.read_text(encoding="utf-8")
+            path.write_text(data_docs_assets.localize(html, "../" * depth or "./"), "utf-8")
 
     def _upload(self, since_ns: int) -> None:
         # The vendored assets' marker once they are in the site: a store published before them
