@@ -26,12 +26,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from mlpipeline import batches, local_airflow, model_registry, nightly, online
+from mlpipeline import batches, local_airflow, nightly, online
 from mlpipeline.config import Settings
 from mlpipeline.generate import generate_range
 from mlpipeline.objectstore import from_settings
 from mlpipeline.score import read_scores
 from mlpipeline.warehouse import connect
+from tests.champion import register_champion
 from tests.e2e_env import pipeline_env, private_redis
 from tests.history import CUSTOMERS, NIGHT, copy_history
 
@@ -61,23 +62,7 @@ def _register_champion(settings: Settings) -> None:
     )
     model = Pipeline([("columns", columns), ("clf", LogisticRegression(max_iter=500))])
     model.fit(frame, label)
-    uri = settings.mlflow_tracking_uri
-    client = model_registry.client(uri)
-    experiment = model_registry.ensure_experiment(client, model_registry.MODEL_NAME, uri)
-    with model_registry.tracking(uri) as mlflow:
-        with mlflow.start_run(experiment_id=experiment):
-            logged = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                pip_requirements=["scikit-learn"],
-                skops_trusted_types=["numpy.dtype"],
-            )
-        version = mlflow.register_model(logged.model_uri, model_registry.MODEL_NAME).version
-    client.set_model_version_tag(model_registry.MODEL_NAME, version, "decision_threshold", "0.5")
-    client.set_model_version_tag(
-        model_registry.MODEL_NAME, version, "training_cutoff", str(NIGHT - timedelta(days=22))
-    )
-    client.set_registered_model_alias(model_registry.MODEL_NAME, "champion", version)
+    register_champion(settings, model, NIGHT - timedelta(days=22), trusted_types=("numpy.dtype",))
 
 
 def _run_day(day: date) -> None:

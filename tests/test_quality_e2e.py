@@ -41,6 +41,7 @@ from mlpipeline.objectstore import ObjectStore, from_settings
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
 from tests.alert_sinks import HttpSink, http_sink
+from tests.champion import register_champion
 from tests.e2e_env import pipeline_env, private_redis
 from tests.history import CUSTOMERS, NIGHT, START, copy_history
 
@@ -102,19 +103,7 @@ def _register_champion(settings: Settings) -> str:
     )
     pipeline = Pipeline([("columns", columns), ("clf", LogisticRegression(max_iter=200))])
     pipeline.fit(frame, (frame["amount"] > frame["amount"].quantile(0.95)).astype(int))
-    uri = settings.mlflow_tracking_uri
-    client = model_registry.client(uri)
-    experiment = model_registry.ensure_experiment(client, model_registry.MODEL_NAME, uri)
-    with model_registry.tracking(uri) as mlflow:
-        with mlflow.start_run(experiment_id=experiment):
-            logged = mlflow.sklearn.log_model(
-                pipeline, name="model", pip_requirements=["scikit-learn"]
-            )
-        version = mlflow.register_model(logged.model_uri, model_registry.MODEL_NAME).version
-    for tag, value in (("decision_threshold", "0.5"), ("training_cutoff", str(START))):
-        client.set_model_version_tag(model_registry.MODEL_NAME, version, tag, value)
-    client.set_registered_model_alias(model_registry.MODEL_NAME, "champion", version)
-    return str(version)
+    return register_champion(settings, pipeline, START)
 
 
 def _publish(day: date) -> None:

@@ -1,0 +1,32 @@
+"""Register a fitted scikit-learn pipeline as `champion`, the way the nightly's evaluation leaves
+a promoted model (alias, decision threshold, training cutoff): for stories that score without
+training."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from mlpipeline import model_registry
+from mlpipeline.config import Settings
+
+
+def register_champion(
+    settings: Settings, model: Any, training_cutoff: date, *, trusted_types: tuple[str, ...] = ()
+) -> str:
+    uri = settings.mlflow_tracking_uri
+    client = model_registry.client(uri)
+    experiment = model_registry.ensure_experiment(client, model_registry.MODEL_NAME, uri)
+    with model_registry.tracking(uri) as mlflow:
+        with mlflow.start_run(experiment_id=experiment):
+            logged = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                pip_requirements=["scikit-learn"],
+                skops_trusted_types=list(trusted_types) or None,
+            )
+        version = mlflow.register_model(logged.model_uri, model_registry.MODEL_NAME).version
+    for tag, value in (("decision_threshold", "0.5"), ("training_cutoff", str(training_cutoff))):
+        client.set_model_version_tag(model_registry.MODEL_NAME, version, tag, value)
+    client.set_registered_model_alias(model_registry.MODEL_NAME, "champion", version)
+    return str(version)
