@@ -61,6 +61,12 @@ browser-deps:
 demo: install
 	$(PY) -m mlpipeline.cli demo
 
+# The Airflow UI (with scheduler, DAG processor, triggerer) and the MLflow UI until Ctrl-C.
+AIRFLOW_PORT ?= 8080
+MLFLOW_PORT ?= 5000
+ui: install
+	$(PY) -m mlpipeline.cli ui --airflow-port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
+
 # PostgreSQL's server binaries: the stack test (tests/test_stack.py) runs its own cluster with
 # them, and skips without them unless CI=true.
 stack-deps:

@@ -1,9 +1,11 @@
 """`make demo`: land a history of demo data, load it, run `fraud_nightly` for the last day through
 Airflow's scheduler, and print what the run left behind.
 
-The night is a normal run: the scheduler (LocalExecutor) runs it with a real start time and
-duration, and every task writes the log the UI shows (`make ui` afterwards). `fraud_nightly` is
-unpaused for the run only; local DAGs stay paused until the user decides.
+The night is a normal run: for last night (the default), the nightly's own scheduled run,
+created by the scheduler (LocalExecutor) when `fraud_nightly` is unpaused; for another `--end`,
+a manual run. Either has a real start time and duration, and every task writes the log the UI
+shows (`make ui` afterwards). `fraud_nightly` is unpaused for the run only; local DAGs stay
+paused until the user decides, and unpausing it later does not run that night again.
 
 Everything runs on the embedded defaults (DuckDB file, folder object store, MLflow in SQLite,
 a private Redis) unless the environment points elsewhere.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from mlpipeline import local_airflow
@@ -46,21 +48,23 @@ def run_demo(end: date, *, history_days: int, customers: int) -> int:
         fraud_rate=conf["fraud_rate"],
     )
     catchup(start, end - timedelta(days=1), run_id="demo-catchup")
+    scheduled = end == datetime.now(UTC).date() - timedelta(days=1)
     env = local_airflow.airflow_env(
         settings,
         {
             "REDIS_URL": resolve_url(settings),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
-            # Only the demo's own run: unpausing the nightly must not add a scheduled one.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            # The nightly's own scheduled run when D is last night; for another D, only the
+            # demo's manual run (unpausing must not add a scheduled one for last night).
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(scheduled),
         },
     )
     local_airflow.init(env)
     log_dir = settings.data_dir / "logs" / "demo"
     services = local_airflow.start_services(local_airflow.services_env(env, free_port()), log_dir)
     try:
-        run_id, state = local_airflow.run_once(services, NIGHTLY, end)
+        run_id, state = local_airflow.run_once(services, NIGHTLY, end, scheduled=scheduled)
     finally:
         services.stop()
     code = 0 if state == "success" else 1

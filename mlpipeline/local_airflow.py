@@ -273,58 +273,85 @@ def wait_for_dags(env: dict[str, str], dag_ids: set[str], timeout: float = 180) 
 
 
 def run_once(
-    services: Services, dag_id: str, day: date, *, timeout: float = 3600
+    services: Services, dag_id: str, day: date, *, scheduled: bool, timeout: float = 3600
 ) -> tuple[str, str]:
-    """One manual run of `dag_id` for day D through the running scheduler, like a run started
-    from the UI: real start time and duration, task logs where the UI reads them. The DAG is
-    unpaused for the run and paused again after it (local DAGs stay paused until the user
-    decides). Returns (run id, final state); logs progress while it waits."""
+    """One run of `dag_id` for day D through the running scheduler, like a night in production:
+    real start time and duration, task logs where the UI reads them. With `scheduled` (D is the
+    day that ended last and the scheduler schedules), unpausing lets the scheduler create the
+    DAG's own run for D, so a later unpause does not run D again; otherwise (or when D already
+    has its scheduled run) a manual run with D in its conf. The DAG is paused again after the
+    run (local DAGs stay paused until the user decides). Returns (run id, final state); logs
+    progress while it waits."""
     env = services.env
     paused = wait_for_dags(env, {dag_id})[dag_id]
-    run_id = f"manual__{day.isoformat()}__{secrets.token_hex(4)}"
+    scheduled = scheduled and _scheduled_run(dag_id, day, env) is None
     if paused:
         run(["dags", "unpause", dag_id], env)
     try:
-        run(
-            [
-                "dags",
-                "trigger",
-                dag_id,
-                "--run-id",
-                run_id,
-                "--conf",
-                json.dumps({"day": str(day)}),
-            ],
-            env,
-        )
-        began, state = time.monotonic(), "queued"
-        while state not in {"success", "failed"}:
-            if time.monotonic() - began > timeout:
-                raise RuntimeError(f"{dag_id} run {run_id} still {state} after {timeout:.0f}s")
-            time.sleep(10)
-            states = [
-                ti["state"] for ti in cli_json(["tasks", "states-for-dag-run", dag_id, run_id], env)
-            ]
-            done = sum(s in {"success", "failed", "skipped", "upstream_failed"} for s in states)
-            state = next(
-                (
-                    r["state"]
-                    for r in cli_json(["dags", "list-runs", dag_id], env)
-                    if r["run_id"] == run_id
-                ),
-                "queued",
-            )
-            log.info(
-                "%s %s: %s, %d/%d tasks done (%d failed), %.0fs",
-                dag_id,
-                run_id,
-                state,
-                done,
-                len(states),
-                states.count("failed"),
-                time.monotonic() - began,
-            )
+        if scheduled:
+            run_id = _wait_for_scheduled_run(dag_id, day, env)
+        else:
+            run_id = f"manual__{day.isoformat()}__{secrets.token_hex(4)}"
+            conf = json.dumps({"day": str(day)})
+            run(["dags", "trigger", dag_id, "--run-id", run_id, "--conf", conf], env)
+        return run_id, _wait_for_run(dag_id, run_id, env, timeout)
     finally:
         if paused:
             run(["dags", "pause", dag_id], env)
-    return run_id, state
+
+
+def _scheduled_run(dag_id: str, day: date, env: dict[str, str]) -> str | None:
+    """The run id of D's scheduled run, if the scheduler has created it."""
+    return next(
+        (
+            r["run_id"]
+            for r in cli_json(["dags", "list-runs", dag_id], env)
+            # `list-runs` prints no run type; the scheduler names its runs `scheduled__<date>`.
+            if r["run_id"].startswith("scheduled__") and r["logical_date"].startswith(str(day))
+        ),
+        None,
+    )
+
+
+def _wait_for_scheduled_run(dag_id: str, day: date, env: dict[str, str]) -> str:
+    deadline = time.monotonic() + 180
+    while (run_id := _scheduled_run(dag_id, day, env)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the scheduler created no run of {dag_id} for {day} within 180s after "
+                "unpausing it; see the scheduler's log"
+            )
+        time.sleep(5)
+    log.info("%s: the scheduler created %s for %s", dag_id, run_id, day)
+    return run_id
+
+
+def _wait_for_run(dag_id: str, run_id: str, env: dict[str, str], timeout: float) -> str:
+    began, state = time.monotonic(), "queued"
+    while state not in {"success", "failed"}:
+        if time.monotonic() - began > timeout:
+            raise RuntimeError(f"{dag_id} run {run_id} still {state} after {timeout:.0f}s")
+        time.sleep(10)
+        states = [
+            ti["state"] for ti in cli_json(["tasks", "states-for-dag-run", dag_id, run_id], env)
+        ]
+        done = sum(s in {"success", "failed", "skipped", "upstream_failed"} for s in states)
+        state = next(
+            (
+                r["state"]
+                for r in cli_json(["dags", "list-runs", dag_id], env)
+                if r["run_id"] == run_id
+            ),
+            "queued",
+        )
+        log.info(
+            "%s %s: %s, %d/%d tasks done (%d failed), %.0fs",
+            dag_id,
+            run_id,
+            state,
+            done,
+            len(states),
+            states.count("failed"),
+            time.monotonic() - began,
+        )
+    return state

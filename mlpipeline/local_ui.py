@@ -134,19 +134,6 @@ def start(settings: Settings, *, airflow_port: int = 8080, mlflow_port: int = 50
     return Ui(services.url, mlflow_url, password_file, services, mlflow)
 
 
-def paused_dags(env: dict[str, str], timeout: float = 120) -> dict[str, bool]:
-    """dag id → paused, once the DAG processor has stored this checkout's DAGs."""
-    wanted = set(UNPAUSE_EFFECT)
-    deadline = time.monotonic() + timeout
-    while True:
-        dags = {
-            d["dag_id"]: bool(d["is_paused"]) for d in local_airflow.cli_json(["dags", "list"], env)
-        }
-        if wanted <= set(dags) or time.monotonic() > deadline:
-            return dags
-        time.sleep(2)
-
-
 def banner(ui: Ui, paused: dict[str, bool]) -> str:
     password = json.loads(ui.password_file.read_text() or "{}").get(USER, "(see the file)")
     lines = [
@@ -184,7 +171,8 @@ def serve(settings: Settings, *, airflow_port: int = 8080, mlflow_port: int = 50
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        print(banner(ui, paused_dags(ui.services.env)), flush=True)
+        paused = local_airflow.wait_for_dags(ui.services.env, set(UNPAUSE_EFFECT))
+        print(banner(ui, paused), flush=True)
         while not stop:
             for name, process in ui.services.processes.items():
                 if process.poll() is not None:

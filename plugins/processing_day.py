@@ -46,13 +46,14 @@ class ProcessingDayTimetable(Timetable):
     ) -> DagRunInfo | None:
         if last_automated_data_interval is not None:
             next_start = _midnight(last_automated_data_interval.start) + timedelta(days=1)
-        elif restriction.earliest is None:
-            return None
-        else:
+        elif restriction.earliest is not None:
             next_start = _midnight(restriction.earliest)
-            if not restriction.catchup:
-                yesterday = _midnight(DateTime.now(UTC)) - timedelta(days=1)
-                next_start = max(next_start, yesterday)
+        else:
+            return None
+        if not restriction.catchup:
+            # However long the DAG was paused, only the day that ended last is due: older days
+            # are a backfill's job.
+            next_start = max(next_start, _midnight(DateTime.now(UTC)) - timedelta(days=1))
         if restriction.latest is not None and next_start > restriction.latest:
             return None
         return DagRunInfo.interval(start=next_start, end=next_start + timedelta(days=1))
