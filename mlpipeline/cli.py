@@ -181,6 +181,18 @@ def cmd_warehouse_init(args: argparse.Namespace) -> None:
     print(warehouse.create())
 
 
+def cmd_warehouse_sql(args: argparse.Namespace) -> None:
+    import duckdb
+
+    from mlpipeline import warehouse
+
+    try:
+        warehouse.query_csv(args.sql, sys.stdout)
+    except (duckdb.Error, ValueError, RuntimeError) as exc:
+        print(f"warehouse sql: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
 def cmd_dev_db(args: argparse.Namespace) -> None:
     from mlpipeline.dev_db import fill_dev_db
 
@@ -370,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         "init", help="create the warehouse (setup's job: tasks never create one); safe to re-run"
     )
     wi.set_defaults(func=cmd_warehouse_init)
+    ws = wsub.add_parser(
+        "sql", help="run one read-only query; print the result as CSV with a header line"
+    )
+    ws.add_argument("sql", help='e.g. "SELECT * FROM meta.days ORDER BY day DESC LIMIT 5"')
+    ws.set_defaults(func=cmd_warehouse_sql)
 
     p = sub.add_parser("dev-db", help="fill the analysts' dev warehouse from the current raw data")
     p.set_defaults(func=cmd_dev_db)

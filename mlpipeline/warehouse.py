@@ -13,13 +13,14 @@ opens it fails, so no opener can be forgotten outside the pool.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import duckdb
 
@@ -144,6 +145,26 @@ def require(settings: Settings | None = None) -> None:
     (dbt) that would otherwise create an empty file where the warehouse should be."""
     with connect(settings, read_only=True):
         pass
+
+
+def query_csv(
+    sql: str, out: TextIO, settings: Settings | None = None, *, rows: int = 10_000
+) -> int:
+    """Run one read-only query and write its result to `out` as CSV with a header line,
+    streamed `rows` at a time (an analyst's way in that holds no result in memory). Returns the
+    number of data rows; a query that writes fails (the connection is read-only)."""
+    with connect(settings, read_only=True) as con:
+        cursor = con.cursor()
+        cursor.execute(sql)
+        if cursor.description is None:
+            raise ValueError(f"the statement returned no result set: {sql!r}")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([column[0] for column in cursor.description])
+        written = 0
+        while batch := cursor.fetchmany(rows):
+            writer.writerows(batch)
+            written += len(batch)
+        return written
 
 
 def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:

@@ -71,3 +71,41 @@ def test_the_listener_declares_exactly_the_warehouse_pool():
     assert access_of("score", "fraud_nightly", "warehouse") == warehouse.DECLARED
     assert access_of("split", "fraud_nightly", "default_pool") != warehouse.DECLARED
     assert "fraud_nightly.split" in access_of("split", "fraud_nightly", None)
+
+
+def _cli_sql(settings: Settings, sql: str, monkeypatch, capsys) -> tuple[int, str, str]:  # noqa: ANN001
+    from mlpipeline.cli import main
+
+    monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("DUCKDB_PATH", str(settings.duckdb_path))
+    code = 0
+    try:
+        main(["warehouse", "sql", sql])
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_warehouse_sql_prints_csv_with_a_header_and_streams_every_row(fresh, monkeypatch, capsys):
+    warehouse.create(fresh)
+    with warehouse.connect(fresh) as con:
+        con.execute(
+            "CREATE TABLE meta.notes AS SELECT range AS n, 'a, \"b\"' AS text FROM range(25000)"
+        )
+    code, out, err = _cli_sql(
+        fresh, "SELECT n, text FROM meta.notes ORDER BY n", monkeypatch, capsys
+    )
+    lines = out.splitlines()
+    assert (code, err) == (0, "")
+    assert lines[0] == "n,text"
+    assert lines[1] == '0,"a, ""b"""'  # quoted as CSV readers expect
+    assert len(lines) == 1 + 25000 and lines[-1].startswith("24999,")
+
+
+def test_warehouse_sql_refuses_to_write_and_changes_nothing(fresh, monkeypatch, capsys):
+    warehouse.create(fresh)
+    code, out, err = _cli_sql(fresh, f"DELETE FROM {warehouse.MARKER_TABLE}", monkeypatch, capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("warehouse sql: ") and "read-only" in err
+    warehouse.require(fresh)
