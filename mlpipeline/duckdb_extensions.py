@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ PACKAGES = {
     "postgres": "duckdb_extension_postgres",
     "sqlite": "duckdb_extension_sqlite",
 }
+DIRECTORY_VAR = "MLPIPELINE_DUCKDB_EXTENSIONS"
 
 
 class ExtensionsMissing(RuntimeError):
@@ -31,9 +33,10 @@ class ExtensionsMissing(RuntimeError):
 
 
 def directory() -> Path:
-    """Beside the environment's interpreter: a fresh `.venv` or image gets its own, made by its
-    own setup, and no per-user folder is read."""
-    return Path(sys.prefix) / "share" / "duckdb-extensions"
+    """Beside the environment's interpreter (a fresh `.venv` or image gets its own), unless
+    MLPIPELINE_DUCKDB_EXTENSIONS names another folder."""
+    configured = os.environ.get(DIRECTORY_VAR)
+    return Path(configured) if configured else Path(sys.prefix) / "share" / "duckdb-extensions"
 
 
 def config() -> dict[str, str | bool]:

@@ -3,7 +3,6 @@ made with the project's config neither downloads one nor looks anywhere else."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import duckdb
@@ -56,7 +55,9 @@ def test_a_missing_extension_is_never_downloaded_and_says_what_to_run(tmp_path: 
         )
 
 
-def test_connections_look_in_this_environments_folder_and_never_download() -> None:
-    config = duckdb_extensions.config()
-    assert Path(str(config["extension_directory"])).is_relative_to(sys.prefix)
-    assert config["autoinstall_known_extensions"] is False
+def test_the_environment_can_name_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(duckdb_extensions.DIRECTORY_VAR, str(tmp_path / "shared"))
+    assert duckdb_extensions.config()["extension_directory"] == str(tmp_path / "shared")
+    assert duckdb_extensions.config()["autoinstall_known_extensions"] is False
