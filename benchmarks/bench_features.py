@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from benchmarks.harness import Result
-from mlpipeline import transform
+from mlpipeline import transform, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.meta import ensure_meta, utcnow
 from mlpipeline.raw_tables import ensure_raw
@@ -168,6 +168,7 @@ def run(workdir: Path) -> list[Result]:
     dbt_side, direct_side = Settings.under(workdir / "dbt"), Settings.under(workdir / "direct")
     dbt_side.data_dir.mkdir(parents=True)
     direct_side.data_dir.mkdir(parents=True)
+    warehouse.create(dbt_side)
     rows = _generate(dbt_side.duckdb_path, last)
     shutil.copyfile(dbt_side.duckdb_path, direct_side.duckdb_path)
     log.warning("raw data: %d transactions over %d days", rows, DAYS)

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from benchmarks.harness import Result, timed
-from mlpipeline import batches, gates, quality
+from mlpipeline import batches, gates, quality, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.generate import generate_day
 from mlpipeline.ingest import load_revision, prepare_revision
@@ -46,6 +46,7 @@ def _validate(settings: Settings, store: LocalStore, prepared) -> quality.CheckO
 
 def run(workdir: Path) -> list[Result]:
     settings = Settings.under(workdir)
+    warehouse.create(settings)
     store = LocalStore(settings.local_store_root)
     previous = DAY - timedelta(days=1)
     for day in (previous, DAY):

@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from benchmarks.harness import Result
-from mlpipeline import model_registry, transform
+from mlpipeline import model_registry, transform, warehouse
 from mlpipeline.config import PROJECT_ROOT, Settings
 
 ROWS = 1_000_000
@@ -96,9 +96,8 @@ def _prepare(settings: Settings) -> None:
     from mlpipeline.split import split_dataset
     from mlpipeline.train import load_candidates, train_candidate
 
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    warehouse.create(settings)
     with duckdb.connect(str(settings.duckdb_path)) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS features")
         con.execute(f"CREATE TABLE features.transaction_features AS {features_sql(DAY, ROWS)}")
         training = con.execute(
             f"""

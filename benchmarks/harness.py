@@ -73,17 +73,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     names = args.only or sorted(p.stem for p in HERE.glob("bench_*.py"))
-    results: list[dict] = []
+    failed = []
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
-        with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
-            for result in module.run(Path(tmp)):
-                row = {**asdict(result), "name": f"{name}:{result.name}"}
-                results.append(row)
-                print(json.dumps(row), flush=True)
-    _merge(results, names)
-    print(f"wrote {RESULTS}")
-    return 0
+        # Each benchmark's rows are written as soon as it ends: one that fails later (after an
+        # hour of others) neither loses them nor stops the rest.
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+                rows = [
+                    {**asdict(result), "name": f"{name}:{result.name}"}
+                    for result in module.run(Path(tmp))
+                ]
+        except Exception:
+            logging.exception("benchmark %s failed; its previous rows are kept", name)
+            failed.append(name)
+            continue
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        _merge(rows, [name])
+    print(f"wrote {RESULTS}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
