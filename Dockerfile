@@ -40,10 +40,11 @@ COPY docker/ docker/
 # The manifest the nightly's Cosmos task group is rendered from ships with the dbt code it was
 # parsed from; airflow-init re-checks it on every start.
 # The Data Docs pages' styles and scripts come from the npm registry here, not from CDNs at
-# view time.
+# view time; DuckDB's extensions from their pinned packages, not from DuckDB's site at run time.
 RUN uv pip install --system --no-cache --no-deps -e . \
     && mlpipeline dbt-manifest \
     && mlpipeline data-docs-assets \
+    && mlpipeline duckdb-extensions \
     && mkdir -p /data/mlpipeline /opt/airflow/logs \
     && chown -R airflow:0 /opt/mlpipeline /opt/airflow /data/mlpipeline
 

@@ -21,6 +21,7 @@ $(VENV)/.installed: uv.lock pyproject.toml
 	test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv sync --quiet --frozen --python $(PY)
 	$(VENV)/bin/mlpipeline data-docs-assets >/dev/null
+	$(VENV)/bin/mlpipeline duckdb-extensions >/dev/null
 	touch $@
 
 # After editing dependencies in pyproject.toml: re-resolve uv.lock and export the pins the image

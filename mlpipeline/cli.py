@@ -175,10 +175,24 @@ def cmd_data_docs_assets(args: argparse.Namespace) -> None:
     print(data_docs_assets.download())
 
 
+def cmd_duckdb_extensions(args: argparse.Namespace) -> None:
+    from mlpipeline import duckdb_extensions
+
+    print(duckdb_extensions.install())
+
+
 def cmd_warehouse_init(args: argparse.Namespace) -> None:
     from mlpipeline import warehouse
 
     print(warehouse.create())
+
+
+def cmd_warehouse_migrate(args: argparse.Namespace) -> None:
+    from mlpipeline.config import Settings
+    from mlpipeline.warehouse_migrate import WRITER, migrate
+
+    counts = migrate(Settings.from_env().duckdb_path, writer=args.from_duckdb or WRITER)
+    print(json.dumps({"tables": len(counts), "rows": sum(counts.values())} if counts else {}))
 
 
 def cmd_warehouse_sql(args: argparse.Namespace) -> None:
@@ -387,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ws.add_argument("sql", help='e.g. "SELECT * FROM meta.days ORDER BY day DESC LIMIT 5"')
     ws.set_defaults(func=cmd_warehouse_sql)
+    wm = wsub.add_parser(
+        "migrate",
+        help="rewrite a warehouse file written by another DuckDB (earlier releases: 2.0.0)",
+    )
+    wm.add_argument("--from-duckdb", help="the DuckDB version that wrote it (default 2.0.0)")
+    wm.set_defaults(func=cmd_warehouse_migrate)
 
     p = sub.add_parser("dev-db", help="fill the analysts' dev warehouse from the current raw data")
     p.set_defaults(func=cmd_dev_db)
@@ -396,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="download the Data Docs pages' styles and scripts (setup; served locally, no CDN)",
     )
     p.set_defaults(func=cmd_data_docs_assets)
+
+    p = sub.add_parser(
+        "duckdb-extensions",
+        help="install DuckDB's extensions from their pinned packages (setup; no download later)",
+    )
+    p.set_defaults(func=cmd_duckdb_extensions)
 
     p = sub.add_parser(
         "dbt-manifest",

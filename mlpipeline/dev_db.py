@@ -11,6 +11,7 @@ import duckdb
 
 from mlpipeline.config import Settings
 from mlpipeline.warehouse import connect
+from mlpipeline.warehouse_migrate import is_newer_storage
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,16 @@ def fill_dev_db(settings: Settings | None = None) -> dict[str, int]:
             ).to_arrow_table()
             for table in COPIED
         }
-    dev = duckdb.connect(str(target))
+    try:
+        dev = duckdb.connect(str(target))
+    except duckdb.IOException as exc:
+        if not is_newer_storage(exc):
+            raise
+        # A copy written by the DuckDB of an earlier release: rebuilt, never migrated.
+        log.warning("dev warehouse %s was written by another DuckDB: replacing it", target)
+        target.unlink()
+        target.with_name(target.name + ".wal").unlink(missing_ok=True)
+        dev = duckdb.connect(str(target))
     try:
         ensure_raw(dev)
         dev.execute("BEGIN TRANSACTION")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import duckdb
 
+from mlpipeline import warehouse_migrate
 from mlpipeline.config import Settings
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ def connect(
             con = duckdb.connect(str(db_path), read_only=read_only)
             break
         except duckdb.IOException as exc:
+            if warehouse_migrate.is_newer_storage(exc):
+                raise warehouse_migrate.needs_migration(db_path, exc) from exc
             if not _is_lock_error(exc) or time.monotonic() > deadline:
                 raise RuntimeError(
                     f"cannot open the warehouse {db_path}: {exc}. Another process holds it; "

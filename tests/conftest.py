@@ -14,6 +14,10 @@ set up when the test asks for it while running (`request.getfixturevalue`).
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +27,7 @@ import pytest
 from mlpipeline import localredis, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.objectstore import LocalStore, S3Store
+from tests import postgres_cluster
 
 TIERS = ("unit", "integration", "e2e", "stack")
 # Fixtures a unit test may not use, and why: the ones here and in test modules that start a server,
@@ -30,6 +35,7 @@ TIERS = ("unit", "integration", "e2e", "stack")
 NOT_IN_UNIT = {
     "redis_server": "starts redis-server",
     "redis_url": "starts redis-server",
+    "postgres_server": "starts a PostgreSQL cluster",
     "s3_endpoint": "starts moto's S3 server",
     "s3_store": "starts moto's S3 server",
     "e2e_history": "catches up six weeks of history",
@@ -87,6 +93,34 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url, _ = localredis.start(tmp_path_factory.mktemp("redis"), persist=False)
     yield url
     localredis.stop(url)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres_cluster.Cluster]:
+    """A private PostgreSQL cluster on a free loopback port for the whole session (Debian's
+    binaries: `make stack-deps`; missing, the tests that need it skip, except with CI=true)."""
+    if postgres_cluster.bindir() is None:
+        message = "PostgreSQL's server binaries are missing: `make stack-deps` as root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: the tests that need PostgreSQL must run)")
+        pytest.skip(message)
+    # Not under pytest's temporary folder: as root the cluster's owner is `postgres`, who
+    # cannot traverse it.
+    base = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))
+    cluster = postgres_cluster.init(
+        base, user="mlpipeline", password=uuid.uuid4().hex, port=localredis.free_port()
+    )
+    with (base / "server.log").open("ab") as log_file:
+        process = subprocess.Popen(
+            cluster.argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        postgres_cluster.wait_ready(cluster, process, base / "server.log")
+        yield cluster
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture()

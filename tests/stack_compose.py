@@ -24,7 +24,6 @@ is stood in for by moto's S3 server, and minio-init's `mc mb` by creating the bu
 from __future__ import annotations
 
 import fnmatch
-import glob
 import logging
 import os
 import re
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipeline.localredis import free_port
+from tests import postgres_cluster
 from tests.compose_file import (
     dockerfile_env,
     dockerfile_instructions,
@@ -358,81 +358,22 @@ class Stack:
             env["POSTGRES_PASSWORD"],
             env["POSTGRES_DB"],
         )
-        bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1]).parent
-        # initdb refuses root; the cluster's folder must be reachable by its owner.
-        owner = "postgres" if os.geteuid() == 0 else None
         base = Path(tempfile.mkdtemp(prefix="stack-postgres-"))
         self._cleanups.append(lambda: shutil.rmtree(base, ignore_errors=True))
-        data = base / "data"
-        data.mkdir()
-        (base / "pwfile").write_text(password + "\n")
-        if owner:
-            shutil.chown(base, owner)
-            shutil.chown(data, owner)
-            shutil.chown(base / "pwfile", owner)
-        as_owner = ["runuser", "-u", owner, "--"] if owner else []
-        subprocess.run(
-            [
-                *as_owner,
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                user,
-                f"--pwfile={base / 'pwfile'}",
-                "--auth=scram-sha-256",
-                "-E",
-                "UTF8",
-            ],
-            check=True,
-            capture_output=True,
+        cluster = postgres_cluster.init(
+            base, user=user, password=password, port=self.machine.ports["postgres"]
         )
-        port = self.machine.ports["postgres"]
         self.start(
             "postgres",
-            argv=[
-                *as_owner,
-                str(bindir / "postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-k",
-                str(base),
-                "-c",
-                "fsync=off",
-            ],
+            argv=cluster.argv,
             env={"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"},
         )
-        pg_env = {**os.environ, "PGPASSWORD": password}
-        connect = ["-h", "127.0.0.1", "-p", str(port), "-U", user]
-        self.wait_until(
-            "postgres",
-            lambda: (
-                subprocess.run(
-                    [str(bindir / "pg_isready"), *connect, "-d", "postgres"], capture_output=True
-                ).returncode
-                == 0
-            ),
-        )
-        psql = [str(bindir / "psql"), *connect, "-v", "ON_ERROR_STOP=1", "-q"]
-        subprocess.run(
-            [*psql, "-d", "postgres", "-c", f'CREATE DATABASE "{database}"'],
-            env=pg_env,
-            check=True,
-            capture_output=True,
-        )
+        self.wait_until("postgres", cluster.ready)
+        cluster.psql("postgres", "-c", f'CREATE DATABASE "{database}"')
         for volume in spec.get("volumes", []):
             source, target = volume.split(":")[:2]
             if target.startswith("/docker-entrypoint-initdb.d/") and target.endswith(".sql"):
-                subprocess.run(
-                    [*psql, "-d", database, "-f", str((ROOT / source).resolve())],
-                    env=pg_env,
-                    check=True,
-                    capture_output=True,
-                )
+                cluster.psql(database, "-f", str((ROOT / source).resolve()))
 
     def start_redis(self, service: str) -> None:
         """Debian's redis-server with the service's command (its flags: appendonly, password)."""
