@@ -492,7 +492,8 @@ def _write_parquet(
         f"SELECT {', '.join(selects)} FROM {SOURCE_TABLE} WHERE cutoff_date = ? "
         f"ORDER BY {_ident(codec.entity_key)}"
     )
-    reader = con.sql(query, params=[cutoff]).to_arrow_reader(row_group_size)
+    # A prepared statement's result streams (a `sql(params=...)` relation is materialised whole).
+    reader = con.execute(query, [cutoff]).to_arrow_reader(row_group_size)
     checksum = Checksum()
     progress = Progress(f"export of cutoff {cutoff}:", total, log)
     files: list[dict[str, Any]] = []

@@ -528,8 +528,10 @@ def _scored_chunks(
     progress = _Progress(rows_to_score, f"{day} with {champion.name} v{champion.version}")
     done = 0
     with con.cursor() as cursor:
-        features = cursor.sql(_features_query(con), params={"day": day})
-        for chunk in warehouse.tables_of(features.to_arrow_reader(chunk_rows), chunk_rows):
+        # A prepared statement's result streams; a relation from `sql(params=...)` is first
+        # materialised whole by DuckDB 1.5 (all the day's rows in memory before the first chunk).
+        features = cursor.execute(_features_query(con), {"day": day}).to_arrow_reader(chunk_rows)
+        for chunk in warehouse.tables_of(features, chunk_rows):
             scores = _positive_scores(model, _model_input(chunk), champion, first_row=done)
             rows = _score_rows(chunk, scores, threshold, champion, run_id, scored_at)
             done += rows.num_rows
