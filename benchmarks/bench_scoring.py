@@ -29,7 +29,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from benchmarks.harness import Result
@@ -97,7 +96,7 @@ def _prepare(settings: Settings) -> None:
     from mlpipeline.train import load_candidates, train_candidate
 
     warehouse.create(settings)
-    with duckdb.connect(str(settings.duckdb_path)) as con:
+    with warehouse.connect(settings) as con:
         con.execute(f"CREATE TABLE features.transaction_features AS {features_sql(DAY, ROWS)}")
         training = con.execute(
             f"""
@@ -130,7 +129,7 @@ def _plain(settings: Settings, champion: Any, model: Any) -> int:
     """What a hand-written script does: one read, one predict_proba, one Delta write."""
     from deltalake import write_deltalake
 
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+    with warehouse.connect(settings, read_only=True) as con:
         frame = con.execute("SELECT * FROM features.transaction_features WHERE dt = ?", [DAY]).df()
     scores = model.predict_proba(frame)[:, 1]
     rows = len(frame)

@@ -43,6 +43,8 @@ from mlpipeline.split import persist_split, split_dataset
 log = logging.getLogger(__name__)
 
 ROWS = 200_000
+# Whatever would point the benchmark's processes at another warehouse than its own.
+WAREHOUSE_VARS = ("WAREHOUSE_CATALOG", "WAREHOUSE_DATA_PATH")
 CUSTOMERS = 8_000
 DAYS = 90
 CUTOFF = date(2026, 4, 30)
@@ -155,7 +157,8 @@ def _env(workdir: Path, phase: str, candidates: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL", "DUCKDB_PATH"}
+        if k
+        not in {"MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL", "WAREHOUSE_CATALOG", "WAREHOUSE_DATA_PATH"}
     }
     uri = f"sqlite:///{workdir / phase / 'mlflow.db'}"
     env.update(

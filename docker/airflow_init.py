@@ -2,7 +2,7 @@
 
 `mlpipeline.local_airflow.init` creates the warehouse (the only place a deployment makes one),
 migrates the metadata DB, creates the single-slot `warehouse`
-pool every DuckDB opener runs in, and checks the dbt manifest the nightly's Cosmos task group
+pool every warehouse task runs in, and checks the dbt manifest the nightly's Cosmos task group
 is rendered from (`mlpipeline dbt-manifest`: built into the image, re-parsed only if the dbt
 code changed). Then the SMTP connection alert emails go through is created from `SMTP_*` in
 `.env` (when `SMTP_HOST` is set). Every step is idempotent, so `docker compose up` runs it on

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from mlpipeline import lake
+from mlpipeline.meta import claim as meta_claim
 from mlpipeline.meta import ensure_meta, update_day, utcnow
 
 if TYPE_CHECKING:
@@ -50,6 +52,13 @@ def record_event(
         "INSERT INTO meta.batch_events VALUES (?, ?, ?, ?, ?, ?)",
         [batch_id, revision, status, detail, run_id, utcnow()],
     )
+
+
+def claim(con: duckdb.DuckDBPyConnection) -> None:
+    """Claim the batch registry for the caller's transaction (see `meta.claim`): what keeps one
+    registration per batch revision when two loads of it run at once."""
+    ensure_meta(con)
+    meta_claim(con, "batches")
 
 
 def register(
@@ -124,22 +133,23 @@ def promote(
             f"batch {batch_id} revision {revision} is '{row['status']}'; only a validated or "
             "released revision can become current (see `mlpipeline batches show`)"
         )
-    con.execute("BEGIN TRANSACTION")
-    try:
-        previous = con.execute(
+
+    def make_current(c: duckdb.DuckDBPyConnection) -> list[date]:
+        if get(c, batch_id, revision)["status"] == "current":
+            return []  # a concurrent promotion of the same revision committed first
+        previous = c.execute(
             "SELECT revision FROM meta.batches WHERE batch_id = ? AND status = 'current'",
             [batch_id],
         ).fetchall()
         for (old,) in previous:
-            set_status(con, batch_id, old, "superseded", run_id=run_id, detail=f"by {revision}")
-        set_status(con, batch_id, revision, "current", run_id=run_id)
-        stale = _processed_after(con, row["dt"])
-        for day in stale:
-            update_day(con, day, stale=True)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+            set_status(c, batch_id, old, "superseded", run_id=run_id, detail=f"by {revision}")
+        set_status(c, batch_id, revision, "current", run_id=run_id)
+        later = _processed_after(c, row["dt"])
+        for day in later:
+            update_day(c, day, stale=True)
+        return later
+
+    stale = lake.run_unit(con, f"promotion of {batch_id} revision {revision}", make_current)
     log.info("batch %s: revision %s is now current", batch_id, revision)
     if stale:
         log.warning(

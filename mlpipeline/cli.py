@@ -110,8 +110,10 @@ def cmd_batches_stale(args: argparse.Namespace) -> None:
 def _show(con, title: str, sql: str, params: list, rows: int = 1000) -> None:  # noqa: ANN001
     """One titled table, every column and row shown in full (DuckDB's default display cuts
     wide tables and long results)."""
+    from mlpipeline import lake
+
     print(title)
-    with con.cursor() as cursor:
+    with lake.cursor(con) as cursor:
         cursor.sql(sql, params=params).show(max_width=100_000, max_rows=rows, max_col_width=200)
 
 

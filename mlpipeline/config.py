@@ -35,9 +35,24 @@ def _path(var: str, default: Path) -> Path:
     return Path(value).expanduser().resolve() if value else default
 
 
+def _sqlite_catalog(data_dir: Path) -> str:
+    """The embedded warehouse's catalog: one SQLite file, for a single machine."""
+    return f"sqlite:{(data_dir / 'warehouse.sqlite').resolve()}"
+
+
+def _local_data_path(data_dir: Path) -> str:
+    """The embedded warehouse's Parquet files: `warehouse/` in the local object-store folder."""
+    return f"{(data_dir / 'objectstore' / 'warehouse').resolve()}/"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
+    # The warehouse, a DuckLake: its catalog database ("sqlite:<file>" or "postgres:<libpq
+    # string>") and the folder or s3:// prefix its Parquet files live under.
+    warehouse_catalog: str
+    warehouse_data_path: str
+    # A DuckDB-file warehouse of an earlier release: only `warehouse migrate` reads it.
     duckdb_path: Path
     redis_url: str | None
     mlflow_tracking_uri: str
@@ -59,6 +74,8 @@ class Settings:
         and benchmarks use for a private, throwaway pipeline."""
         return cls(
             data_dir=data_dir,
+            warehouse_catalog=_sqlite_catalog(data_dir),
+            warehouse_data_path=_local_data_path(data_dir),
             duckdb_path=data_dir / "warehouse.duckdb",
             redis_url=None,
             mlflow_tracking_uri=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
@@ -74,6 +91,10 @@ class Settings:
         served = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ""
         return cls(
             data_dir=data_dir,
+            warehouse_catalog=os.environ.get("WAREHOUSE_CATALOG") or _sqlite_catalog(data_dir),
+            warehouse_data_path=(
+                os.environ.get("WAREHOUSE_DATA_PATH") or _local_data_path(data_dir)
+            ),
             duckdb_path=_path("DUCKDB_PATH", data_dir / "warehouse.duckdb"),
             redis_url=os.environ.get("REDIS_URL") or None,
             mlflow_tracking_uri=tracking_uri,

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mlpipeline import batches, landing
+from mlpipeline import batches, lake, landing
 from mlpipeline.meta import utcnow
 from mlpipeline.objectstore import ObjectStore
 from mlpipeline.raw_tables import DATASET_COLUMNS, ensure_raw, table_columns
@@ -315,6 +315,16 @@ def load_revision(
     """Copy a prepared revision into `raw.<dataset>` and register it; the same content twice
     is recognised by its checksum and changes nothing. Returns the revision's status."""
     ensure_raw(con)
+    what = f"load of batch {prepared.batch_id} revision {prepared.revision}"
+    return lake.run_unit(con, what, lambda c: _load_once(c, store, prepared, run_id))
+
+
+def _load_once(
+    con: duckdb.DuckDBPyConnection, store: ObjectStore, prepared: PreparedRevision, run_id: str
+) -> str:
+    """One attempt: claim the batch registry, so a concurrent load of the same revision either
+    commits first (and this one, run again, finds it) or waits for this one to commit."""
+    batches.claim(con)
     existing = batches.get(con, prepared.batch_id, prepared.revision)
     if existing is not None:
         log.info(
@@ -324,18 +334,12 @@ def load_revision(
             existing["status"],
         )
         return existing["status"]
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if prepared.object_key:
-            _insert_rows(con, store, prepared)
-        if prepared.rejects_key:
-            _insert_rejects(con, store, prepared)
-        status = "quarantined" if prepared.error else "ingested"
-        batches.register(con, prepared, status=status, run_id=run_id)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+    if prepared.object_key:
+        _insert_rows(con, store, prepared)
+    if prepared.rejects_key:
+        _insert_rejects(con, store, prepared)
+    status = "quarantined" if prepared.error else "ingested"
+    batches.register(con, prepared, status=status, run_id=run_id)
     return status
 
 

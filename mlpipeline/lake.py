@@ -11,11 +11,13 @@ run again: `run_unit` does that, logging why.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+from urllib.parse import urlparse
 
 import duckdb
 
@@ -25,42 +27,82 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ALIAS = "lake"
 # Messages of errors after which a rolled-back unit may run again.
 RETRYABLE = ("database is locked", "Transaction conflict", "Failed to commit DuckLake")
 
 
-def _catalog_extension(catalog: str) -> str:
+ALIAS = "lake"
+
+
+def _extensions(catalog: str, data_path: str) -> list[str]:
     kind = catalog.split(":", 1)[0]
     if kind not in {"sqlite", "postgres"}:
         raise ValueError(
             f"DuckLake catalog {catalog!r}: expected 'sqlite:<file>' or 'postgres:<libpq "
             "connection string>'"
         )
-    return kind
+    return ["ducklake", kind, *(["httpfs"] if data_path.startswith("s3://") else [])]
+
+
+def _quoted(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def s3_settings() -> dict[str, str]:
+    """DuckDB's settings for a data path in S3, from the variables boto3 reads (an endpoint URL
+    such as MinIO's becomes host:port, path-style, TLS as its scheme says)."""
+    endpoint = urlparse(os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com")
+    return {
+        "s3_endpoint": endpoint.netloc,
+        "s3_use_ssl": "true" if endpoint.scheme == "https" else "false",
+        "s3_url_style": "vhost" if endpoint.netloc.endswith("amazonaws.com") else "path",
+        "s3_region": os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "s3_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID") or "",
+        "s3_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or "",
+    }
 
 
 def attach(
-    con: duckdb.DuckDBPyConnection, catalog: str, data_path: str, *, read_only: bool = False
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    data_path: str,
+    *,
+    read_only: bool = False,
+    create: bool = True,
 ) -> None:
-    """Attach the lake as `lake` and make it the default database of `con`."""
-    needed = ["ducklake", _catalog_extension(catalog)]
+    """Attach the lake as `lake` (the name dbt's profile gives it too, so SQL dbt compiled runs
+    here as it is) and make it the connection's default database.
+
+    With `create`, DuckLake makes the catalog on first attach and records the data path in it;
+    without, a catalog that is not one fails. An attach naming another data path than the
+    recorded one fails, so two settings that disagree cannot split the warehouse.
+    """
+    duckdb_extensions.load(con, *_extensions(catalog, data_path))
     if data_path.startswith("s3://"):
-        needed.append("httpfs")
-    duckdb_extensions.load(con, *needed)
-    options = f"DATA_PATH '{data_path}'" + (", READ_ONLY" if read_only else "")
-    con.execute(f"ATTACH 'ducklake:{catalog}' AS {ALIAS} ({options})")
+        for name, value in s3_settings().items():
+            con.execute(f"SET {name} = '{_quoted(value)}'")
+    options = f"DATA_PATH '{_quoted(data_path)}'" + (", READ_ONLY" if read_only else "")
+    if not create:
+        options += ", CREATE_IF_NOT_EXISTS false"
+    con.execute(f"ATTACH 'ducklake:{_quoted(catalog)}' AS {ALIAS} ({options})")
     con.execute(f"USE {ALIAS}")
+
+
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of `con` on the lake too: DuckDB starts each cursor on its in-memory database."""
+    new = con.cursor()
+    new.execute(f"USE {ALIAS}")
+    return new
 
 
 @contextmanager
 def connect(
-    catalog: str, data_path: str, *, read_only: bool = False
+    catalog: str, data_path: str, *, read_only: bool = False, create: bool = True
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the lake; many processes may hold one at the same time."""
     con = duckdb.connect(config=duckdb_extensions.config())
     try:
-        attach(con, catalog, data_path, read_only=read_only)
+        attach(con, catalog, data_path, read_only=read_only, create=create)
         yield con
     finally:
         con.close()
@@ -70,6 +112,17 @@ def _retryable(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.TransactionException) or any(
         text in str(exc) for text in RETRYABLE
     )
+
+
+def _begin(con: duckdb.DuckDBPyConnection) -> bool:
+    """Start a transaction; False when `con` is in one already."""
+    try:
+        con.execute("BEGIN TRANSACTION")
+    except duckdb.TransactionException as exc:
+        if "within a transaction" in str(exc):
+            return False
+        raise
+    return True
 
 
 def run_unit(
@@ -82,19 +135,21 @@ def run_unit(
 ) -> T:
     """Run `unit` as one transaction; when its commit loses a race with another writer, roll
     back and run it whole again (it must be idempotent), with a growing wait. Other errors,
-    and the last attempt's, are raised."""
+    and the last attempt's, are raised. Called inside a transaction, `unit` joins it: the
+    enclosing unit commits, and runs again as a whole."""
     for attempt in range(1, attempts + 1):
+        if not _begin(con):
+            return unit(con)
         try:
-            con.execute("BEGIN TRANSACTION")
             result = unit(con)
             con.execute("COMMIT")
             return result
-        except duckdb.Error as exc:
+        except BaseException as exc:
             try:
                 con.execute("ROLLBACK")
             except duckdb.Error:
                 pass  # the failed commit already ended the transaction
-            if attempt == attempts or not _retryable(exc):
+            if not isinstance(exc, duckdb.Error) or attempt == attempts or not _retryable(exc):
                 raise
             reason = str(exc).strip().splitlines()[-1]
             log.info(

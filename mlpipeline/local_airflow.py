@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from mlpipeline.config import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
-POOL = ("warehouse", "1", "DuckDB warehouse file: one opener at a time")
+POOL = ("warehouse", "1", "DuckLake warehouse: one writer task at a time")
 # Where SimpleAuthManager keeps the generated passwords (the user `admin` unless configured).
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
@@ -52,7 +52,8 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
             "GX_ANALYTICS_ENABLED": "false",
             "MLFLOW_ENABLE_TELEMETRY": "false",
             "MLPIPELINE_DATA_DIR": str(settings.data_dir),
-            "DUCKDB_PATH": str(settings.duckdb_path),
+            "WAREHOUSE_CATALOG": settings.warehouse_catalog,
+            "WAREHOUSE_DATA_PATH": settings.warehouse_data_path,
             "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         }
     )
@@ -81,8 +82,13 @@ def init(env: dict[str, str]) -> None:
 
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     password_file(env)
-    duckdb_path = env.get("DUCKDB_PATH")
-    warehouse.create(path=Path(duckdb_path) if duckdb_path else None)
+    warehouse.create(
+        replace(
+            Settings.from_env(),
+            warehouse_catalog=env["WAREHOUSE_CATALOG"],
+            warehouse_data_path=env["WAREHOUSE_DATA_PATH"],
+        )
+    )
     transform.ensure_manifest()
     run(["db", "migrate"], env)
     run(["pools", "set", *POOL], env)

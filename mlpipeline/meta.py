@@ -11,6 +11,8 @@ from typing import Any
 
 import duckdb
 
+from mlpipeline import lake
+
 DDL = """
 CREATE SCHEMA IF NOT EXISTS meta;
 CREATE TABLE IF NOT EXISTS meta.batches (
@@ -28,8 +30,7 @@ CREATE TABLE IF NOT EXISTS meta.batches (
     object_prefix VARCHAR,
     error VARCHAR,
     created_at TIMESTAMP NOT NULL,
-    updated_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (batch_id, revision)
+    updated_at TIMESTAMP NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta.batch_events (
     batch_id VARCHAR NOT NULL,
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS meta.rejected_rows (
     recorded_at TIMESTAMP NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta.days (
-    day DATE PRIMARY KEY,
+    day DATE NOT NULL,
     published BOOLEAN DEFAULT FALSE,
     no_model_yet BOOLEAN DEFAULT FALSE,
     incomplete_history BOOLEAN DEFAULT FALSE,
@@ -74,6 +75,13 @@ CREATE TABLE IF NOT EXISTS meta.days (
     snapshot_rows BIGINT,
     updated_at TIMESTAMP
 );
+CREATE TABLE IF NOT EXISTS meta.registry_claims (
+    registry VARCHAR NOT NULL,
+    claims BIGINT NOT NULL
+);
+INSERT INTO meta.registry_claims
+SELECT registry, 0 FROM (VALUES ('batches'), ('days')) AS wanted(registry)
+WHERE registry NOT IN (SELECT registry FROM meta.registry_claims);
 """
 
 DAY_FIELDS = {
@@ -100,17 +108,41 @@ def ensure_meta(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(DDL)
 
 
+def claim(con: duckdb.DuckDBPyConnection, registry: str) -> None:
+    """Make the caller's transaction conflict with every other one that writes `registry`.
+
+    The warehouse (a DuckLake) has no unique keys, and two transactions that both insert a new
+    key would both commit. Each registry write first updates the registry's row here: of two
+    concurrent writers one commits, the other's commit is refused and its unit runs again
+    (`lake.run_unit`), now seeing the first one's key.
+    """
+    con.execute(
+        "UPDATE meta.registry_claims SET claims = claims + 1 WHERE registry = ?", [registry]
+    )
+
+
 def update_day(con: duckdb.DuckDBPyConnection, day: date, **fields: Any) -> None:
-    """Upsert the given fields of a day's row in `meta.days`, leaving the others as they are."""
+    """Set the given fields of a day's row in `meta.days`, leaving the others as they are:
+    one row per day, updated when it exists and inserted otherwise, as one unit (the caller's
+    transaction when there is one)."""
     unknown = set(fields) - DAY_FIELDS
     if unknown:
         raise ValueError(f"unknown meta.days fields: {sorted(unknown)}")
     ensure_meta(con)
-    columns = ["day", *fields, "updated_at"]
-    values = [day, *fields.values(), utcnow()]
-    updates = ", ".join(f"{c} = excluded.{c}" for c in [*fields, "updated_at"])
-    con.execute(
-        f"INSERT INTO meta.days ({', '.join(columns)}) VALUES ({', '.join('?' * len(values))}) "
-        f"ON CONFLICT (day) DO UPDATE SET {updates}",
-        values,
-    )
+    lake.run_unit(con, f"meta.days {day}", lambda c: _set_day(c, day, fields))
+
+
+def _set_day(con: duckdb.DuckDBPyConnection, day: date, fields: dict[str, Any]) -> None:
+    claim(con, "days")
+    names = [*fields, "updated_at"]
+    values = [*fields.values(), utcnow()]
+    found = con.execute("SELECT count(*) FROM meta.days WHERE day = ?", [day]).fetchall()[0][0]
+    if found:
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        con.execute(f"UPDATE meta.days SET {assignments} WHERE day = ?", [*values, day])
+    else:
+        con.execute(
+            f"INSERT INTO meta.days (day, {', '.join(names)}) "
+            f"VALUES (?, {', '.join('?' * len(names))})",
+            [day, *values],
+        )

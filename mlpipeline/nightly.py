@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from datetime import date
 from typing import Any
 
@@ -225,8 +226,10 @@ def dbt_tasks() -> dict[str, Any]:
         "project_dir": str(project),
         "manifest": str(manifest),
         "profiles_yml": str(project / "profiles.yml"),
+        # What a worker's own environment lacks: rendered into the tasks (and shown in the UI),
+        # so a catalog's password set in the deployment's environment is never copied here.
         "env": {
-            "DUCKDB_PATH": str(settings.duckdb_path),
+            **{k: v for k, v in transform.prod_env(settings).items() if k not in os.environ},
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
             "DO_NOT_TRACK": "1",
         },

@@ -41,7 +41,7 @@ from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from mlpipeline import objectstore, warehouse
+from mlpipeline import lake, objectstore, warehouse
 from mlpipeline.config import Settings, pipeline_conf
 from mlpipeline.days import parse_day
 from mlpipeline.meta import ensure_meta, update_day, utcnow
@@ -347,7 +347,7 @@ def _count_features(
         ).fetchall()[0]
     except duckdb.CatalogException as exc:
         raise RuntimeError(
-            f"cannot read {FEATURES_TABLE} in the warehouse {settings.duckdb_path}: {exc}. "
+            f"cannot read {FEATURES_TABLE} in the warehouse {warehouse.describe(settings)}: {exc}. "
             f"Build the dbt models for {day} (mlpipeline.transform.build) before scoring."
         ) from exc
     return int(rows), int(distinct)
@@ -527,7 +527,7 @@ def _scored_chunks(
     scored_at = pa.scalar(utcnow(), pa.timestamp("us")).cast(SCORE_SCHEMA.field("scored_at").type)
     progress = _Progress(rows_to_score, f"{day} with {champion.name} v{champion.version}")
     done = 0
-    with con.cursor() as cursor:
+    with lake.cursor(con) as cursor:
         # A prepared statement's result streams; a relation from `sql(params=...)` is first
         # materialised whole by DuckDB 1.5 (all the day's rows in memory before the first chunk).
         features = cursor.execute(_features_query(con), {"day": day}).to_arrow_reader(chunk_rows)
@@ -620,42 +620,40 @@ def _copy_to_warehouse(
     """
     day = files.day
     names = [name for name in SCORE_SCHEMA.names if name != "dt"]
-    with con.cursor() as writer:
-        writer.begin()
-        try:
-            writer.execute("DELETE FROM scores.transaction_scores WHERE dt = ?", [day])
-            if files.local:
-                writer.execute(
-                    f"INSERT INTO scores.transaction_scores (dt, {', '.join(names)}) "
-                    f"SELECT $day::DATE, {', '.join(names)} FROM read_parquet($files)",
-                    {"day": day, "files": [str(path) for path in files.local]},
-                )
-            copied = writer.execute(
-                "SELECT count(*) FROM scores.transaction_scores WHERE dt = ?", [day]
-            ).fetchall()[0][0]
-            if copied != files.rows:
-                raise ScoreCountMismatch(f"copied {copied} rows, expected {files.rows}")
-            update_day(
-                writer,
-                day,
-                no_model_yet=False,
-                rows_to_score=rows_to_score,
-                rows_scored=files.rows,
-                model_name=champion.name,
-                model_version=str(champion.version),
+
+    def copy(writer: duckdb.DuckDBPyConnection) -> None:
+        writer.execute("DELETE FROM scores.transaction_scores WHERE dt = ?", [day])
+        if files.local:
+            writer.execute(
+                f"INSERT INTO scores.transaction_scores (dt, {', '.join(names)}) "
+                f"SELECT $day::DATE, {', '.join(names)} FROM read_parquet($files)",
+                {"day": day, "files": [str(path) for path in files.local]},
             )
-            writer.commit()
+        copied = writer.execute(
+            "SELECT count(*) FROM scores.transaction_scores WHERE dt = ?", [day]
+        ).fetchall()[0][0]
+        if copied != files.rows:
+            raise ScoreCountMismatch(f"copied {copied} rows, expected {files.rows}")
+        update_day(
+            writer,
+            day,
+            no_model_yet=False,
+            rows_to_score=rows_to_score,
+            rows_scored=files.rows,
+            model_name=champion.name,
+            model_version=str(champion.version),
+        )
+
+    with lake.cursor(con) as writer:
+        try:
+            lake.run_unit(writer, f"copy of {day}'s scores into the warehouse", copy)
         except Exception as exc:
-            writer.rollback()
             raise RuntimeError(
                 f"{day} is published as version {version} of {location.uri}, but copying it into "
                 f"scores.transaction_scores failed: {exc}. Readers of the Delta table already see "
                 f"the new scores; re-run scoring for {day} to bring the warehouse copy and "
                 "meta.days in line (it replaces both)."
             ) from exc
-        except BaseException:
-            writer.rollback()
-            raise
 
 
 class _FileStats:

@@ -196,35 +196,58 @@ def _release_warehouse() -> None:
         environment.close()
 
 
-def _warehouse(settings: Settings, target: str) -> tuple[str, Path]:
-    """The profile's path variable for a target and the DuckDB file it should point at.
+@dataclass(frozen=True)
+class Target:
+    """Where a dbt target writes: the profile's environment, a name for messages, and the
+    dev copy's DuckDB file (None for prod, the pipeline's DuckLake)."""
 
-    prod is the pipeline's warehouse; dev is the analysts' copy, `$DBT_DEV_DUCKDB_PATH` or
-    `<data_dir>/dev.duckdb`. Passing an absolute path keeps dbt independent of the cwd (the
-    profile's relative defaults resolve against it).
-    """
+    name: str
+    env: dict[str, str]
+    where: str
+    dev_file: Path | None
+
+
+def prod_env(settings: Settings) -> dict[str, str]:
+    """The variables the profile's prod target reads: the warehouse and the extension folder."""
+    from mlpipeline import duckdb_extensions
+
+    return {
+        "WAREHOUSE_CATALOG": settings.warehouse_catalog,
+        "WAREHOUSE_DATA_PATH": settings.warehouse_data_path,
+        "DUCKDB_EXTENSION_DIRECTORY": str(duckdb_extensions.directory()),
+    }
+
+
+def _target(settings: Settings, target: str) -> Target:
+    """prod is the pipeline's warehouse; dev is the analysts' copy, `$DBT_DEV_DUCKDB_PATH` or
+    `<data_dir>/dev.duckdb`. Passing absolute paths keeps dbt independent of the cwd (the
+    profile's relative defaults resolve against it)."""
+    from mlpipeline import warehouse
+
     if target == "prod":
-        return "DUCKDB_PATH", settings.duckdb_path
+        return Target(target, prod_env(settings), warehouse.describe(settings), None)
     if target == "dev":
         override = os.environ.get("DBT_DEV_DUCKDB_PATH")
         path = Path(override).expanduser().resolve() if override else None
-        return "DBT_DEV_DUCKDB_PATH", path or settings.data_dir / "dev.duckdb"
+        path = path or settings.data_dir / "dev.duckdb"
+        return Target(target, {"DBT_DEV_DUCKDB_PATH": str(path)}, str(path), path)
     raise ValueError(f"unknown dbt target {target!r}; dbt_project/profiles.yml has dev and prod")
 
 
 @contextmanager
-def _dbt_environment(variable: str, path: Path) -> Iterator[None]:
+def _dbt_environment(variables: dict[str, str]) -> Iterator[None]:
     """Point the profile at the warehouse; afterwards release it and restore the env."""
-    saved = os.environ.get(variable)
-    os.environ[variable] = str(path)
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
     try:
         yield
     finally:
         _release_warehouse()
-        if saved is None:
-            os.environ.pop(variable, None)
-        else:
-            os.environ[variable] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _short(value: Any) -> str:
@@ -232,18 +255,20 @@ def _short(value: Any) -> str:
     return text if len(text) <= SAMPLE_WIDTH else text[: SAMPLE_WIDTH - 3] + "..."
 
 
-def failing_rows(warehouse: Path, sql: str, column: str | None = None) -> tuple[str, ...]:
+def failing_rows(
+    settings: Settings, sql: str, column: str | None = None, dev_file: Path | None = None
+) -> tuple[str, ...]:
     """The first rows a failed test's query returns, as `row i: col=value, ...` lines.
 
     The test's column comes first, then the keys that locate a row, then other columns up to
-    SAMPLE_COLUMNS. Reads the warehouse read-only, so call it once dbt has released the file;
-    a sample that cannot be read says why instead of hiding the test's own failure.
+    SAMPLE_COLUMNS. Reads the warehouse (or the dev copy `dev_file`) read-only; a sample that
+    cannot be read says why instead of hiding the test's own failure.
     """
     from mlpipeline.warehouse import connect
 
     query = f"SELECT * FROM ({sql.strip().rstrip(';')}) AS failing LIMIT {SAMPLE_ROWS}"
     try:
-        with connect(read_only=True, path=warehouse, wait_seconds=10) as con:
+        with connect(settings, read_only=True, path=dev_file) as con:
             cursor = con.execute(query)
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
@@ -258,15 +283,16 @@ def failing_rows(warehouse: Path, sql: str, column: str | None = None) -> tuple[
     )
 
 
-def _node_results(result: Any, warehouse: Path | None = None) -> list[NodeResult]:
+def _node_results(result: Any, settings: Settings, target: Target) -> list[NodeResult]:
     nodes = []
     for item in getattr(result, "results", None) or []:
         node = item.node
         name = node.name if node.resource_type == "test" else f"{node.schema}.{node.alias}"
         status = getattr(item.status, "value", str(item.status))
         sample: tuple[str, ...] = ()
-        if warehouse and node.resource_type == "test" and status == "fail":
-            sample = failing_rows(warehouse, node.compiled_code, getattr(node, "column_name", None))
+        if node.resource_type == "test" and status == "fail":
+            column = getattr(node, "column_name", None)
+            sample = failing_rows(settings, node.compiled_code, column, target.dev_file)
         nodes.append(
             NodeResult(
                 name, str(node.resource_type), status, item.failures, item.message or "", sample
@@ -280,15 +306,15 @@ def _invoke(
     settings: Settings,
     target: str,
     variables: dict[str, Any],
-) -> tuple[Any, Path, Path, float]:
+) -> tuple[Any, Target, Path, float]:
     """Run one dbt command in-process against a target's warehouse, released afterwards.
 
     dbt's target/ and logs/ go under `<data_dir>/dbt/<target>/`. Returns dbt's outcome, the
-    warehouse, the work folder and the elapsed seconds.
+    target, the work folder and the elapsed seconds.
     """
     from dbt.cli.main import dbtRunner
 
-    path_variable, warehouse = _warehouse(settings, target)
+    where = _target(settings, target)
     project_dir = settings.dbt_project_dir
     work_dir = settings.data_dir / "dbt" / target
     args = [
@@ -304,10 +330,11 @@ def _invoke(
         "--vars", json.dumps(variables),
     ]  # fmt: skip
     started = time.monotonic()
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with _dbt_environment(path_variable, warehouse):
+    if where.dev_file is not None:
+        where.dev_file.parent.mkdir(parents=True, exist_ok=True)
+    with _dbt_environment(where.env):
         outcome = dbtRunner(callbacks=[_forward_event]).invoke(args)
-    return outcome, warehouse, work_dir, time.monotonic() - started
+    return outcome, where, work_dir, time.monotonic() - started
 
 
 def build(
@@ -326,7 +353,7 @@ def build(
     first raw day to D (needed after a feature is added or retyped). `select` narrows the build
     with dbt's selection syntax; `variables` adds dbt vars (e.g. training_cutoff); without
     `tests` only the models run (`dbt run`, e.g. to time them). prod writes
-    `settings.duckdb_path`, dev the analysts' copy (see `_warehouse`). Returns a JSON-ready
+    the pipeline's warehouse, dev the analysts' copy (see `_target`). Returns a JSON-ready
     summary (for XCom): day, target, node count, warnings, elapsed seconds and the hash of the
     dbt code that built the data.
     """
@@ -336,15 +363,15 @@ def build(
     command = ["build" if tests else "run", *(["--full-refresh"] if full_refresh else [])]
     if select:
         command += ["--select", *([select] if isinstance(select, str) else select)]
-    where = f"processing day {processing_day} (target {target}, {_warehouse(settings, target)[1]})"
+    where = f"processing day {processing_day} (target {target}, {_target(settings, target).where})"
     log.info("dbt build for %s%s", where, ", full refresh" if full_refresh else "")
-    outcome, warehouse, work_dir, elapsed = _invoke(
+    outcome, dbt_target, work_dir, elapsed = _invoke(
         command,
         settings,
         target,
         {**(variables or {}), "processing_day": processing_day.isoformat()},
     )
-    nodes = _node_results(outcome.result, warehouse)
+    nodes = _node_results(outcome.result, settings, dbt_target)
     failures = [n for n in nodes if n.status in FAILED_STATUSES]
     hint = (
         f"full dbt log: {work_dir / 'logs' / 'dbt.log'}; inspect a failing test's rows with "
@@ -460,7 +487,7 @@ def ensure_manifest(project_dir: Path | str | None = None) -> Path:
             "--no-partial-parse",
         ]  # fmt: skip
         started = time.monotonic()
-        with _dbt_environment("DUCKDB_PATH", Path(work) / "unused.duckdb"):
+        with _dbt_environment(prod_env(Settings.under(Path(work)))):
             outcome = dbtRunner(callbacks=[_forward_event]).invoke(args)
         if not outcome.success:
             log_file = target.parent / "parse.log"
@@ -493,7 +520,7 @@ def after_dbt_node(project_dir: str, **_: Any) -> None:
     results = json.loads(results_file.read_text()).get("results", [])
     manifest_file = target / "manifest.json"
     nodes = json.loads(manifest_file.read_text())["nodes"] if manifest_file.is_file() else {}
-    warehouse = Settings.from_env().duckdb_path
+    settings = Settings.from_env()
     for result in results:
         unique_id = result.get("unique_id", "")
         status = result.get("status")
@@ -502,7 +529,7 @@ def after_dbt_node(project_dir: str, **_: Any) -> None:
         node = nodes.get(unique_id, {})
         sample: tuple[str, ...] = ()
         if status == "fail" and result.get("compiled_code"):
-            sample = failing_rows(warehouse, result["compiled_code"], node.get("column_name"))
+            sample = failing_rows(settings, result["compiled_code"], node.get("column_name"))
         described = NodeResult(
             node.get("name", unique_id),
             "test",

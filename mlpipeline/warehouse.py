@@ -1,14 +1,18 @@
-"""Short-lived connections to the one DuckDB warehouse file.
+"""Connections to the warehouse: a DuckLake that every process and host shares.
 
-DuckDB lets one process hold the file read-write and locks every other process out, readers
-included. Airflow serialises openers through the single-slot `warehouse` pool; this module keeps
-each connection short and retries while another process holds the lock.
+The catalog lives in a SQL database (`WAREHOUSE_CATALOG`: a SQLite file on one machine,
+PostgreSQL in the stack) and the data as Parquet files under `WAREHOUSE_DATA_PATH` (a folder, or
+an S3 prefix). Any number of processes attach it at once, readers and writers, each seeing one
+committed snapshot; a writer whose commit conflicts with another's is rolled back whole
+(`mlpipeline.lake.run_unit` runs such units again).
 
-Only setup (`create`) makes a warehouse. Every other opener requires the one setup made: a worker
-that cannot see it (a volume not mounted, a wrong DUCKDB_PATH) fails naming the path, instead of
-quietly writing to a new, empty file of its own. And where the orchestrator says which tasks
-declared the warehouse (ACCESS_VAR, set per task by the Airflow plugin), an undeclared task that
-opens it fails, so no opener can be forgotten outside the pool.
+Only setup (`create`) makes a warehouse. Every other opener requires the one setup made: a
+process pointed at the wrong catalog fails naming it instead of quietly writing to a new, empty
+warehouse of its own. And where the orchestrator says which tasks declared the warehouse
+(ACCESS_VAR, set per task by the Airflow plugin), an undeclared task that opens it fails.
+
+`path=` opens a plain DuckDB file instead: the analysts' dev copy and an earlier release's
+warehouse that `warehouse migrate` reads.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import time
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import duckdb
 
-from mlpipeline import warehouse_migrate
+from mlpipeline import duckdb_extensions, lake
 from mlpipeline.config import Settings
 
 if TYPE_CHECKING:
@@ -51,27 +55,35 @@ class UndeclaredWarehouseAccess(RuntimeError):
     """A task opened the warehouse without declaring it to the orchestrator."""
 
 
-def _check_declared(db_path: Path) -> None:
+def _check_declared(where: str) -> None:
     access = os.environ.get(ACCESS_VAR)
     if access is not None and access != DECLARED:
         raise UndeclaredWarehouseAccess(
-            f"task {access} opened the warehouse {db_path} without declaring it: give the task "
-            "pool='warehouse' in its DAG (every opener of the DuckDB file runs in that pool)"
+            f"task {access} opened the warehouse {where} without declaring it: give the task "
+            "pool='warehouse' in its DAG (every opener of the warehouse runs in that pool)"
         )
 
 
-def _missing(db_path: Path, why: str) -> WarehouseMissing:
+def describe(settings: Settings) -> str:
+    """The warehouse as messages name it: catalog and data path, without a password."""
+    catalog = re.sub(r"(password=)\S+", r"\1***", settings.warehouse_catalog)
+    catalog = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", catalog)
+    return f"DuckLake {catalog} (data {settings.warehouse_data_path})"
+
+
+def _missing(where: str, why: str) -> WarehouseMissing:
     return WarehouseMissing(
-        f"no warehouse at {db_path} ({why}). This process cannot see the warehouse setup "
-        "created: on a worker, mount the warehouse volume there (docker-compose: warehouse-data "
-        "at /data/mlpipeline) or point DUCKDB_PATH at it; on a new installation, run setup "
-        "first (`mlpipeline warehouse init`, done by airflow-init and `make demo`)."
+        f"no warehouse at {where} ({why}). This process cannot see the warehouse setup "
+        "created: point WAREHOUSE_CATALOG and WAREHOUSE_DATA_PATH at it (docker-compose sets "
+        "them for every service); on a new installation, run setup first (`mlpipeline "
+        "warehouse init`, done by airflow-init and `make demo`)."
     )
 
 
-def _is_lock_error(exc: duckdb.Error) -> bool:
-    text = str(exc)
-    return "Could not set lock" in text or "Conflicting lock" in text
+def _catalog_file(catalog: str) -> Path | None:
+    """The file of a SQLite catalog (None for a server catalog)."""
+    kind, _, target = catalog.partition(":")
+    return Path(target) if kind == "sqlite" else None
 
 
 @contextmanager
@@ -80,39 +92,41 @@ def connect(
     *,
     read_only: bool = False,
     path: Path | None = None,
-    wait_seconds: float = 300.0,
     create: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse setup created (`create=True` is setup's own call), waiting with
-    backoff while another process holds its lock."""
+    """Attach the warehouse setup created (`create=True` is setup's own call) as the
+    connection's default database; `path` opens a plain DuckDB file instead."""
     settings = settings or Settings.from_env()
-    db_path = Path(path or settings.duckdb_path)
-    _check_declared(db_path)
+    if path is not None:
+        with duckdb.connect(str(path), read_only=read_only) as con:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        return
+    where = describe(settings)
+    _check_declared(where)
+    catalog_file = _catalog_file(settings.warehouse_catalog)
     if create:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-    elif not db_path.is_file():
-        raise _missing(db_path, "the file does not exist")
-    deadline = time.monotonic() + wait_seconds
-    delay = 0.2
-    while True:
-        try:
-            con = duckdb.connect(str(db_path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            if warehouse_migrate.is_newer_storage(exc):
-                raise warehouse_migrate.needs_migration(db_path, exc) from exc
-            if not _is_lock_error(exc) or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"cannot open the warehouse {db_path}: {exc}. Another process holds it; "
-                    "run DuckDB openers through the single-slot 'warehouse' pool."
-                ) from exc
-            log.info("warehouse %s is locked by another process; retrying in %.1fs", db_path, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        if catalog_file is not None:
+            catalog_file.parent.mkdir(parents=True, exist_ok=True)
+        if "://" not in settings.warehouse_data_path:
+            Path(settings.warehouse_data_path).mkdir(parents=True, exist_ok=True)
+    elif catalog_file is not None and not catalog_file.is_file():
+        raise _missing(where, "the catalog file does not exist")
+    con = duckdb.connect(config=duckdb_extensions.config())
     try:
+        try:
+            lake.attach(
+                con,
+                settings.warehouse_catalog,
+                settings.warehouse_data_path,
+                read_only=read_only,
+                create=create,
+            )
+        except duckdb.Error as exc:
+            raise _missing(where, f"it cannot be attached: {str(exc).splitlines()[0]}") from exc
         con.execute("SET TimeZone = 'UTC'")
         if not create and not _has_marker(con):
-            raise _missing(db_path, f"the file exists but has no {MARKER_TABLE}: setup never ran")
+            raise _missing(where, f"the catalog has no {MARKER_TABLE}: setup never ran")
         yield con
     finally:
         con.close()
@@ -121,26 +135,31 @@ def connect(
 def _has_marker(con: duckdb.DuckDBPyConnection) -> bool:
     schema, table = MARKER_TABLE.split(".")
     found = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
         [schema, table],
-    ).fetchone()
-    return bool(found and found[0])
+    ).fetchall()
+    return bool(found and found[0][0])
 
 
-def create(settings: Settings | None = None, *, path: Path | None = None) -> Path:
-    """Setup: make the warehouse (schemas and the marker openers look for), or adopt an existing
-    one made before the marker existed. Safe to run on every start."""
+def create(settings: Settings | None = None) -> str:
+    """Setup: make the warehouse (schemas and the marker openers look for), or adopt the one
+    already there. Safe to run on every start, from several hosts at once."""
     settings = settings or Settings.from_env()
-    db_path = Path(path or settings.duckdb_path)
-    with connect(settings, path=db_path, create=True) as con:
+    where = describe(settings)
+
+    def unit(con: duckdb.DuckDBPyConnection) -> None:
         ensure_schemas(con)
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (created_at TIMESTAMPTZ, path VARCHAR)"
         )
-        if not con.execute(f"SELECT count(*) FROM {MARKER_TABLE}").fetchone()[0]:
-            con.execute(f"INSERT INTO {MARKER_TABLE} VALUES (now(), ?)", [str(db_path)])
-    log.info("warehouse ready at %s", db_path)
-    return db_path
+        if not con.execute(f"SELECT count(*) FROM {MARKER_TABLE}").fetchall()[0][0]:
+            con.execute(f"INSERT INTO {MARKER_TABLE} VALUES (now(), ?)", [where])
+
+    with connect(settings, create=True) as con:
+        lake.run_unit(con, "warehouse setup", unit)
+    log.info("warehouse ready: %s", where)
+    return where
 
 
 def require(settings: Settings | None = None) -> None:
@@ -157,7 +176,7 @@ def query_csv(
     streamed `rows` at a time (an analyst's way in that holds no result in memory). Returns the
     number of data rows; a query that writes fails (the connection is read-only)."""
     with connect(settings, read_only=True) as con:
-        cursor = con.cursor()
+        cursor = lake.cursor(con)
         cursor.execute(sql)
         if cursor.description is None:
             raise ValueError(f"the statement returned no result set: {sql!r}")

@@ -28,6 +28,7 @@ from mlpipeline import localredis, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.objectstore import LocalStore, S3Store
 from tests import postgres_cluster
+from tests.e2e_env import OVERRIDES
 
 TIERS = ("unit", "integration", "e2e", "stack")
 # Fixtures a unit test may not use, and why: the ones here and in test modules that start a server,
@@ -172,7 +173,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     setup would have made there."""
     data_dir = tmp_path / "data"
     monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
-    for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
+    for var in OVERRIDES:
         monkeypatch.delenv(var, raising=False)
     settings = Settings.from_env()
     warehouse.create(settings)

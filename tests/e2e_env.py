@@ -14,6 +14,8 @@ from mlpipeline.config import Settings
 
 # Whatever would point the story at shared services or another data folder.
 OVERRIDES = (
+    "WAREHOUSE_CATALOG",
+    "WAREHOUSE_DATA_PATH",
     "DUCKDB_PATH",
     "MLFLOW_TRACKING_URI",
     "MLPIPELINE_BUCKET",

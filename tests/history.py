@@ -22,6 +22,7 @@ from mlpipeline.generate import generate_range
 from mlpipeline.objectstore import from_settings
 from mlpipeline.warehouse import connect
 from tests.e2e_env import pipeline_env
+from tests.lake_copy import relocate
 
 START = date(2026, 1, 1)
 CUSTOMERS = 600
@@ -41,8 +42,8 @@ def build(data_dir: Path) -> Path:
 
 def copy_history(history: Path, data_dir: Path) -> Path:
     """A private copy of the history in `data_dir` (new or empty) that nothing leads back from:
-    absolute paths the warehouse stored (e.g. where setup made it) are moved to the copy, and
-    no other file of it may name the history's folder."""
+    absolute paths the warehouse stored (its data path, where setup made it) are moved to the
+    copy, and no other file of it may name the history's folder."""
     shutil.copytree(
         history,
         data_dir,
@@ -50,6 +51,7 @@ def copy_history(history: Path, data_dir: Path) -> Path:
         dirs_exist_ok=True,
     )
     old, new = str(history.resolve()), str(data_dir.resolve())
+    relocate(Settings.under(data_dir))
     with connect(Settings.under(data_dir)) as con:
         columns = con.execute(
             "SELECT c.table_schema, c.table_name, c.column_name FROM information_schema.columns c "
@@ -65,7 +67,8 @@ def copy_history(history: Path, data_dir: Path) -> Path:
     files = [
         str(path.relative_to(data_dir))
         for path in sorted(data_dir.rglob("*"))
-        if path.is_file() and path.suffix != ".duckdb" and old.encode() in path.read_bytes()
+        # The catalog keeps the rows' earlier versions (time travel), old paths included.
+        if path.is_file() and path.suffix != ".sqlite" and old.encode() in path.read_bytes()
     ]
     if files:
         raise AssertionError(f"the copy in {data_dir} names the history {history}: {files}")

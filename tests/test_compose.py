@@ -506,7 +506,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "schema",
         "depend_on",
     ),
-    ("undeclared volume", _delete(("volumes", "warehouse-data")), "references", "warehouse-data"),
+    ("undeclared volume", _delete(("volumes", "airflow-logs")), "references", "airflow-logs"),
     (
         "depends on a missing service",
         _set(("services", "scoring-api", "depends_on", "nosuch"), {"condition": "service_started"}),

@@ -1,11 +1,10 @@
-"""The nightly's dbt tasks (Cosmos) run real dbt against a real DuckDB file.
+"""The nightly's dbt tasks (Cosmos) run real dbt against the real DuckLake warehouse.
 
 The tasks come from parsing the real `fraud_nightly` DAG file, in a subprocess with this test's
 Airflow environment, and execute there as a worker would (templates rendered from a context
 whose `resolve_day` XCom is day D). One task builds the snapshot incrementally for D; then a
 duplicate transaction makes a staging test fail. After each task another process must be able to
-open the warehouse (Cosmos runs dbt in the task's process, and dbt-duckdb would keep the file
-locked), and the failing task's log must name the test and its failing rows.
+write to the warehouse, and the failing task's log must name the test and its failing rows.
 """
 
 from __future__ import annotations
@@ -33,7 +32,12 @@ RUNNER = r"""
 import json, logging, subprocess, sys
 from airflow.dag_processing.dagbag import DagBag
 
-day, warehouse, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+from pathlib import Path
+from mlpipeline import warehouse
+from mlpipeline.config import Settings
+
+day, data_dir, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+settings = Settings.under(Path(data_dir))
 records = []
 
 class Keep(logging.Handler):
@@ -55,8 +59,7 @@ dag = DagBag(dag_folder=sys.argv[4]).dags["fraud_nightly"]
 outcomes = {}
 for task_id, sql_before in steps:
     if sql_before:
-        import duckdb
-        with duckdb.connect(warehouse) as con:
+        with warehouse.connect(settings) as con:
             con.execute(sql_before)
     task = dag.get_task(task_id)
     context = {
@@ -70,9 +73,14 @@ for task_id, sql_before in steps:
         error = None
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-    opener = "import duckdb, sys; duckdb.connect(sys.argv[1]).close()"
+    writer = (
+        "import sys; from pathlib import Path; from mlpipeline import warehouse; "
+        "from mlpipeline.config import Settings\n"
+        "with warehouse.connect(Settings.under(Path(sys.argv[1]))) as con:\n"
+        "    con.execute('CREATE OR REPLACE TABLE meta.probe AS SELECT 1 AS written')"
+    )
     probe = subprocess.run(
-        [sys.executable, "-c", opener, warehouse], capture_output=True, text=True
+        [sys.executable, "-c", writer, data_dir], capture_output=True, text=True
     )
     outcomes[task_id] = {
         "pool": task.pool,
@@ -80,7 +88,7 @@ for task_id, sql_before in steps:
         "full_refresh": getattr(task, "full_refresh", None),
         "error": error,
         "log": records[before:],
-        "other_process_opens_warehouse": probe.returncode == 0,
+        "other_process_writes_warehouse": probe.returncode == 0,
         "probe_error": probe.stderr[-300:],
     }
 print(json.dumps(outcomes))
@@ -96,7 +104,7 @@ def _run_tasks(settings: Settings, steps: list[tuple[str, str | None]]) -> dict:
             "-c",
             RUNNER,
             DAY.isoformat(),
-            str(settings.duckdb_path),
+            str(settings.data_dir),
             json.dumps(steps),
             str(PROJECT_ROOT / "dags"),
         ],
@@ -159,9 +167,9 @@ def test_a_model_task_builds_the_processing_day_incrementally(nightly: dict) -> 
     assert nightly["invocations"] == 2 and nightly["cutoffs"][DAY] == 1
 
 
-def test_every_task_releases_the_warehouse(nightly: dict) -> None:
+def test_another_process_writes_the_warehouse_after_every_task(nightly: dict) -> None:
     for outcome in [*nightly["built"].values(), *nightly["failed"].values()]:
-        assert outcome["other_process_opens_warehouse"], outcome["probe_error"]
+        assert outcome["other_process_writes_warehouse"], outcome["probe_error"]
 
 
 def test_a_failing_dbt_test_fails_its_task_naming_the_test_and_rows(nightly: dict) -> None:

@@ -583,10 +583,14 @@ def test_each_target_writes_its_own_warehouse(
 ) -> None:
     settings = Settings.under(tmp_path)
     monkeypatch.delenv("DBT_DEV_DUCKDB_PATH", raising=False)
-    assert transform._warehouse(settings, "prod") == ("DUCKDB_PATH", settings.duckdb_path)
-    assert transform._warehouse(settings, "dev") == ("DBT_DEV_DUCKDB_PATH", tmp_path / "dev.duckdb")
+    prod = transform._target(settings, "prod")
+    assert prod.env["WAREHOUSE_CATALOG"] == settings.warehouse_catalog
+    assert prod.env["WAREHOUSE_DATA_PATH"] == settings.warehouse_data_path
+    assert Path(prod.env["DUCKDB_EXTENSION_DIRECTORY"]).is_dir() and prod.dev_file is None
+    dev = transform._target(settings, "dev")
+    assert dev.env == {"DBT_DEV_DUCKDB_PATH": str(tmp_path / "dev.duckdb")}
     monkeypatch.setenv("DBT_DEV_DUCKDB_PATH", str(tmp_path / "mine.duckdb"))
-    assert transform._warehouse(settings, "dev")[1] == tmp_path / "mine.duckdb"
+    assert transform._target(settings, "dev").dev_file == tmp_path / "mine.duckdb"
     with pytest.raises(ValueError, match="unknown dbt target 'staging'"):
         transform.build("2026-01-02", settings=settings, target="staging")
 

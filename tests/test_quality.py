@@ -13,6 +13,7 @@ import posixpath
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import unquote
@@ -29,6 +30,7 @@ from mlpipeline.split import read_training_set
 from mlpipeline.warehouse import connect
 from mlpipeline.warehouse import create as create_warehouse
 from tests.dbt_fixtures import background, load_raw
+from tests.lake_copy import copy_warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +67,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("history")
     store = LocalStore(root / "objectstore")
     generate_range(store, START, DAY, customers=CUSTOMERS)
-    settings = Settings.from_env()
-    settings = Settings(**{**settings.__dict__, "duckdb_path": root / "warehouse.duckdb"})
+    settings = Settings.under(root)
     create_warehouse(settings)
     with connect(settings) as con:
         for offset in range(3):
@@ -83,9 +84,8 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def store(history: Path, settings: Settings) -> LocalStore:
     """This test's copy of the landed days and of the warehouse holding the first three."""
-    shutil.copytree(history / "objectstore", settings.local_store_root)
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(history / "warehouse.duckdb", settings.duckdb_path)
+    shutil.copytree(history / "objectstore", settings.local_store_root, dirs_exist_ok=True)
+    copy_warehouse(Settings.under(history), settings)
     return LocalStore(settings.local_store_root)
 
 
@@ -389,8 +389,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture()
 def warehouse(built: Settings, tmp_path: Path) -> Settings:
     """This test's copy of the built warehouse, free to tamper with."""
-    copy = Settings(**{**built.__dict__, "duckdb_path": tmp_path / "warehouse.duckdb"})
-    shutil.copy(built.duckdb_path, copy.duckdb_path)
+    copy = replace(
+        built,
+        warehouse_catalog=Settings.under(tmp_path).warehouse_catalog,
+        warehouse_data_path=Settings.under(tmp_path).warehouse_data_path,
+    )
+    copy_warehouse(built, copy)
     return copy
 
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 
@@ -28,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from mlpipeline import model_registry, nightly, objectstore, score
+from mlpipeline import model_registry, nightly, objectstore, score, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.objectstore import S3Store
 
@@ -135,19 +137,14 @@ def any_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings
 
 
 def _load_features(settings: Settings) -> None:
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(settings.duckdb_path))
-    con.execute("CREATE SCHEMA IF NOT EXISTS features")
-    con.execute(FEATURES_SQL)
-    con.close()
+    with warehouse.connect(settings) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS features")
+        con.execute(FEATURES_SQL)
 
 
 def _query(settings: Settings, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
-    try:
+    with warehouse.connect(settings, read_only=True) as con:
         return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def _score(
@@ -349,13 +346,12 @@ def test_duplicate_feature_rows_fail_the_count_check_and_publish_nothing(
     settings: Settings, registry: Registry
 ) -> None:
     _load_features(settings)
-    con = duckdb.connect(str(settings.duckdb_path))
-    con.execute(
-        "INSERT INTO features.transaction_features "
-        "SELECT * FROM features.transaction_features WHERE dt = ? ORDER BY transaction_id LIMIT 2",
-        [DAY1],
-    )
-    con.close()
+    with warehouse.connect(settings) as con:
+        con.execute(
+            "INSERT INTO features.transaction_features SELECT * FROM "
+            "features.transaction_features WHERE dt = ? ORDER BY transaction_id LIMIT 2",
+            [DAY1],
+        )
 
     with pytest.raises(score.ScoreCountMismatch, match="2 duplicate transaction rows"):
         _score(settings, registry, DAY1, "1", "run-1")
@@ -387,28 +383,35 @@ def test_champion_without_threshold_is_refused(settings: Settings, registry: Reg
 
 
 @pytest.mark.unit
-def test_scores_are_readable_while_another_process_holds_the_warehouse(
+def test_scores_and_the_warehouse_are_readable_while_another_process_writes(
     settings: Settings, registry: Registry
 ) -> None:
+    """Nothing locks readers out: another process in the middle of a write transaction leaves
+    this one reading the warehouse's committed rows and the score table."""
     _load_features(settings)
     _score(settings, registry, DAY1, "1", "run-1")
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time, duckdb\n"
-            "con = duckdb.connect(sys.argv[1])\n"
-            "print('holding', flush=True)\n"
-            "time.sleep(60)\n",
-            str(settings.duckdb_path),
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from mlpipeline import warehouse\n"
+            "from mlpipeline.config import Settings\n"
+            "with warehouse.connect(Settings.under(Path(sys.argv[1]))) as c:\n"
+            "    c.execute('BEGIN TRANSACTION')\n"
+            "    c.execute('DELETE FROM scores.transaction_scores')\n"
+            "    print('holding', flush=True)\n"
+            "    time.sleep(60)\n",
+            str(settings.data_dir),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "holding"
-        with pytest.raises(duckdb.IOException):
-            duckdb.connect(str(settings.duckdb_path), read_only=True)
+        counted = _query(settings, "SELECT count(*) FROM scores.transaction_scores")
+        assert counted == [(ROWS[DAY1],)]
         published = score.read_scores(settings, DAY1)
         assert len(published) == ROWS[DAY1]
     finally:
@@ -442,21 +445,23 @@ def test_s3_commits_are_put_if_absent(
     )
 
 
-class _ObservedModel:
-    """The real champion, recording what scoring feeds it and what DuckDB's memory cap is then."""
+MEMORY_LIMIT = "SELECT current_setting('memory_limit')"
 
-    def __init__(self, model: object, duckdb_path: str) -> None:
-        self.model, self.duckdb_path = model, duckdb_path
+
+class _ObservedModel:
+    """The real champion, recording what scoring feeds it and what DuckDB's memory cap is then
+    on the connection scoring opened (`opened`, filled by the test)."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+        self.opened: list[duckdb.DuckDBPyConnection] = []
         self.chunks: list[int] = []
         self.memory_limits: set[str] = set()
+        self.left_with: str | None = None
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         self.chunks.append(len(frame))
-        # Same process and file: DuckDB hands back the scoring connection's database instance.
-        with duckdb.connect(self.duckdb_path) as con:
-            self.memory_limits.add(
-                con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-            )
+        self.memory_limits.add(self.opened[-1].execute(MEMORY_LIMIT).fetchall()[0][0])
         return self.model.predict_proba(frame)
 
 
@@ -469,9 +474,17 @@ def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
     one data file is committed as several files at once."""
     _load_features(settings)
     monkeypatch.setattr(score, "_FILE_ROWS", 1000)
-    observed = _ObservedModel(
-        model_registry.load_model(registry.versions["1"]), str(settings.duckdb_path)
-    )
+    observed = _ObservedModel(model_registry.load_model(registry.versions["1"]))
+    opener = warehouse.connect
+
+    @contextmanager
+    def recorded(*args: object, **kwargs: object) -> Iterator[duckdb.DuckDBPyConnection]:
+        with opener(*args, **kwargs) as con:
+            observed.opened.append(con)
+            yield con
+            observed.left_with = con.execute(MEMORY_LIMIT).fetchall()[0][0]
+
+    monkeypatch.setattr(warehouse, "connect", recorded)
     result = score.score_day(
         DAY1,
         settings=settings,
@@ -484,8 +497,7 @@ def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
 
     assert observed.chunks == [300] * 8 + [200] and result.rows_scored == ROWS[DAY1]
     assert observed.memory_limits == {"61.0 MiB"}
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != "61.0 MiB"
+    assert observed.left_with != "61.0 MiB"
     location = score.score_table_location(settings)
     table = DeltaTable(location.uri)
     files = table.file_uris(partition_filters=[("dt", "=", DAY1.isoformat())])
@@ -618,7 +630,7 @@ def test_a_day_without_transactions_is_scored_empty_and_replaces_earlier_rows(
     assert score.read_scores(settings, empty_day).empty
 
     _score(settings, registry, DAY1, "1", "run-1")
-    with duckdb.connect(str(settings.duckdb_path)) as con:
+    with warehouse.connect(settings) as con:
         con.execute("DELETE FROM features.transaction_features WHERE dt = ?", [DAY1])
     again = _score(settings, registry, DAY1, "1", "run-2")
 

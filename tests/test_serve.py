@@ -28,6 +28,7 @@ from mlpipeline.serve import make_server
 from mlpipeline.train import _trusted_types
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, load_raw, txn
+from tests.e2e_env import OVERRIDES
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Itera
     online.redis_client(redis_url).flushdb()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
-        for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
+        for var in OVERRIDES:
             env.delenv(var, raising=False)
         env.setenv("REDIS_URL", redis_url)
         settings = Settings.from_env()

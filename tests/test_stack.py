@@ -5,14 +5,15 @@ tests/stack_compose.py starts every service of the compose file (not a copy of i
 command, environment, volumes, init steps and start order: PostgreSQL, the Celery broker Redis,
 the password-protected features Redis, an S3 server standing in for MinIO (with minio-init's
 buckets), the MLflow server with its artifacts in S3, airflow-init, the API server, scheduler,
-DAG processor, triggerer, two Celery workers sharing the warehouse volume, and the scoring API.
+DAG processor, triggerer, two Celery workers sharing no folder (the warehouse is a DuckLake: its
+catalog in PostgreSQL, its files in the bucket), and the scoring API.
 The .env is .env.example with fresh secrets, as a user would write it.
 
 History lands in the bucket and is loaded with the library's catch-up, both as one-off
 containers of the worker service (`docker compose run airflow-worker mlpipeline ...`). Then
 fraud_nightly is unpaused and the scheduler runs last night, D = yesterday (UTC), as it would in
-production. Afterwards a third worker without the warehouse volume takes a run and must fail
-naming the path it looked for, creating nothing.
+production. Afterwards a third worker pointed at another catalog takes a run and must fail
+naming the catalog it looked for, creating nothing.
 """
 
 from __future__ import annotations
@@ -335,15 +336,26 @@ def _status(url: str) -> int:
         return 0
 
 
-def test_a_worker_without_the_warehouse_volume_fails_loudly_and_creates_nothing(stack, api, night):
-    """The volume not mounted on a third worker (a worker on another host): its warehouse
-    task fails naming the path, and no warehouse appears on its own disk."""
+def test_the_workers_share_no_folder(stack):
+    """Nothing a task needs is on a worker's disk: no volume is mounted on two workers."""
+    spec = stack.services["airflow-worker"]
+    mounted = [v.split(":")[0] for v in spec.get("volumes", [])]
+    assert mounted == ["airflow-logs"], mounted  # task logs, which the API server reads
+    folders = {w: stack.machine.container_dir(w, "/data/mlpipeline") for w in WORKERS}
+    assert folders[WORKERS[0]] != folders[WORKERS[1]]
+
+
+def test_a_worker_pointed_at_another_catalog_fails_loudly_and_creates_nothing(stack, api, night):
+    """A third worker whose WAREHOUSE_CATALOG names a database setup never made a warehouse in
+    (Airflow's own): its warehouse task fails naming that catalog, and DuckLake makes no
+    tables there."""
     for worker in WORKERS:
         stack.stop_container(worker)
-    spec = stack.services["airflow-worker"]
-    spec["volumes"] = [v for v in spec["volumes"] if not v.startswith("warehouse-data:")]
-    stack.start("airflow-worker", container="airflow-worker-novolume")
-    run_id = f"stack-novolume-{secrets.token_hex(3)}"
+    container = "airflow-worker-elsewhere"
+    env = stack.container_env("airflow-worker", container)
+    env["WAREHOUSE_CATALOG"] = env["WAREHOUSE_CATALOG"].replace("/warehouse", "/airflow")
+    stack.start("airflow-worker", container=container, env=env)
+    run_id = f"stack-elsewhere-{secrets.token_hex(3)}"
     day = NIGHT - timedelta(days=1)
     api.post(
         f"dags/{DAG}/dagRuns",
@@ -360,8 +372,11 @@ def test_a_worker_without_the_warehouse_volume_fails_loudly_and_creates_nothing(
 
     stack.wait_until(f"{task} to fail", attempt_failed, timeout=300)
     text = _task_log(stack, run_id, task)
-    private = stack.machine.container_dir("airflow-worker-novolume", "/data/mlpipeline")
     assert "WarehouseMissing" in text
-    assert f"no warehouse at {private}/warehouse.duckdb" in text
-    assert "mount the warehouse volume" in text
-    assert not (private / "warehouse.duckdb").exists()
+    assert "no warehouse at DuckLake postgres:postgresql://airflow:***@" in text
+    assert "/airflow (data s3://" in text and "WAREHOUSE_CATALOG" in text
+    import psycopg
+
+    with psycopg.connect(env["WAREHOUSE_CATALOG"].removeprefix("postgres:")) as db:
+        made = db.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ducklake%'")
+        assert made.fetchone() == (0,)

@@ -28,6 +28,7 @@ from mlpipeline.meta import ensure_meta
 from mlpipeline.model_features import select_feature_columns
 from mlpipeline.objectstore import LocalStore
 from mlpipeline.split import load_split
+from tests.e2e_env import OVERRIDES
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     data_dir = tmp_path_factory.mktemp("parity") / "data"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
-        for var in ("DUCKDB_PATH", "MLFLOW_TRACKING_URI", "MLPIPELINE_BUCKET", "AWS_ENDPOINT_URL"):
+        for var in OVERRIDES:
             env.delenv(var, raising=False)
         settings = Settings.from_env()
         generate_range(LocalStore(settings.local_store_root), START, CUTOFF, customers=CUSTOMERS)

@@ -1,14 +1,14 @@
-"""The warehouse seam: only setup creates it, and inside orchestrated tasks only the tasks that
-declared it may open it (the listener of plugins/warehouse_access.py says which did)."""
+"""The warehouse seam: a DuckLake only setup creates, and inside orchestrated tasks only the
+tasks that declared it may open it (the listener of plugins/warehouse_access.py says which did)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from mlpipeline import warehouse
+from mlpipeline import lake, warehouse
 from mlpipeline.config import Settings
 
 pytestmark = pytest.mark.unit
@@ -20,30 +20,51 @@ def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings.under(tmp_path / "data")
 
 
-def test_an_opener_never_creates_a_warehouse_and_names_the_path_it_looked_for(fresh):
+def _catalog_file(settings: Settings) -> Path:
+    return Path(settings.warehouse_catalog.removeprefix("sqlite:"))
+
+
+def test_an_opener_never_creates_a_warehouse_and_names_the_catalog_it_looked_for(fresh):
     with pytest.raises(warehouse.WarehouseMissing) as error, warehouse.connect(fresh):
         pass
-    assert str(fresh.duckdb_path) in str(error.value)
-    assert "mount the warehouse volume" in str(error.value)
-    assert not fresh.duckdb_path.exists()
-    assert not fresh.duckdb_path.parent.exists()
+    assert fresh.warehouse_catalog in str(error.value)
+    assert fresh.warehouse_data_path in str(error.value)
+    assert "WAREHOUSE_CATALOG" in str(error.value)
+    assert not fresh.data_dir.exists()
 
 
-def test_a_file_setup_did_not_make_is_refused(fresh):
-    """What dbt would leave on a worker without the volume: an empty DuckDB file."""
-    fresh.duckdb_path.parent.mkdir(parents=True)
-    duckdb.connect(str(fresh.duckdb_path)).close()
+def test_a_catalog_setup_did_not_make_is_refused(fresh):
+    """What a tool attaching the lake on its own would leave: an empty DuckLake catalog."""
+    fresh.data_dir.mkdir(parents=True)
+    with lake.connect(fresh.warehouse_catalog, fresh.warehouse_data_path):
+        pass
+    assert _catalog_file(fresh).is_file()
     with pytest.raises(warehouse.WarehouseMissing, match="setup never ran"):
         warehouse.require(fresh)
 
 
+def test_a_password_in_the_catalog_is_not_shown():
+    settings = Settings.under(Path("/data"))
+    catalog = "postgres:dbname=lake host=pg user=mlpipeline password=s3cret"
+    shown = warehouse.describe(replace(settings, warehouse_catalog=catalog))
+    assert "s3cret" not in shown and "password=***" in shown and "host=pg" in shown
+    uri = "postgres:postgresql://mlpipeline:s3cret@pg:5432/warehouse"
+    shown = warehouse.describe(replace(settings, warehouse_catalog=uri))
+    assert "s3cret" not in shown and "mlpipeline:***@pg:5432/warehouse" in shown
+
+
 def test_setup_creates_once_and_openers_then_find_it(fresh):
-    assert warehouse.create(fresh) == fresh.duckdb_path
+    assert fresh.warehouse_catalog in warehouse.create(fresh)
     warehouse.create(fresh)
     warehouse.require(fresh)
     with warehouse.connect(fresh, read_only=True) as con:
-        schemas = {r[0] for r in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
-        markers = con.execute(f"SELECT count(*) FROM {warehouse.MARKER_TABLE}").fetchone()[0]
+        schemas = {
+            r[0]
+            for r in con.execute(
+                "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()"
+            ).fetchall()
+        }
+        markers = con.execute(f"SELECT count(*) FROM {warehouse.MARKER_TABLE}").fetchall()[0][0]
     assert set(warehouse.SCHEMAS) <= schemas
     assert markers == 1
 
@@ -77,7 +98,8 @@ def _cli_sql(settings: Settings, sql: str, monkeypatch, capsys) -> tuple[int, st
     from mlpipeline.cli import main
 
     monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("DUCKDB_PATH", str(settings.duckdb_path))
+    monkeypatch.setenv("WAREHOUSE_CATALOG", settings.warehouse_catalog)
+    monkeypatch.setenv("WAREHOUSE_DATA_PATH", settings.warehouse_data_path)
     code = 0
     try:
         main(["warehouse", "sql", sql])

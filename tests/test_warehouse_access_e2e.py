@@ -49,7 +49,7 @@ def test_an_undeclared_opener_fails_at_run_time_and_a_declared_one_runs(tmp_path
     (dags / "warehouse_access.py").write_text(DAG)
     env = local_airflow.airflow_env(settings, {"AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
     local_airflow.init(env)
-    assert settings.duckdb_path.exists(), "setup (local_airflow.init) creates the warehouse"
+    warehouse.require(settings)  # setup (local_airflow.init) created the warehouse
     code, printed = dags_test("warehouse_access", date(2026, 1, 2), env)
     assert code != 0
     states = local_airflow.task_states("warehouse_access", date(2026, 1, 2), env)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from mlpipeline import batches
+from mlpipeline import batches, lake
 from mlpipeline.objectstore import ObjectStore
 from mlpipeline.raw_tables import DATASET_COLUMNS, ensure_raw
 from mlpipeline.retention.report import Progress, Report, utc
@@ -93,23 +93,20 @@ def clean_raw_revisions(
         # finishes it; the status flips only with the rows, in one transaction.
         for key in keys:
             store.delete(key)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(
+
+        def purge(
+            c: duckdb.DuckDBPyConnection,
+            dataset: str = dataset,
+            batch_id: str = batch_id,
+            revision: str = revision,
+            detail: str = f"{status}; {rows} rows and {len(keys)} files deleted",
+        ) -> None:
+            c.execute(
                 f"DELETE FROM raw.{dataset} WHERE batch_id = ? AND revision = ?",
                 [batch_id, revision],
             )
-            batches.set_status(
-                con,
-                batch_id,
-                revision,
-                PURGED,
-                run_id="retention",
-                detail=f"{status}; {rows} rows and {len(keys)} files deleted",
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            batches.set_status(c, batch_id, revision, PURGED, run_id="retention", detail=detail)
+
+        lake.run_unit(con, f"purge of {batch_id} revision {revision}", purge)
         progress.step()
     return report
