@@ -193,7 +193,7 @@ def cmd_warehouse_migrate(args: argparse.Namespace) -> None:
     from mlpipeline.config import Settings
     from mlpipeline.warehouse_migrate import WRITER, migrate
 
-    counts = migrate(Settings.from_env().duckdb_path, writer=args.from_duckdb or WRITER)
+    counts = migrate(Settings.from_env(), writer=args.from_duckdb or WRITER)
     print(json.dumps({"tables": len(counts), "rows": sum(counts.values())} if counts else {}))
 
 

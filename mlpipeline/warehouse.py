@@ -71,12 +71,19 @@ def describe(settings: Settings) -> str:
     return f"DuckLake {catalog} (data {settings.warehouse_data_path})"
 
 
-def _missing(where: str, why: str) -> WarehouseMissing:
+def _missing(settings: Settings, why: str) -> WarehouseMissing:
+    old = settings.duckdb_path
+    upgrade = (
+        f" An earlier release's warehouse file is at {old}: `mlpipeline warehouse migrate` "
+        "copies it into the lake."
+        if old.is_file()
+        else ""
+    )
     return WarehouseMissing(
-        f"no warehouse at {where} ({why}). This process cannot see the warehouse setup "
-        "created: point WAREHOUSE_CATALOG and WAREHOUSE_DATA_PATH at it (docker-compose sets "
-        "them for every service); on a new installation, run setup first (`mlpipeline "
-        "warehouse init`, done by airflow-init and `make demo`)."
+        f"no warehouse at {describe(settings)} ({why}). This process cannot see the warehouse "
+        "setup created: point WAREHOUSE_CATALOG and WAREHOUSE_DATA_PATH at it (docker-compose "
+        "sets them for every service); on a new installation, run setup first (`mlpipeline "
+        f"warehouse init`, done by airflow-init and `make demo`).{upgrade}"
     )
 
 
@@ -111,7 +118,7 @@ def connect(
         if "://" not in settings.warehouse_data_path:
             Path(settings.warehouse_data_path).mkdir(parents=True, exist_ok=True)
     elif catalog_file is not None and not catalog_file.is_file():
-        raise _missing(where, "the catalog file does not exist")
+        raise _missing(settings, "the catalog file does not exist")
     con = duckdb.connect(config=duckdb_extensions.config())
     try:
         try:
@@ -123,10 +130,10 @@ def connect(
                 create=create,
             )
         except duckdb.Error as exc:
-            raise _missing(where, f"it cannot be attached: {str(exc).splitlines()[0]}") from exc
+            raise _missing(settings, f"cannot attach it: {str(exc).splitlines()[0]}") from exc
         con.execute("SET TimeZone = 'UTC'")
         if not create and not _has_marker(con):
-            raise _missing(where, f"the catalog has no {MARKER_TABLE}: setup never ran")
+            raise _missing(settings, f"the catalog has no {MARKER_TABLE}: setup never ran")
         yield con
     finally:
         con.close()

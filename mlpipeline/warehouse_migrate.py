@@ -1,24 +1,33 @@
-"""`mlpipeline warehouse migrate`: bring a warehouse file written by another DuckDB to this one.
+"""`mlpipeline warehouse migrate`: copy the DuckDB-file warehouse of an earlier release into the
+DuckLake warehouse.
 
-DuckDB opens only the storage versions it knows, and earlier releases of this project pinned
-DuckDB 2.0.0, whose files DuckDB 1.5.5 (pinned now: DuckLake's extensions exist for it only)
-cannot open. The file is exported to Parquet by the DuckDB that wrote it, run by uv in a
-throwaway environment, then imported here into a new file: schemas, tables with their
-constraints, views (each once what it reads exists), every row. Row counts are compared table by
-table before the new file takes the old one's place; the old file is kept beside it.
+The file (DUCKDB_PATH) may have been written by DuckDB 2.0.0, which earlier releases pinned and
+DuckDB 1.5.5 (pinned now: DuckLake's extensions exist for it only) cannot open: it is then first
+exported to Parquet by the DuckDB that wrote it, run by uv in a throwaway environment, and
+imported here into a temporary file. Every table is copied into the lake in one transaction
+(the registry's tables into their current definitions, by column name), views are recreated
+once what they read exists, and row counts are compared table by table before it commits. The
+old file is left as it was; the lake records the migration, so a second run does nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+
+from mlpipeline import lake, warehouse
+from mlpipeline.config import Settings
+from mlpipeline.meta import ensure_meta, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +41,15 @@ con.execute(f"EXPORT DATABASE '{sys.argv[2]}' (FORMAT parquet)")
 """
 
 
-class NeedsMigration(RuntimeError):
-    """The warehouse file was written by a DuckDB this environment cannot read."""
+MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS meta.migrations (
+    source VARCHAR NOT NULL, tables BIGINT, rows BIGINT, migrated_at TIMESTAMP NOT NULL
+)
+"""
 
 
 def is_newer_storage(exc: duckdb.Error) -> bool:
     return "newer version of DuckDB" in str(exc)
-
-
-def needs_migration(path: Path, exc: duckdb.Error) -> NeedsMigration:
-    return NeedsMigration(
-        f"the warehouse {path} was written by a newer DuckDB than this environment's "
-        f"{duckdb.__version__} ({str(exc).splitlines()[0]}). Run `mlpipeline warehouse migrate` "
-        "(it exports the file through the DuckDB that wrote it, imports it here and keeps the "
-        "old file beside it)"
-    )
 
 
 def _readable(path: Path) -> bool:
@@ -92,10 +95,10 @@ def export_with(path: Path, folder: Path, writer: str) -> None:
         )
 
 
-def _create_objects(con: duckdb.DuckDBPyConnection, schema_sql: str) -> None:
-    """Run the export's DDL; a view that reads a view not created yet waits for the next pass
-    (EXPORT lists views by name, not by dependency)."""
-    pending = [statement.query for statement in con.extract_statements(schema_sql)]
+def _create_views(con: duckdb.DuckDBPyConnection, statements: list[str]) -> None:
+    """Create views; one that reads a view not created yet waits for the next pass (a file
+    lists views by name, not by dependency)."""
+    pending = statements
     while pending:
         waiting = []
         for statement in pending:
@@ -108,66 +111,131 @@ def _create_objects(con: duckdb.DuckDBPyConnection, schema_sql: str) -> None:
         pending = waiting
 
 
-def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    tables = con.execute(
-        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = "
-        "current_database() ORDER BY 1, 2"
+@contextmanager
+def _readable(path: Path, writer: str) -> Iterator[Path]:
+    """The warehouse file, or, when this DuckDB cannot open it, a temporary file imported from
+    its export by the DuckDB that wrote it."""
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+        yield path
+        return
+    except duckdb.IOException as exc:
+        if not is_newer_storage(exc):
+            raise
+    with tempfile.TemporaryDirectory(prefix="warehouse-migrate-", dir=path.parent) as tmp:
+        export, copy = Path(tmp) / "export", Path(tmp) / path.name
+        log.info("warehouse %s: exporting with DuckDB %s to %s", path, writer, export)
+        export_with(path, export, writer)
+        with duckdb.connect(str(copy)) as con:
+            statements = [
+                s.query for s in con.extract_statements((export / "schema.sql").read_text())
+            ]
+            _create_views(con, statements)
+            for load in con.extract_statements((export / "load.sql").read_text()):
+                con.execute(load.query)
+        yield copy
+
+
+def _tables(con: duckdb.DuckDBPyConnection, database: str) -> list[str]:
+    rows = con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY 1, 2",
+        [database],
     ).fetchall()
-    return {
-        f"{schema}.{table}": con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchall()[
-            0
-        ][0]
-        for schema, table in tables
-    }
+    return [f'"{schema}"."{table}"' for schema, table in rows]
 
 
-def migrate(path: Path, *, writer: str = WRITER) -> dict[str, int]:
-    """Rewrite the warehouse at `path` in this DuckDB's format; returns rows per table (empty
-    when the file is readable already: nothing to do, safe to re-run)."""
-    if _readable(path):
-        log.info(
-            "warehouse %s is readable by DuckDB %s: nothing to migrate", path, duckdb.__version__
+def _views(con: duckdb.DuckDBPyConnection, database: str, names: set[str]) -> list[str]:
+    """The views' statements, their references to the file's own catalog made unqualified (so
+    they read the lake's tables)."""
+    rows = con.execute(
+        "SELECT sql FROM duckdb_views() WHERE database_name = ? AND NOT internal ORDER BY 1",
+        [database],
+    ).fetchall()
+    qualified = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\.", re.I)
+    return [
+        qualified.sub("", re.sub(r'"(' + "|".join(names) + r')"\.', "", sql)) for (sql,) in rows
+    ]
+
+
+def _columns(con: duckdb.DuckDBPyConnection, database: str, table: str) -> dict[str, str]:
+    schema, name = (part.strip('"') for part in table.split("."))
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+        [database, schema, name],
+    ).fetchall()
+    return dict(rows)
+
+
+def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Columns the file's table has and the current definition lacks are kept, not dropped."""
+    have = _columns(con, lake.ALIAS, table)
+    for column, kind in _columns(con, "old_warehouse", table).items():
+        if column not in have:
+            log.warning("warehouse migrate: %s keeps the file's column %s %s", table, column, kind)
+            con.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}')
+
+
+def migrate(settings: Settings, *, writer: str = WRITER) -> dict[str, int]:
+    """Copy the DuckDB-file warehouse at `settings.duckdb_path` into the DuckLake warehouse
+    (setup runs first); returns rows per table copied, empty when this file was migrated
+    already (safe to re-run)."""
+    path = settings.duckdb_path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no DuckDB-file warehouse at {path} to migrate: point DUCKDB_PATH at the "
+            "warehouse.duckdb of the earlier release"
         )
-        return {}
     began = time.monotonic()
-    export = path.with_name(f".{path.name}.export")
-    new = path.with_name(f"{path.name}.migrating")
-    backup = path.with_name(f"{path.name}.{writer}.bak")
-    shutil.rmtree(export, ignore_errors=True)
-    new.unlink(missing_ok=True)
-    log.info("warehouse %s: exporting with DuckDB %s to %s", path, writer, export)
-    export_with(path, export, writer)
-    with duckdb.connect(str(new)) as con:
-        _create_objects(con, (export / "schema.sql").read_text())
-        loads = [s.query for s in con.extract_statements((export / "load.sql").read_text())]
-        expected: dict[str, int] = {}
-        for i, load in enumerate(loads, 1):
-            con.execute(load)
-            table, source = load.split()[1], load.split("'")[1]
-            expected[table.replace('"', "")] = con.execute(
-                "SELECT count(*) FROM read_parquet(?)", [source]
-            ).fetchall()[0][0]
-            log.info("warehouse migrate: %d/%d tables loaded (%s)", i, len(loads), table)
-        counts = _counts(con)
-    wrong = {t: (n, counts.get(t)) for t, n in expected.items() if counts.get(t) != n}
-    if wrong:
-        raise RuntimeError(
-            f"migrated copy {new} does not match the export (table: exported, imported): {wrong}; "
-            f"the warehouse {path} is untouched"
-        )
-    os.replace(path, backup)
-    wal = path.with_name(path.name + ".wal")
-    if wal.exists():
-        os.replace(wal, backup.with_name(backup.name + ".wal"))
-    os.replace(new, path)
-    shutil.rmtree(export)
+    warehouse.create(settings)
+    with warehouse.connect(settings) as con:
+        con.execute(MIGRATIONS)
+        done = con.execute("SELECT count(*) FROM meta.migrations WHERE source = ?", [str(path)])
+        if done.fetchall()[0][0]:
+            log.info("warehouse %s was migrated into the lake already: nothing to do", path)
+            return {}
+    with _readable(path, writer) as source, warehouse.connect(settings) as con:
+        con.execute(f"ATTACH '{source}' AS old_warehouse (READ_ONLY)")
+        tables = [t for t in _tables(con, "old_warehouse") if t != '"meta"."warehouse"']
+        views = _views(con, "old_warehouse", {"old_warehouse", path.stem, source.stem})
+
+        def copy(c: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            c.execute(MIGRATIONS)
+            ensure_meta(c)
+            existing = set(_tables(c, lake.ALIAS))
+            counts = {}
+            for i, table in enumerate(tables, 1):
+                c.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+                if table in existing:
+                    _add_missing_columns(c, table)
+                    c.execute(f"DELETE FROM {table}")
+                    c.execute(f"INSERT INTO {table} BY NAME SELECT * FROM old_warehouse.{table}")
+                else:
+                    c.execute(f"CREATE TABLE {table} AS SELECT * FROM old_warehouse.{table}")
+                copied, source_rows = c.execute(
+                    f"SELECT (SELECT count(*) FROM {table}), "
+                    f"(SELECT count(*) FROM old_warehouse.{table})"
+                ).fetchall()[0]
+                if copied != source_rows:
+                    raise RuntimeError(
+                        f"{table}: {copied} rows copied of {source_rows}; nothing is committed"
+                    )
+                counts[table.replace('"', "")] = copied
+                log.info("warehouse migrate: %d/%d tables copied (%s)", i, len(tables), table)
+            _create_views(c, views)
+            c.execute(
+                "INSERT INTO meta.migrations VALUES (?, ?, ?, ?)",
+                [str(path), len(counts), sum(counts.values()), utcnow()],
+            )
+            return counts
+
+        counts = lake.run_unit(con, f"migration of {path}", copy)
     log.info(
-        "warehouse %s migrated to DuckDB %s: %d tables, %d rows in %.0fs; the old file is %s",
+        "warehouse %s copied into %s: %d tables, %d rows in %.0fs; the file is left as it was",
         path,
-        duckdb.__version__,
+        warehouse.describe(settings),
         len(counts),
         sum(counts.values()),
         time.monotonic() - began,
-        backup,
     )
     return counts

@@ -1,6 +1,7 @@
-"""An existing user's warehouse, written by the DuckDB of earlier releases (2.0.0), after the
-upgrade to this one: openers say what to run, `mlpipeline warehouse migrate` rewrites it with
-every table, constraint, view and row, keeps the old file, and a second run changes nothing.
+"""An existing user's warehouse, a DuckDB file written by the DuckDB of earlier releases (2.0.0),
+after the upgrade to the DuckLake: openers say what to run, `mlpipeline warehouse migrate` copies
+every table, view and row into the lake, leaves the file as it was, and a second run changes
+nothing.
 
 The 2.0.0 file is made by DuckDB 2.0.0 itself, in an environment uv makes for it (as migrate
 does)."""
@@ -8,15 +9,16 @@ does)."""
 from __future__ import annotations
 
 import subprocess
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from mlpipeline import warehouse, warehouse_migrate
 from mlpipeline.cli import main as cli
 from mlpipeline.config import Settings
+from mlpipeline.meta import update_day
 
 pytestmark = pytest.mark.integration
 
@@ -62,11 +64,12 @@ def old_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def test_an_old_warehouse_is_named_with_the_command_then_migrated_whole(old_warehouse, capsys):
-    with pytest.raises(warehouse_migrate.NeedsMigration, match="mlpipeline warehouse migrate"):
+    with pytest.raises(warehouse.WarehouseMissing, match="mlpipeline warehouse migrate"):
         warehouse.require(old_warehouse)
+    before = old_warehouse.duckdb_path.read_bytes()
 
     cli(["warehouse", "migrate"])
-    assert capsys.readouterr().out.strip() == '{"tables": 3, "rows": 5041}'
+    assert capsys.readouterr().out.strip() == '{"tables": 2, "rows": 5040}'
 
     with warehouse.connect(old_warehouse, read_only=True) as con:
         assert con.execute("SELECT count(*), sum(rows_scored) FROM meta.days").fetchall() == [
@@ -78,11 +81,14 @@ def test_an_old_warehouse_is_named_with_the_command_then_migrated_whole(old_ware
     # Every cent kept: the amounts of the transactions not divisible by 3, through two views.
     assert total == [(Decimal("83316.67"),)]
     assert current == [(3333,)] and note == [("1",)]
-    with warehouse.connect(old_warehouse) as con, pytest.raises(duckdb.ConstraintException):
-        con.execute("INSERT INTO meta.days (day) VALUES (DATE '2026-01-01')")
-    backup = old_warehouse.duckdb_path.with_name(f"warehouse.duckdb.{warehouse_migrate.WRITER}.bak")
-    assert backup.is_file()
-    assert not list(old_warehouse.duckdb_path.parent.glob(".*export*"))
+    # The registry's key stays unique without the file's PRIMARY KEY: the code keeps it.
+    with warehouse.connect(old_warehouse) as con:
+        update_day(con, date(2026, 1, 1), rows_scored=7)
+        assert con.execute(
+            "SELECT count(*), max(rows_scored) FROM meta.days WHERE day = DATE '2026-01-01'"
+        ).fetchall() == [(1, 7)]
+    assert old_warehouse.duckdb_path.read_bytes() == before
+    assert not list(old_warehouse.duckdb_path.parent.glob("warehouse-migrate-*"))
 
     cli(["warehouse", "migrate"])
     assert capsys.readouterr().out.strip() == "{}"
