@@ -108,21 +108,36 @@ def connect(
         con.close()
 
 
+def lost_a_race(message: str) -> bool:
+    """Whether an error says a commit was refused for another writer's (nothing was changed)."""
+    return any(text in message for text in RETRYABLE)
+
+
 def _retryable(exc: duckdb.Error) -> bool:
-    return isinstance(exc, duckdb.TransactionException) or any(
-        text in str(exc) for text in RETRYABLE
-    )
+    return isinstance(exc, duckdb.TransactionException) or lost_a_race(str(exc))
 
 
-def _begin(con: duckdb.DuckDBPyConnection) -> bool:
-    """Start a transaction; False when `con` is in one already."""
+# Connections running a unit now (by id): a unit started within one joins it. (DuckDB cannot
+# say whether a connection is in a transaction, and a BEGIN inside one aborts it.)
+_IN_UNIT: set[int] = set()
+
+
+def _once(con: duckdb.DuckDBPyConnection, unit: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """One attempt: the unit in a transaction, committed, or rolled back on any error."""
+    con.execute("BEGIN TRANSACTION")
+    _IN_UNIT.add(id(con))
     try:
-        con.execute("BEGIN TRANSACTION")
-    except duckdb.TransactionException as exc:
-        if "within a transaction" in str(exc):
-            return False
+        result = unit(con)
+        con.execute("COMMIT")
+        return result
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the failed commit already ended the transaction
         raise
-    return True
+    finally:
+        _IN_UNIT.discard(id(con))
 
 
 def run_unit(
@@ -135,30 +150,24 @@ def run_unit(
 ) -> T:
     """Run `unit` as one transaction; when its commit loses a race with another writer, roll
     back and run it whole again (it must be idempotent), with a growing wait. Other errors,
-    and the last attempt's, are raised. Called inside a transaction, `unit` joins it: the
-    enclosing unit commits, and runs again as a whole."""
+    and the last attempt's, are raised. Called within another unit on the same connection,
+    `unit` joins it: the enclosing unit commits, and runs again as a whole."""
+    if id(con) in _IN_UNIT:
+        return unit(con)
     for attempt in range(1, attempts + 1):
-        if not _begin(con):
-            return unit(con)
         try:
-            result = unit(con)
-            con.execute("COMMIT")
-            return result
-        except BaseException as exc:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass  # the failed commit already ended the transaction
-            if not isinstance(exc, duckdb.Error) or attempt == attempts or not _retryable(exc):
+            return _once(con, unit)
+        except duckdb.Error as exc:
+            if attempt == attempts or not _retryable(exc):
                 raise
             reason = str(exc).strip().splitlines()[-1]
-            log.info(
-                "%s: attempt %d/%d lost a commit race (%s); running it again",
-                what,
-                attempt,
-                attempts,
-                reason,
-            )
-            # Jittered, so that two writers that collided do not collide again in step.
-            time.sleep(wait_s * min(2 ** (attempt - 1), 20) * random.uniform(0.5, 1.5))
+        log.info(
+            "%s: attempt %d/%d lost a commit race (%s); running it again",
+            what,
+            attempt,
+            attempts,
+            reason,
+        )
+        # Jittered, so that two writers that collided do not collide again in step.
+        time.sleep(wait_s * min(2 ** (attempt - 1), 20) * random.uniform(0.5, 1.5))
     raise AssertionError("unreachable")

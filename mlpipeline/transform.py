@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from mlpipeline import lake
 from mlpipeline.config import Settings
 from mlpipeline.days import parse_day
 
@@ -39,6 +41,9 @@ SNAPSHOT_YAML = Path("models/features/customer_snapshot.yml")
 CODE_FILES = ("dbt_project.yml", "packages.yml", "dependencies.yml")
 CODE_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 FAILED_STATUSES = {"error", "fail", "runtime error"}
+# Builds of one warehouse by several processes: a model whose commit conflicts with another
+# writer's is refused whole, and the build runs again.
+BUILD_ATTEMPTS = 5
 # Failing rows shown per failing test: a few rows, a few columns, short values (the offending
 # values and the keys that locate them, not whole records).
 SAMPLE_ROWS = 5
@@ -365,14 +370,26 @@ def build(
         command += ["--select", *([select] if isinstance(select, str) else select)]
     where = f"processing day {processing_day} (target {target}, {_target(settings, target).where})"
     log.info("dbt build for %s%s", where, ", full refresh" if full_refresh else "")
-    outcome, dbt_target, work_dir, elapsed = _invoke(
-        command,
-        settings,
-        target,
-        {**(variables or {}), "processing_day": processing_day.isoformat()},
-    )
-    nodes = _node_results(outcome.result, settings, dbt_target)
-    failures = [n for n in nodes if n.status in FAILED_STATUSES]
+    dbt_vars = {**(variables or {}), "processing_day": processing_day.isoformat()}
+    for attempt in range(1, BUILD_ATTEMPTS + 1):
+        outcome, dbt_target, work_dir, elapsed = _invoke(command, settings, target, dbt_vars)
+        nodes = _node_results(outcome.result, settings, dbt_target)
+        failures = [n for n in nodes if n.status in FAILED_STATUSES]
+        raced = [n for n in failures if lake.lost_a_race(n.message)]
+        if not failures or len(raced) < len(failures) or attempt == BUILD_ATTEMPTS:
+            break
+        # Each model replaces its own rows (day D, or all of them): running the build again
+        # is safe, and the other writer has committed by now.
+        log.warning(
+            "dbt build for %s: %s lost a commit race with another writer (%s); attempt %d/%d, "
+            "running the build again",
+            where,
+            ", ".join(n.name for n in raced),
+            raced[0].message.strip().splitlines()[-1],
+            attempt,
+            BUILD_ATTEMPTS,
+        )
+        time.sleep(attempt * random.uniform(0.5, 1.5))
     hint = (
         f"full dbt log: {work_dir / 'logs' / 'dbt.log'}; inspect a failing test's rows with "
         f"`dbt test --select <test> --store-failures` in {project_dir}"

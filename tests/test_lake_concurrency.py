@@ -1,0 +1,236 @@
+"""Writers that share the warehouse at once, on a PostgreSQL catalog as in the stack, each with
+its own working folder (two workers on two hosts) and the data path they share (the bucket).
+
+The night of D is built while D-1 is re-run on a corrected revision, and an analyst queries
+`raw.transactions_current` and `features.customer_snapshot` all along: every query must succeed,
+each cutoff's row count must be 0 or its final count, and each day's current rows must come from
+exactly one revision. Both builds write the same incremental model (their commits conflict when
+they delete from the same file; the loser runs again). Registry writers that race for the same
+new `meta.days` row must leave one row holding all of their fields.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+import uuid
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from mlpipeline import batches, transform, warehouse
+from mlpipeline.config import Settings
+from mlpipeline.meta import update_day
+from tests.dbt_fixtures import background, load_raw
+
+pytestmark = pytest.mark.integration
+
+FIRST, DAY = date(2026, 2, 1), date(2026, 2, 24)
+PREVIOUS = DAY - timedelta(days=1)
+ROUNDS = 3
+SNAPSHOT = "SELECT cutoff_date, count(*) FROM features.customer_snapshot GROUP BY cutoff_date"
+CURRENT = (
+    "SELECT dt, count(DISTINCT revision), min(revision) FROM raw.transactions_current GROUP BY dt"
+)
+
+
+def _host(settings: Settings, name: str) -> Settings:
+    """The same warehouse seen from another host: its own working folder."""
+    return replace(settings, data_dir=settings.data_dir.parent / name)
+
+
+def _nightly(settings: Settings, out: str) -> None:
+    began = time.monotonic()
+    transform.build(DAY, settings=settings, tests=False)
+    Path(out).write_text(json.dumps({"seconds": time.monotonic() - began}))
+
+
+def _rerun_previous(settings: Settings, rows: list[dict], out: str) -> None:
+    """A corrected revision of D-1's transactions promoted, then D-1 built again."""
+    began = time.monotonic()
+    with warehouse.connect(settings) as con:
+        load_raw(con, "transactions", rows, revision="r2", status="validated")
+        batches.promote(con, f"transactions:{PREVIOUS}", "r2", run_id="rerun")
+    transform.build(PREVIOUS, settings=settings, tests=False)
+    Path(out).write_text(json.dumps({"seconds": time.monotonic() - began}))
+
+
+def _analyst(settings: Settings, stop, out: str) -> None:  # noqa: ANN001 - an Event
+    seen: dict[str, list] = {"snapshot": [], "current": []}
+    failures, queries = [], 0
+    while not stop.is_set():
+        try:
+            with warehouse.connect(settings, read_only=True) as con:
+                seen["snapshot"].append(con.execute(SNAPSHOT).fetchall())
+                seen["current"].append(con.execute(CURRENT).fetchall())
+            queries += 1
+        except Exception as exc:  # noqa: BLE001 - every failure is what the test reports
+            failures.append(f"{type(exc).__name__}: {exc}")
+        time.sleep(0.2)
+    Path(out).write_text(
+        json.dumps({"seen": seen, "failures": failures, "queries": queries}, default=str)
+    )
+
+
+@pytest.fixture()
+def shared(postgres_server, tmp_path: Path) -> Settings:  # noqa: ANN001 - the cluster
+    """A warehouse with three weeks of raw data, features built up to D-2, catalog in a new
+    PostgreSQL database."""
+    database = f"warehouse_{uuid.uuid4().hex[:10]}"
+    postgres_server.psql("postgres", "-c", f"CREATE DATABASE {database}")
+    settings = replace(
+        Settings.under(tmp_path / "host-a"),
+        warehouse_catalog=f"postgres:{postgres_server.libpq(database)}",
+        warehouse_data_path=f"{tmp_path / 'bucket' / 'warehouse'}/",
+    )
+    warehouse.create(settings)
+    transactions, chargebacks = background(FIRST, DAY, customers=30)
+    with warehouse.connect(settings) as con:
+        load_raw(con, "transactions", transactions)
+        load_raw(con, "chargebacks", chargebacks)
+    transform.build(PREVIOUS - timedelta(days=1), settings=settings, full_refresh=True)
+    transform.build(PREVIOUS, settings=settings, tests=False)
+    return settings
+
+
+def test_two_nights_write_at_once_while_an_analyst_reads(shared: Settings, tmp_path: Path) -> None:
+    transactions, _ = background(FIRST, DAY, customers=30)
+    corrected = [
+        {**row, "amount": row["amount"] * 2}
+        for row in transactions
+        if row["event_ts"].date() == PREVIOUS
+    ]
+    with warehouse.connect(shared, read_only=True) as con:
+        before = con.execute(
+            "SELECT sum(amount_sum_30d) FROM features.customer_snapshot WHERE cutoff_date = ?",
+            [PREVIOUS],
+        ).fetchall()[0][0]
+    spawn = multiprocessing.get_context("spawn")
+    stop = spawn.Event()
+    analyst = spawn.Process(
+        target=_analyst, args=(_host(shared, "analyst"), stop, str(tmp_path / "read.json"))
+    )
+    analyst.start()
+    time.sleep(2)
+    writers = [
+        spawn.Process(target=_nightly, args=(_host(shared, "host-b"), str(tmp_path / "d.json"))),
+        spawn.Process(
+            target=_rerun_previous,
+            args=(_host(shared, "host-c"), corrected, str(tmp_path / "d-1.json")),
+        ),
+    ]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(600)
+    time.sleep(1)
+    stop.set()
+    analyst.join(60)
+    assert [p.exitcode for p in writers] == [0, 0]
+    assert analyst.exitcode == 0
+
+    read = json.loads((tmp_path / "read.json").read_text())
+    assert read["failures"] == []
+    assert read["queries"] > 10
+    with warehouse.connect(shared, read_only=True) as con:
+        final = dict(con.execute(SNAPSHOT).fetchall())
+        after = con.execute(
+            "SELECT sum(amount_sum_30d) FROM features.customer_snapshot WHERE cutoff_date = ?",
+            [PREVIOUS],
+        ).fetchall()[0][0]
+        revisions = dict(
+            con.execute(
+                "SELECT dt, min(revision) FROM raw.transactions_current GROUP BY dt"
+            ).fetchall()
+        )
+    assert DAY.isoformat() in {str(day) for day in final}, "the night of D was built"
+    assert revisions[PREVIOUS] == "r2" and after > before, "D-1 was rebuilt from revision r2"
+    final_counts = {str(day): count for day, count in final.items()}
+    for observation in read["seen"]["snapshot"]:
+        for cutoff, count in observation:
+            assert count == final_counts[cutoff], (cutoff, count, final_counts[cutoff])
+    for observation in read["seen"]["current"]:
+        assert all(distinct == 1 for _, distinct, _ in observation), observation
+    assert any(
+        dict((day, revision) for day, _, revision in observation).get(PREVIOUS.isoformat()) == "r1"
+        for observation in read["seen"]["current"]
+    ), "the analyst read D-1 before its correction too"
+
+
+def _rebuild(settings: Settings, start, log_file: str) -> None:  # noqa: ANN001 - a Barrier
+    import logging
+
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logging.getLogger("mlpipeline").addHandler(handler)
+    logging.getLogger("mlpipeline").setLevel(logging.INFO)
+    start.wait()
+    transform.build(PREVIOUS, settings=settings, tests=False)
+
+
+def test_two_builds_of_one_incremental_day_at_once_leave_one_of_them(
+    shared: Settings, tmp_path: Path
+) -> None:
+    """Both delete the day's rows from the same files: one commit is refused, that build runs
+    again (saying so), and the day holds one build's rows, as many as before."""
+    with warehouse.connect(shared, read_only=True) as con:
+        (expected,) = con.execute(
+            "SELECT count(*) FROM features.customer_snapshot WHERE cutoff_date = ?", [PREVIOUS]
+        ).fetchall()[0]
+    spawn = multiprocessing.get_context("spawn")
+    said = ""
+    # The builds start together; their model steps overlap on most rounds, not all.
+    for attempt in range(ROUNDS):
+        start = spawn.Barrier(2)
+        logs = [tmp_path / f"build-{attempt}-{i}.log" for i in range(2)]
+        builds = [
+            spawn.Process(target=_rebuild, args=(_host(shared, f"b{i}"), start, str(logs[i])))
+            for i in range(2)
+        ]
+        for process in builds:
+            process.start()
+        for process in builds:
+            process.join(600)
+        assert [p.exitcode for p in builds] == [0, 0]
+        with warehouse.connect(shared, read_only=True) as con:
+            rows, invocations = con.execute(
+                "SELECT count(*), count(DISTINCT dbt_invocation_id) "
+                "FROM features.customer_snapshot WHERE cutoff_date = ?",
+                [PREVIOUS],
+            ).fetchall()[0]
+        assert (rows, invocations) == (expected, 1)
+        said = "".join(f.read_text() for f in logs if f.exists())
+        if "lost a commit race with another writer" in said:
+            break
+    assert "lost a commit race with another writer" in said, said[-3000:]
+
+
+def _mark(settings: Settings, field: str, value: object, days: list[str], start) -> None:  # noqa: ANN001
+    start.wait()
+    with warehouse.connect(settings) as con:
+        for day in days:
+            update_day(con, date.fromisoformat(day), **{field: value})
+
+
+def test_concurrent_updates_of_new_days_leave_one_row_each(shared: Settings) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    days = [(DAY + timedelta(days=n)).isoformat() for n in range(1, 4)]
+    fields = {"stale": True, "rows_to_score": 11, "export_id": "e-1", "model_version": "7"}
+    start = spawn.Barrier(len(fields))
+    writers = [
+        spawn.Process(target=_mark, args=(_host(shared, f"w{i}"), field, value, days, start))
+        for i, (field, value) in enumerate(fields.items())
+    ]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(300)
+    assert [p.exitcode for p in writers] == [0] * len(fields)
+    with warehouse.connect(shared, read_only=True) as con:
+        rows = con.execute(
+            f"SELECT day, {', '.join(fields)} FROM meta.days WHERE day > ? ORDER BY day", [DAY]
+        ).fetchall()
+    assert rows == [(date.fromisoformat(day), *fields.values()) for day in days]
