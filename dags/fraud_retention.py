@@ -10,7 +10,7 @@ Never deleted, whatever their age:
 - **raw_revisions** — the current revision of every batch, quarantined revisions (awaiting
   release or discard), and revisions not promoted yet with no newer current one. Superseded,
   discarded and never-promoted revisions lose their rows and files; `meta.batches` keeps them
-  as `purged`. Runs in the `warehouse` pool (it opens DuckDB).
+  as `purged`. Runs in the `warehouse` pool.
 - **exports** — the online snapshot's current, previous (rollback target) and pinned exports;
   within the age, the newest export of each cutoff.
 - **splits** — the splits of the champion's, challenger's, pinned and rollback-target model
@@ -21,6 +21,9 @@ Never deleted, whatever their age:
 - **mlflow_runs** — runs backing an aliased, pinned or rollback-target model version and the
   newest run of each candidate (soft delete; `mlflow gc` removes them for good).
 - **redis_snapshots** — the current, previous and pinned snapshots; staged ones within the age.
+- **warehouse_snapshots** — the warehouse's current DuckLake snapshot and every snapshot a
+  registered model version was trained from (time travel rebuilds its training set); files only
+  expired snapshots held are deleted, then small files merged. Runs in the `warehouse` pool.
 
 The tasks are independent: one failing does not stop the others. Re-running is safe.
 """

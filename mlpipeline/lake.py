@@ -95,6 +95,12 @@ def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return new
 
 
+def snapshot_id(con: duckdb.DuckDBPyConnection) -> int:
+    """The snapshot `con` reads (its transaction's, in one): time travel reads it back with
+    `AT (VERSION => id)`."""
+    return con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchall()[0][0]
+
+
 @contextmanager
 def connect(
     catalog: str, data_path: str, *, read_only: bool = False, create: bool = True

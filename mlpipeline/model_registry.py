@@ -47,6 +47,8 @@ PIN_TAG = "champion_pin"
 HISTORY_TAG = "champion_history"
 HISTORY_LENGTH = 100
 _URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# The warehouse snapshot a version's training set was read from (DuckLake time travel).
+SNAPSHOT_TAG = "warehouse_snapshot"
 LINEAGE_TAGS = ("training_cutoff", "split_id", "batch_revisions", "dbt_manifest_hash", "git_commit")
 
 

@@ -427,15 +427,23 @@ def check_training_set(
 
 def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:
     """Split the matured labelled rows and persist the split; training reads it from there."""
-    from mlpipeline import transform
+    from mlpipeline import lake, model_registry, transform
     from mlpipeline.split import persist_split, read_training_set, split_dataset
     from mlpipeline.train import batch_revisions
     from mlpipeline.warehouse import connect
 
     cutoff = date.fromisoformat(day)
     with connect(_settings(), read_only=True) as con:
-        frame = read_training_set(con, cutoff)
-        revisions = batch_revisions(con, cutoff)
+        # One transaction: the rows, their revisions and the snapshot id are one snapshot's.
+        snapshot, frame, revisions = lake.run_unit(
+            con,
+            f"read of the training set for {day}",
+            lambda c: (
+                lake.snapshot_id(c),
+                read_training_set(c, cutoff),
+                batch_revisions(c, cutoff),
+            ),
+        )
     conf = pipeline_conf()["split"]
     # split_dataset logs each warning; they travel on to every candidate's MLflow run.
     result = split_dataset(frame, strategy=conf["strategy"], ratios=tuple(conf["ratios"]))
@@ -448,6 +456,7 @@ def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:
             "training_cutoff": day,
             "batch_revisions": revisions,
             "dbt_manifest_hash": transform.manifest_hash(),
+            model_registry.SNAPSHOT_TAG: snapshot,
         },
     }
 

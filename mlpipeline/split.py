@@ -408,11 +408,16 @@ def load_split(store: ObjectStore, split_id: str) -> Split:
     )
 
 
-def read_training_set(con: duckdb.DuckDBPyConnection, training_cutoff: date) -> pd.DataFrame:
-    """The matured labelled rows dbt built into `marts.training_set` for one training cutoff."""
+def read_training_set(
+    con: duckdb.DuckDBPyConnection, training_cutoff: date, *, snapshot: int | None = None
+) -> pd.DataFrame:
+    """The matured labelled rows dbt built into `marts.training_set` for one training cutoff;
+    with `snapshot`, as the warehouse held them then (a model version's `warehouse_snapshot`)."""
+    at = f" AT (VERSION => {int(snapshot)})" if snapshot is not None else ""
     try:
         frame = con.execute(
-            "SELECT * FROM marts.training_set WHERE training_cutoff = ? ORDER BY transaction_id",
+            f"SELECT * FROM marts.training_set{at} WHERE training_cutoff = ? "
+            "ORDER BY transaction_id",
             [training_cutoff],
         ).df()
     except duckdb.CatalogException as exc:

@@ -230,6 +230,8 @@ def lineage_tags(lineage: dict[str, Any], split: Split) -> tuple[dict[str, str],
         "dbt_manifest_hash": str(lineage["dbt_manifest_hash"]),
         "git_commit": str(lineage["git_commit"]),
     }
+    if lineage.get(model_registry.SNAPSHOT_TAG) is not None:
+        tags[model_registry.SNAPSHOT_TAG] = str(lineage[model_registry.SNAPSHOT_TAG])
     record = {**tags, "batch_revisions": revisions, "split": split.params | {"id": split.split_id}}
     return tags, record
 

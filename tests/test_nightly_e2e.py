@@ -25,11 +25,12 @@ import pytest
 import yaml
 
 from mlpipeline import local_airflow, model_registry, online, scores_consumer
-from mlpipeline.config import CONF_DIR, Settings
+from mlpipeline.config import CONF_DIR, Settings, pipeline_conf
 from mlpipeline.export import latest_export
 from mlpipeline.generate import generate_range
 from mlpipeline.objectstore import from_settings
 from mlpipeline.score import read_scores
+from mlpipeline.split import read_training_set, split_dataset
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
 from tests.e2e_env import pipeline_env, private_redis
@@ -159,6 +160,25 @@ def test_champion_is_registered_with_a_useful_validation_auc(nights):
         champion.run_id, "evaluation"
     )
     assert {Path(p.path).name for p in plots} >= {"roc_pr_curves.png", "confusion_matrix.png"}
+
+
+def test_the_champions_training_set_reads_back_as_it_was_from_its_warehouse_snapshot(nights):
+    """The version records the DuckLake snapshot its rows were read from: read there again and
+    split the same way, they make the very split it was trained on (a split id is a content
+    hash), after later nights changed the warehouse."""
+    settings = nights["settings"]
+    champion = nights["champion_after_night"]
+    version = model_registry.client(settings.mlflow_tracking_uri).get_model_version(
+        champion.name, champion.version
+    )
+    snapshot = int(version.tags[model_registry.SNAPSHOT_TAG])
+    with connect(settings, read_only=True) as con:
+        frame = read_training_set(con, NIGHT, snapshot=snapshot)
+        latest = con.execute("SELECT id FROM lake.current_snapshot()").fetchall()[0][0]
+    conf = pipeline_conf()["split"]
+    again = split_dataset(frame, strategy=conf["strategy"], ratios=tuple(conf["ratios"]))
+    assert latest > snapshot
+    assert again.split_id == version.tags["split_id"]
 
 
 def test_every_transaction_of_the_night_is_scored_once(nights):

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,7 +24,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from mlflow.entities import ViewType
 
-from mlpipeline import batches, cli, landing, local_airflow, model_registry, online, quality
+from mlpipeline import batches, cli, lake, landing, local_airflow, model_registry, online, quality
 from mlpipeline.config import PROJECT_ROOT, Settings
 from mlpipeline.export import EXPORT_ID_TIME, export_prefix
 from mlpipeline.ingest import load_revision, prepare_revision
@@ -37,6 +38,7 @@ from mlpipeline.retention.redis_snapshots import clean_redis_snapshots
 from mlpipeline.retention.report import Report
 from mlpipeline.retention.scores import vacuum_score_table
 from mlpipeline.retention.splits import clean_splits
+from mlpipeline.retention.warehouse_snapshots import maintain
 from mlpipeline.score import read_scores, score_table_location
 from mlpipeline.split import load_split, persist_split, split_dataset
 from mlpipeline.train import Candidate, train_candidate
@@ -468,6 +470,70 @@ def test_data_docs_keep_the_newest_per_suite_and_subject_and_a_consistent_index(
 
 
 # --- CLI and DAG --------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_warehouse_snapshots_keep_the_current_one_and_those_models_were_trained_from(settings):
+    """A model version trained from an old snapshot keeps it readable (time travel), the other
+    old snapshots go with the files only they held, a file no commit wrote goes once old, and
+    nothing outside the data path is touched."""
+    from sklearn.dummy import DummyClassifier
+
+    from tests.champion import register_champion
+
+    with connect(settings) as con:
+        con.execute("CREATE TABLE marts.history AS SELECT range AS n FROM range(3000)")
+        trained_from = lake.snapshot_id(con)
+        for step in range(4):
+            con.execute("DELETE FROM marts.history WHERE n % 4 = ?", [step])
+            con.execute("INSERT INTO marts.history SELECT 10000 + range FROM range(500)")
+    model = DummyClassifier().fit([[0], [1]], [0, 1])
+    version = register_champion(settings, model, date(2026, 1, 4))
+    model_registry.client(settings.mlflow_tracking_uri).set_model_version_tag(
+        model_registry.MODEL_NAME, version, model_registry.SNAPSHOT_TAG, str(trained_from)
+    )
+    data_path = Path(settings.warehouse_data_path)
+    orphan = data_path / "marts" / "history" / "ducklake-left-by-a-dead-writer.parquet"
+    orphan.write_bytes(b"PAR1")
+    outside = settings.local_store_root / "elsewhere.parquet"
+    outside.write_bytes(b"PAR1")
+    later = datetime.now(UTC) + timedelta(days=60)
+
+    def snapshots() -> list[int]:
+        with connect(settings, read_only=True) as con:
+            return [r[0] for r in con.execute("SELECT snapshot_id FROM ducklake_snapshots('lake')")
+                    .fetchall()]  # fmt: skip
+
+    def clean(dry_run: bool) -> Report:
+        with connect(settings) as con:
+            return maintain(
+                con, settings.mlflow_tracking_uri, now=later, max_age=AGE, dry_run=dry_run
+            )
+
+    with connect(settings, read_only=True) as con:
+        live = con.execute("SELECT sum(n) FROM marts.history").fetchall()
+    before, files = snapshots(), set(data_path.rglob("*.parquet"))
+    current = before[-1]
+    plan = clean(dry_run=True)
+    assert snapshots() == before and set(data_path.rglob("*.parquet")) == files
+    report = clean(dry_run=False)
+    assert report.deleted_items() == plan.deleted_items() and report.kept == plan.kept
+    assert report.kept == {
+        f"training set of {model_registry.MODEL_NAME} version {version}": [
+            f"snapshot {trained_from}"
+        ],
+        "the current snapshot": [f"snapshot {current}"],
+    }
+    expired = {int(item.split()[1]) for item in report.deleted_items()}
+    assert expired == set(before) - {trained_from, current} and len(expired) >= 8
+    after = snapshots()
+    assert trained_from in after and current in after and not expired & set(after)
+    assert not orphan.exists() and outside.exists()
+    assert files - set(data_path.rglob("*.parquet")), "no file the expired snapshots held went"
+    with connect(settings, read_only=True) as con:
+        at = f"AT (VERSION => {trained_from})"
+        assert con.execute(f"SELECT count(*) FROM marts.history {at}").fetchall() == [(3000,)]
+        assert con.execute("SELECT sum(n) FROM marts.history").fetchall() == live
 
 
 @pytest.mark.integration

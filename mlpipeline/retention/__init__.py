@@ -22,8 +22,8 @@ from mlpipeline.retention.report import Report
 
 log = logging.getLogger(__name__)
 
-# Kinds that open the DuckDB warehouse: Airflow runs them in the single-slot `warehouse` pool.
-WAREHOUSE_KINDS = ("raw_revisions",)
+# Kinds that open the warehouse: Airflow runs them in the single-slot `warehouse` pool.
+WAREHOUSE_KINDS = ("raw_revisions", "warehouse_snapshots")
 
 
 def max_age(kind: str) -> timedelta:
@@ -120,6 +120,20 @@ def _redis_snapshots(settings: Settings, now: datetime, dry_run: bool) -> Report
     )
 
 
+def _warehouse_snapshots(settings: Settings, now: datetime, dry_run: bool) -> Report:
+    from mlpipeline import warehouse
+    from mlpipeline.retention.warehouse_snapshots import maintain
+
+    with warehouse.connect(settings) as con:
+        return maintain(
+            con,
+            settings.mlflow_tracking_uri,
+            now=now,
+            max_age=max_age("warehouse_snapshots"),
+            dry_run=dry_run,
+        )
+
+
 _RUNNERS: dict[str, Callable[[Settings, datetime, bool], Report]] = {
     "raw_revisions": _raw_revisions,
     "exports": _exports,
@@ -128,6 +142,7 @@ _RUNNERS: dict[str, Callable[[Settings, datetime, bool], Report]] = {
     "data_docs": _data_docs,
     "mlflow_runs": _mlflow_runs,
     "redis_snapshots": _redis_snapshots,
+    "warehouse_snapshots": _warehouse_snapshots,
 }
 KINDS = tuple(_RUNNERS)
 
