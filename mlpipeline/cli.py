@@ -203,16 +203,16 @@ def cmd_warehouse_sql(args: argparse.Namespace) -> None:
     from mlpipeline import warehouse
 
     try:
-        warehouse.query_csv(args.sql, sys.stdout)
+        warehouse.query_csv(args.sql, sys.stdout, dev=args.dev)
     except (duckdb.Error, ValueError, RuntimeError) as exc:
         print(f"warehouse sql: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
 def cmd_dev_db(args: argparse.Namespace) -> None:
-    from mlpipeline.dev_db import fill_dev_db
+    from mlpipeline.dev_db import create_dev
 
-    print(json.dumps(fill_dev_db(), indent=2))
+    print(create_dev())
 
 
 # `mlpipeline airflow` commands that run tasks, which need the online store; only these start
@@ -402,15 +402,20 @@ def build_parser() -> argparse.ArgumentParser:
         "sql", help="run one read-only query; print the result as CSV with a header line"
     )
     ws.add_argument("sql", help='e.g. "SELECT * FROM meta.days ORDER BY day DESC LIMIT 5"')
+    ws.add_argument(
+        "--dev", action="store_true", help="query your dev lake (`mlpipeline dev-db`) instead"
+    )
     ws.set_defaults(func=cmd_warehouse_sql)
     wm = wsub.add_parser(
         "migrate",
-        help="rewrite a warehouse file written by another DuckDB (earlier releases: 2.0.0)",
+        help="copy an earlier release's DuckDB-file warehouse (DUCKDB_PATH) into the DuckLake",
     )
     wm.add_argument("--from-duckdb", help="the DuckDB version that wrote it (default 2.0.0)")
     wm.set_defaults(func=cmd_warehouse_migrate)
 
-    p = sub.add_parser("dev-db", help="fill the analysts' dev warehouse from the current raw data")
+    p = sub.add_parser(
+        "dev-db", help="make the analysts' dev lake (dbt's dev target; reads production read-only)"
+    )
     p.set_defaults(func=cmd_dev_db)
 
     p = sub.add_parser(

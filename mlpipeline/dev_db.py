@@ -1,66 +1,85 @@
-"""The analysts' dev warehouse: a copy of the current raw revisions in its own DuckDB file, so
-`dbt build` from `dbt_project/` (dev target) never locks or changes the file the nightly uses."""
+"""The analysts' dev warehouse: a DuckLake of their own where dbt's `dev` target writes, with the
+pipeline's warehouse attached read-only, where the sources (the raw layer) are read.
+
+Nothing is copied: dev builds read the current raw revisions in place, and cannot write to
+production (its catalog is attached read-only; in a shared deployment through a reader role,
+`WAREHOUSE_READER_CATALOG`). `DEV_WAREHOUSE_CATALOG` and `DEV_WAREHOUSE_DATA_PATH` name the dev
+lake, by default `dev.sqlite` and `dev-warehouse/` in the data folder.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 
+from mlpipeline import duckdb_extensions, lake
 from mlpipeline.config import Settings
-from mlpipeline.warehouse import connect
-from mlpipeline.warehouse_migrate import is_newer_storage
 
 log = logging.getLogger(__name__)
 
-COPIED = ("meta.batches", "raw.transactions", "raw.chargebacks")
+# What dbt's dev target and `connect_dev` call the analyst's lake (production's is `lake`).
+DEV_ALIAS = "dev"
 
 
-def dev_path(settings: Settings) -> Path:
-    """Where the dbt `dev` target writes (the same rule as mlpipeline.transform)."""
-    override = os.environ.get("DBT_DEV_DUCKDB_PATH")
-    return Path(override).resolve() if override else settings.data_dir / "dev.duckdb"
+def dev_settings(settings: Settings) -> Settings:
+    """The settings with the analyst's lake as the warehouse."""
+    catalog = os.environ.get("DEV_WAREHOUSE_CATALOG")
+    data_path = os.environ.get("DEV_WAREHOUSE_DATA_PATH")
+    return replace(
+        settings,
+        warehouse_catalog=catalog or f"sqlite:{(settings.data_dir / 'dev.sqlite').resolve()}",
+        warehouse_data_path=data_path or f"{(settings.data_dir / 'dev-warehouse').resolve()}/",
+    )
 
 
-def fill_dev_db(settings: Settings | None = None) -> dict[str, int]:
-    """Replace the dev file's raw layer with the current revisions of the prod warehouse."""
-    from mlpipeline.raw_tables import ensure_raw
+def reader_catalog(settings: Settings) -> str:
+    """Production's catalog as dev reads it: a read-only role's, when the deployment has one."""
+    return os.environ.get("WAREHOUSE_READER_CATALOG") or settings.warehouse_catalog
 
+
+def create_dev(settings: Settings | None = None) -> str:
+    """Make the analyst's lake (nothing when made); returns where it is."""
+    dev = dev_settings(settings or Settings.from_env())
+    for target in (dev.warehouse_catalog, dev.warehouse_data_path):
+        if target.startswith("sqlite:"):
+            Path(target.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
+        elif "://" not in target:
+            Path(target).mkdir(parents=True, exist_ok=True)
+    with lake.connect(dev.warehouse_catalog, dev.warehouse_data_path):
+        pass
+    log.info("dev warehouse ready: %s", dev.warehouse_catalog)
+    return dev.warehouse_catalog
+
+
+@contextmanager
+def connect_dev(
+    settings: Settings | None = None, *, read_only: bool = False
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The dev lake as `dev` (the default database; `read_only` for queries) with production
+    read-only as `lake`: what the dev target's SQL runs against."""
     settings = settings or Settings.from_env()
-    target = dev_path(settings)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, int] = {}
-    with connect(settings, read_only=True) as prod:
-        frames = {
-            table: prod.execute(
-                f"SELECT * FROM {table}"
-                + (" WHERE status = 'current'" if table == "meta.batches" else "")
-            ).to_arrow_table()
-            for table in COPIED
-        }
+    dev = dev_settings(settings)
+    con = duckdb.connect(config=duckdb_extensions.config())
     try:
-        dev = duckdb.connect(str(target))
-    except duckdb.IOException as exc:
-        if not is_newer_storage(exc):
-            raise
-        # A copy written by the DuckDB of an earlier release: rebuilt, never migrated.
-        log.warning("dev warehouse %s was written by another DuckDB: replacing it", target)
-        target.unlink()
-        target.with_name(target.name + ".wal").unlink(missing_ok=True)
-        dev = duckdb.connect(str(target))
-    try:
-        ensure_raw(dev)
-        dev.execute("BEGIN TRANSACTION")
-        for table, frame in frames.items():
-            dev.execute(f"DELETE FROM {table}")
-            dev.register("incoming", frame)
-            dev.execute(f"INSERT INTO {table} SELECT * FROM incoming")
-            dev.unregister("incoming")
-            counts[table] = frame.num_rows
-        dev.execute("COMMIT")
+        con.execute("SET TimeZone = 'UTC'")
+        lake.attach(
+            con, reader_catalog(settings), settings.warehouse_data_path, read_only=True,
+            create=False,
+        )  # fmt: skip
+        lake.attach(
+            con,
+            dev.warehouse_catalog,
+            dev.warehouse_data_path,
+            read_only=read_only,
+            create=False,
+            alias=DEV_ALIAS,
+        )
+        yield con
     finally:
-        dev.close()
-    log.info("dev warehouse %s filled: %s", target, counts)
-    return counts
+        con.close()

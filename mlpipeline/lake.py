@@ -69,9 +69,10 @@ def attach(
     *,
     read_only: bool = False,
     create: bool = True,
+    alias: str = ALIAS,
 ) -> None:
-    """Attach the lake as `lake` (the name dbt's profile gives it too, so SQL dbt compiled runs
-    here as it is) and make it the connection's default database.
+    """Attach the lake as `alias` (by default `lake`, the name dbt's profile gives it too, so
+    SQL dbt compiled runs here as it is) and make it the connection's default database.
 
     With `create`, DuckLake makes the catalog on first attach and records the data path in it;
     without, a catalog that is not one fails. An attach naming another data path than the
@@ -84,14 +85,14 @@ def attach(
     options = f"DATA_PATH '{_quoted(data_path)}'" + (", READ_ONLY" if read_only else "")
     if not create:
         options += ", CREATE_IF_NOT_EXISTS false"
-    con.execute(f"ATTACH 'ducklake:{_quoted(catalog)}' AS {ALIAS} ({options})")
-    con.execute(f"USE {ALIAS}")
+    con.execute(f"ATTACH 'ducklake:{_quoted(catalog)}' AS {alias} ({options})")
+    con.execute(f"USE {alias}")
 
 
-def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+def cursor(con: duckdb.DuckDBPyConnection, alias: str = ALIAS) -> duckdb.DuckDBPyConnection:
     """A cursor of `con` on the lake too: DuckDB starts each cursor on its in-memory database."""
     new = con.cursor()
-    new.execute(f"USE {ALIAS}")
+    new.execute(f"USE {alias}")
     return new
 
 

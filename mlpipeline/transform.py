@@ -203,13 +203,13 @@ def _release_warehouse() -> None:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a dbt target writes: the profile's environment, a name for messages, and the
-    dev copy's DuckDB file (None for prod, the pipeline's DuckLake)."""
+    """Where a dbt target writes: the profile's environment and a name for messages; `dev` for
+    the analysts' own lake (see mlpipeline.dev_db), which reads production read-only."""
 
     name: str
     env: dict[str, str]
     where: str
-    dev_file: Path | None
+    dev: bool
 
 
 def prod_env(settings: Settings) -> dict[str, str]:
@@ -224,18 +224,21 @@ def prod_env(settings: Settings) -> dict[str, str]:
 
 
 def _target(settings: Settings, target: str) -> Target:
-    """prod is the pipeline's warehouse; dev is the analysts' copy, `$DBT_DEV_DUCKDB_PATH` or
-    `<data_dir>/dev.duckdb`. Passing absolute paths keeps dbt independent of the cwd (the
-    profile's relative defaults resolve against it)."""
-    from mlpipeline import warehouse
+    """prod is the pipeline's warehouse; dev is the analysts' lake, production attached
+    read-only. The profile gets absolute locations, so dbt does not depend on the cwd."""
+    from mlpipeline import dev_db, warehouse
 
     if target == "prod":
-        return Target(target, prod_env(settings), warehouse.describe(settings), None)
+        return Target(target, prod_env(settings), warehouse.describe(settings), dev=False)
     if target == "dev":
-        override = os.environ.get("DBT_DEV_DUCKDB_PATH")
-        path = Path(override).expanduser().resolve() if override else None
-        path = path or settings.data_dir / "dev.duckdb"
-        return Target(target, {"DBT_DEV_DUCKDB_PATH": str(path)}, str(path), path)
+        dev = dev_db.dev_settings(settings)
+        env = {
+            "DEV_WAREHOUSE_CATALOG": dev.warehouse_catalog,
+            "WAREHOUSE_READER_CATALOG": dev_db.reader_catalog(settings),
+            "DUCKDB_EXTENSION_DIRECTORY": prod_env(settings)["DUCKDB_EXTENSION_DIRECTORY"],
+        }
+        where = f"{warehouse.describe(dev)}, reading {warehouse.describe(settings)} read-only"
+        return Target(target, env, where, dev=True)
     raise ValueError(f"unknown dbt target {target!r}; dbt_project/profiles.yml has dev and prod")
 
 
@@ -261,19 +264,20 @@ def _short(value: Any) -> str:
 
 
 def failing_rows(
-    settings: Settings, sql: str, column: str | None = None, dev_file: Path | None = None
+    settings: Settings, sql: str, column: str | None = None, dev: bool = False
 ) -> tuple[str, ...]:
     """The first rows a failed test's query returns, as `row i: col=value, ...` lines.
 
     The test's column comes first, then the keys that locate a row, then other columns up to
-    SAMPLE_COLUMNS. Reads the warehouse (or the dev copy `dev_file`) read-only; a sample that
-    cannot be read says why instead of hiding the test's own failure.
+    SAMPLE_COLUMNS. Reads the warehouse read-only (with `dev`, the analysts' lake beside it); a
+    sample that cannot be read says why instead of hiding the test's own failure.
     """
+    from mlpipeline.dev_db import connect_dev
     from mlpipeline.warehouse import connect
 
     query = f"SELECT * FROM ({sql.strip().rstrip(';')}) AS failing LIMIT {SAMPLE_ROWS}"
     try:
-        with connect(settings, read_only=True, path=dev_file) as con:
+        with connect_dev(settings) if dev else connect(settings, read_only=True) as con:
             cursor = con.execute(query)
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
@@ -297,7 +301,7 @@ def _node_results(result: Any, settings: Settings, target: Target) -> list[NodeR
         sample: tuple[str, ...] = ()
         if node.resource_type == "test" and status == "fail":
             column = getattr(node, "column_name", None)
-            sample = failing_rows(settings, node.compiled_code, column, target.dev_file)
+            sample = failing_rows(settings, node.compiled_code, column, target.dev)
         nodes.append(
             NodeResult(
                 name, str(node.resource_type), status, item.failures, item.message or "", sample
@@ -335,8 +339,10 @@ def _invoke(
         "--vars", json.dumps(variables),
     ]  # fmt: skip
     started = time.monotonic()
-    if where.dev_file is not None:
-        where.dev_file.parent.mkdir(parents=True, exist_ok=True)
+    if where.dev:
+        from mlpipeline.dev_db import create_dev
+
+        create_dev(settings)
     with _dbt_environment(where.env):
         outcome = dbtRunner(callbacks=[_forward_event]).invoke(args)
     return outcome, where, work_dir, time.monotonic() - started

@@ -177,13 +177,22 @@ def require(settings: Settings | None = None) -> None:
 
 
 def query_csv(
-    sql: str, out: TextIO, settings: Settings | None = None, *, rows: int = 10_000
+    sql: str,
+    out: TextIO,
+    settings: Settings | None = None,
+    *,
+    rows: int = 10_000,
+    dev: bool = False,
 ) -> int:
     """Run one read-only query and write its result to `out` as CSV with a header line,
     streamed `rows` at a time (an analyst's way in that holds no result in memory). Returns the
-    number of data rows; a query that writes fails (the connection is read-only)."""
-    with connect(settings, read_only=True) as con:
-        cursor = lake.cursor(con)
+    number of data rows; a query that writes fails (the connection is read-only). With `dev`,
+    it runs on the analyst's dev lake (production beside it as `lake`, read-only)."""
+    from mlpipeline.dev_db import DEV_ALIAS, connect_dev
+
+    opened = connect_dev(settings, read_only=True) if dev else connect(settings, read_only=True)
+    with opened as con:
+        cursor = lake.cursor(con, DEV_ALIAS if dev else lake.ALIAS)
         cursor.execute(sql)
         if cursor.description is None:
             raise ValueError(f"the statement returned no result set: {sql!r}")

@@ -48,8 +48,11 @@ PROJECT_SERVICES = (
 )
 # Variables the code reads that the stack deliberately leaves unset, and why.
 LAPTOP_ONLY = {
-    # the analysts' dev warehouse (`dbt build`, `mlpipeline dev-db` on a laptop)
-    "DBT_DEV_DUCKDB_PATH",
+    # the analysts' dev lake and how it reads production (`dbt build`, `mlpipeline dev-db` on a
+    # laptop; the stack's read-only role and keys for analysts are not made yet)
+    "DEV_WAREHOUSE_CATALOG",
+    "DEV_WAREHOUSE_DATA_PATH",
+    "WAREHOUSE_READER_CATALOG",
     # optional overrides of files the image ships (conf/candidates.yaml, conf/expectations/)
     "MLPIPELINE_CANDIDATES",
     "MLPIPELINE_EXPECTATIONS_DIR",

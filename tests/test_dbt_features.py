@@ -13,6 +13,8 @@ point-in-time join gave each transaction, known customer or not.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -20,9 +22,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
-from mlpipeline import transform, warehouse
+from mlpipeline import dev_db, transform, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, chargeback, load_raw, retire, row_day, ts, txn
@@ -578,19 +581,66 @@ def test_online_spec_rejects_a_feature_without_default(tmp_path: Path) -> None:
         transform.online_spec(tmp_path)
 
 
-def test_each_target_writes_its_own_warehouse(
+def test_the_dev_target_writes_its_own_lake_and_reads_production_read_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import shutil
+
     settings = Settings.under(tmp_path)
-    monkeypatch.delenv("DBT_DEV_DUCKDB_PATH", raising=False)
+    for variable in (
+        "DEV_WAREHOUSE_CATALOG",
+        "DEV_WAREHOUSE_DATA_PATH",
+        "WAREHOUSE_READER_CATALOG",
+    ):
+        monkeypatch.delenv(variable, raising=False)
     prod = transform._target(settings, "prod")
     assert prod.env["WAREHOUSE_CATALOG"] == settings.warehouse_catalog
-    assert prod.env["WAREHOUSE_DATA_PATH"] == settings.warehouse_data_path
-    assert Path(prod.env["DUCKDB_EXTENSION_DIRECTORY"]).is_dir() and prod.dev_file is None
+    assert Path(prod.env["DUCKDB_EXTENSION_DIRECTORY"]).is_dir() and not prod.dev
     dev = transform._target(settings, "dev")
-    assert dev.env == {"DBT_DEV_DUCKDB_PATH": str(tmp_path / "dev.duckdb")}
-    monkeypatch.setenv("DBT_DEV_DUCKDB_PATH", str(tmp_path / "mine.duckdb"))
-    assert transform._target(settings, "dev").dev_file == tmp_path / "mine.duckdb"
+    assert dev.dev and dev.env["DEV_WAREHOUSE_CATALOG"] == f"sqlite:{tmp_path / 'dev.sqlite'}"
+    assert dev.env["WAREHOUSE_READER_CATALOG"] == settings.warehouse_catalog
+    day = date(2026, 1, 10)
+    transactions, chargebacks = background(date(2026, 1, 1), day)
+    _load(settings, transactions, chargebacks)
+
+    transform.build(day, settings=settings, target="dev", full_refresh=True, tests=False)
+    with dev_db.connect_dev(settings) as con:
+        built = con.execute("SELECT count(*) FROM dev.features.customer_snapshot").fetchall()
+        raw = con.execute("SELECT count(*) FROM lake.raw.transactions_current").fetchall()
+    assert built[0][0] > 0 and raw == [(len(transactions),)]
+    out = io.StringIO()
+    warehouse.query_csv(
+        "SELECT count(*) AS n FROM features.customer_snapshot", out, settings, dev=True
+    )
+    assert out.getvalue() == f"n\n{built[0][0]}\n"
+    with pytest.raises(duckdb.Error, match="read-only"):
+        warehouse.query_csv(
+            "DELETE FROM features.customer_snapshot", io.StringIO(), settings, dev=True
+        )
+    with connect(settings, read_only=True) as con:
+        prod_tables = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'features' "
+            "AND table_catalog = current_database()"
+        ).fetchall()
+    assert prod_tables == [(0,)], "a dev build wrote to production"
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(settings.dbt_project_dir, project, ignore=shutil.ignore_patterns("target"))
+    (project / "models" / "marts" / "into_prod.sql").write_text(
+        "{{ config(database='lake', materialized='table') }}\nselect 1 as x\n"
+    )
+    with pytest.raises(transform.DbtBuildError, match="read-only"):
+        transform.build(
+            day,
+            settings=dataclasses.replace(settings, dbt_project_dir=project),
+            target="dev",
+            select="into_prod",
+            tests=False,
+        )
+    with connect(settings, read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'into_prod'"
+        ).fetchall() == [(0,)]
     with pytest.raises(ValueError, match="unknown dbt target 'staging'"):
         transform.build("2026-01-02", settings=settings, target="staging")
 

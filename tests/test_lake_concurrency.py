@@ -19,9 +19,10 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from mlpipeline import batches, transform, warehouse
+from mlpipeline import batches, dev_db, lake, transform, warehouse
 from mlpipeline.config import Settings
 from mlpipeline.meta import update_day
 from tests.dbt_fixtures import background, load_raw
@@ -206,6 +207,35 @@ def test_two_builds_of_one_incremental_day_at_once_leave_one_of_them(
         if "lost a commit race with another writer" in said:
             break
     assert "lost a commit race with another writer" in said, said[-3000:]
+
+
+def test_a_reader_role_reads_production_and_cannot_write_it(
+    shared: Settings,
+    postgres_server,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    """What the analysts' dev target attaches production with: a PostgreSQL role that may only
+    read the catalog. Its reads work; a write, even through a writable attach, is refused by
+    the database."""
+    database = shared.warehouse_catalog.split("dbname=")[1].split()[0]
+    role, password = f"reader_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    postgres_server.psql("postgres", "-c", f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    postgres_server.psql(database, "-c", f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    reader = shared.warehouse_catalog.replace(
+        f"user={postgres_server.user}", f"user={role}"
+    ).replace(f"password={postgres_server.password}", f"password={password}")
+    monkeypatch.setenv("WAREHOUSE_READER_CATALOG", reader)
+    dev_db.create_dev(shared)
+    with dev_db.connect_dev(shared) as con:
+        rows = con.execute("SELECT count(*) FROM lake.raw.transactions_current").fetchall()
+    assert rows[0][0] > 0
+    with (
+        lake.connect(reader, shared.warehouse_data_path) as con,
+        pytest.raises(duckdb.Error, match="permission denied"),
+    ):
+        con.execute("DELETE FROM raw.transactions")
+    with warehouse.connect(shared, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw.transactions_current").fetchall() == rows
 
 
 def _mark(settings: Settings, field: str, value: object, days: list[str], start) -> None:  # noqa: ANN001
