@@ -7,7 +7,8 @@ a manual run. Either has a real start time and duration, and every task writes t
 shows (`make ui` afterwards). `fraud_nightly` is unpaused for the run only; local DAGs stay
 paused until the user decides, and unpausing it later does not run that night again.
 
-Everything runs on the embedded defaults (DuckDB file, folder object store, MLflow in SQLite,
+Everything runs on the embedded defaults (a DuckLake in a SQLite catalog and the folder object
+store, MLflow in SQLite,
 a private Redis) unless the environment points elsewhere.
 """
 

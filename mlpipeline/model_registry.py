@@ -9,7 +9,7 @@ Serving reads the model an alias names (`champion`); scoring records the exact v
 resolved. Every move of `champion` goes through here: a promotion appends the version to the
 champion history (a registered-model tag), and `rollback_champion` restores the previous entry
 and pins it (another registered-model tag) until `release_pin`. The pin lives in MLflow, not in
-the warehouse, so on-call can roll back while the nightly holds the DuckDB file, and a retry of
+the warehouse, so on-call can roll back whatever the nightly is doing there, and a retry of
 the nightly cannot undo it: promotion refuses to move a pinned champion.
 """
 

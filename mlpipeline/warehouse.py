@@ -11,8 +11,6 @@ process pointed at the wrong catalog fails naming it instead of quietly writing 
 warehouse of its own. And where the orchestrator says which tasks declared the warehouse
 (ACCESS_VAR, set per task by the Airflow plugin), an undeclared task that opens it fails.
 
-`path=` opens a plain DuckDB file instead: the analysts' dev copy and an earlier release's
-warehouse that `warehouse migrate` reads.
 """
 
 from __future__ import annotations
@@ -98,17 +96,11 @@ def connect(
     settings: Settings | None = None,
     *,
     read_only: bool = False,
-    path: Path | None = None,
     create: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Attach the warehouse setup created (`create=True` is setup's own call) as the
-    connection's default database; `path` opens a plain DuckDB file instead."""
+    connection's default database."""
     settings = settings or Settings.from_env()
-    if path is not None:
-        with duckdb.connect(str(path), read_only=read_only) as con:
-            con.execute("SET TimeZone = 'UTC'")
-            yield con
-        return
     where = describe(settings)
     _check_declared(where)
     catalog_file = _catalog_file(settings.warehouse_catalog)

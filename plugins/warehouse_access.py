@@ -1,11 +1,11 @@
 """Which airflow tasks may open the warehouse: those in the `warehouse` pool, and no others.
 
-The pool is how a task declares the warehouse (one opener of the DuckDB file at a time). A
+The pool is how a task declares the warehouse (one warehouse task at a time). A
 listener tells the library, in each task's own process and before the task runs, whether the
 task declared it (`mlpipeline.warehouse.ACCESS_VAR`); `warehouse.connect` then refuses an
-undeclared opener, so a task that forgot the pool fails on its first run instead of racing for
-the file's lock. dbt opens the file itself: its tasks run `require_warehouse` first, so a worker
-that cannot see the warehouse fails instead of letting dbt create an empty file there.
+undeclared opener, so a task that forgot the pool fails on its first run. dbt attaches the
+warehouse itself: its tasks run `require_warehouse` first, so a worker pointed at the wrong
+catalog fails instead of letting dbt create an empty warehouse there.
 """
 
 from __future__ import annotations
