@@ -80,8 +80,9 @@ def attach(
     """
     duckdb_extensions.load(con, *_extensions(catalog, data_path))
     if data_path.startswith("s3://"):
+        # GLOBAL: for this connection's database instance, its cursors included.
         for name, value in s3_settings().items():
-            con.execute(f"SET {name} = '{_quoted(value)}'")
+            con.execute(f"SET GLOBAL {name} = '{_quoted(value)}'")
     options = f"DATA_PATH '{_quoted(data_path)}'" + (", READ_ONLY" if read_only else "")
     if not create:
         options += ", CREATE_IF_NOT_EXISTS false"

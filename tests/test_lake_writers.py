@@ -19,12 +19,14 @@ import multiprocessing
 import re
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from mlpipeline import lake
+from mlpipeline import lake, warehouse
+from mlpipeline.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +161,23 @@ def test_an_error_that_is_not_a_commit_race_is_raised_at_once(new_lake: tuple[st
             lake.run_unit(con, "broken unit", broken)
         assert con.execute("SELECT count(*) FROM snapshot").fetchall() == [(0,)]
     assert calls == [1]
+
+
+def test_a_warehouse_with_its_files_in_s3_serves_every_cursor(
+    tmp_path: Path,
+    s3_store,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001 - an S3Store
+) -> None:
+    """The stack's layout: the Parquet files in a bucket over the S3 API (moto here), the S3
+    settings from the variables boto3 reads, for the connection and the cursors made from it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_store.client.meta.endpoint_url)
+    monkeypatch.delenv(warehouse.ACCESS_VAR, raising=False)
+    settings = replace(
+        Settings.under(tmp_path), warehouse_data_path=f"s3://{s3_store.bucket}/warehouse/"
+    )
+    warehouse.create(settings)
+    with warehouse.connect(settings) as con:
+        con.execute("CREATE TABLE raw.numbers AS SELECT range AS n FROM range(50000)")
+    assert any(key.endswith(".parquet") for key in s3_store.list("warehouse/"))
+    with warehouse.connect(settings, read_only=True) as con, lake.cursor(con) as cursor:
+        assert cursor.execute("SELECT sum(n) FROM raw.numbers").fetchall() == [(1249975000,)]
