@@ -27,8 +27,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Messages of errors after which a rolled-back unit may run again.
-RETRYABLE = ("database is locked", "Transaction conflict", "Failed to commit DuckLake")
+# Messages of errors after which a rolled-back unit may run again. The last: another writer's
+# object of the same name is in flight (dbt renames a view to `<name>__dbt_backup` while it
+# replaces it, so two builds of one model can meet there).
+RETRYABLE = (
+    "database is locked",
+    "Transaction conflict",
+    "Failed to commit DuckLake",
+    "another entry with this name already exists",
+)
 
 
 ALIAS = "lake"
