@@ -10,6 +10,7 @@ run again: `run_unit` does that, logging why.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -121,6 +122,25 @@ def connect(
         yield con
     finally:
         con.close()
+
+
+def ensure_views(con: duckdb.DuckDBPyConnection, views: dict[str, str]) -> None:
+    """Create each `schema.view` from its SELECT, again only when that SQL changed.
+
+    Every CREATE is a snapshot (a catalog commit) and the callers run on every load, so each view
+    carries a fingerprint of its SQL as its comment and the ones that match are left alone.
+    """
+    found = dict(
+        con.execute(
+            "SELECT schema_name || '.' || view_name, comment FROM duckdb_views() "
+            "WHERE database_name = current_database()"
+        ).fetchall()
+    )
+    for name, select in views.items():
+        mark = "sql " + hashlib.sha256(select.encode()).hexdigest()[:16]
+        if found.get(name) != mark:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
+            con.execute(f"COMMENT ON VIEW {name} IS '{mark}'")
 
 
 def lost_a_race(message: str) -> bool:

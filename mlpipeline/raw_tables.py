@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import duckdb
 
+from mlpipeline import lake
 from mlpipeline.meta import ensure_meta
 
 DATASET_COLUMNS: dict[str, dict[str, str]] = {
@@ -81,5 +82,4 @@ def ensure_raw(con: duckdb.DuckDBPyConnection) -> None:
     for dataset in DATASET_COLUMNS:
         cols = ", ".join(f"{name} {kind}" for name, kind in table_columns(dataset).items())
         con.execute(f"CREATE TABLE IF NOT EXISTS raw.{dataset} ({cols})")
-    for name, select in _VIEWS.items():
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
+    lake.ensure_views(con, _VIEWS)

@@ -92,11 +92,11 @@ CREATE TABLE IF NOT EXISTS scores.transaction_scores (
     scoring_run_id VARCHAR NOT NULL,
     scored_at TIMESTAMP NOT NULL
 );
-CREATE OR REPLACE VIEW scores.latest AS
-SELECT *
-FROM scores.transaction_scores
-QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY scored_at DESC, dt DESC) = 1;
 """
+_VIEWS = {
+    "scores.latest": "SELECT * FROM scores.transaction_scores QUALIFY row_number() OVER "
+    "(PARTITION BY transaction_id ORDER BY scored_at DESC, dt DESC) = 1"
+}
 
 
 class ChampionLike(Protocol):
@@ -212,6 +212,7 @@ def _s3_location(bucket: str, endpoint: str | None, region: str | None) -> Delta
 
 def ensure_score_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(DDL)
+    lake.ensure_views(con, _VIEWS)
 
 
 def score_day(
