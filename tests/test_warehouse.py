@@ -69,6 +69,26 @@ def test_setup_creates_once_and_openers_then_find_it(fresh):
     assert markers == 1
 
 
+def test_views_are_made_again_only_when_their_sql_changes(fresh):
+    """Loads call this on every revision: an unchanged view costs no snapshot, a changed one
+    (a new release) replaces the old definition."""
+    warehouse.create(fresh)
+    with warehouse.connect(fresh) as con:
+        con.execute("CREATE TABLE raw.numbers AS SELECT range AS n FROM range(5)")
+
+        def snapshots() -> int:
+            return con.execute("SELECT count(*) FROM ducklake_snapshots('lake')").fetchall()[0][0]
+
+        lake.ensure_views(con, {"raw.small": "SELECT n FROM raw.numbers WHERE n < 2"})
+        made = snapshots()
+        lake.ensure_views(con, {"raw.small": "SELECT n FROM raw.numbers WHERE n < 2"})
+        assert snapshots() == made
+        assert con.execute("SELECT count(*) FROM raw.small").fetchall() == [(2,)]
+        lake.ensure_views(con, {"raw.small": "SELECT n FROM raw.numbers WHERE n < 4"})
+        assert snapshots() > made
+        assert con.execute("SELECT count(*) FROM raw.small").fetchall() == [(4,)]
+
+
 def test_a_task_that_did_not_declare_the_warehouse_cannot_open_it(fresh, monkeypatch):
     warehouse.create(fresh)
     monkeypatch.setenv(warehouse.ACCESS_VAR, "fraud_nightly.training.split (pool 'default_pool')")
