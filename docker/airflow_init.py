@@ -1,12 +1,13 @@
 """airflow-init: the stack's one-shot setup, the same steps as the laptop's, plus its connections.
 
 `mlpipeline.local_airflow.init` creates the warehouse (the only place a deployment makes one),
-migrates the metadata DB, creates the single-slot `warehouse`
-pool every warehouse task runs in, and checks the dbt manifest the nightly's Cosmos task group
+migrates the metadata DB, creates the `warehouse` pool every warehouse task runs in (16 slots on
+the stack's PostgreSQL catalog), and checks the dbt manifest the nightly's Cosmos task group
 is rendered from (`mlpipeline dbt-manifest`: built into the image, re-parsed only if the dbt
-code changed). Then the SMTP connection alert emails go through is created from `SMTP_*` in
-`.env` (when `SMTP_HOST` is set). Every step is idempotent, so `docker compose up` runs it on
-each start and picks up changed settings.
+code changed). Then the analysts' read-only warehouse role is granted (`warehouse_reader`, its
+password from `WAREHOUSE_READER_PASSWORD`) and the SMTP connection alert emails go through is
+created from `SMTP_*` in `.env` (when `SMTP_HOST` is set). Every step is idempotent, so
+`docker compose up` runs it on each start and picks up changed settings.
 
 The pipeline itself reads its endpoints and credentials from the environment (REDIS_URL, AWS_*,
 MLFLOW_TRACKING_URI, ...); Slack and webhook alert URLs become connections at alert time.
@@ -19,7 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from mlpipeline import local_airflow
+from mlpipeline import local_airflow, warehouse_reader
 
 log = logging.getLogger("airflow-init")
 
@@ -52,6 +53,10 @@ def main() -> None:
     )
     env = dict(os.environ)
     local_airflow.init(env)
+    if env.get("WAREHOUSE_READER_PASSWORD"):
+        warehouse_reader.grant(env["WAREHOUSE_CATALOG"], env["WAREHOUSE_READER_PASSWORD"])
+    else:
+        log.info("WAREHOUSE_READER_PASSWORD is not set: no read-only warehouse role for analysts")
     smtp = smtp_connection(env)
     conn_id = env.get("MLPIPELINE_ALERT_SMTP_CONN_ID") or "smtp_default"
     if smtp is None:

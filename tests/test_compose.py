@@ -48,8 +48,8 @@ PROJECT_SERVICES = (
 )
 # Variables the code reads that the stack deliberately leaves unset, and why.
 LAPTOP_ONLY = {
-    # the analysts' dev lake and how it reads production (`dbt build`, `mlpipeline dev-db` on a
-    # laptop; the stack's read-only role and keys for analysts are not made yet)
+    # the analysts' dev lake and how it reads production (`dbt build`, `mlpipeline dev-db` on
+    # their laptop; the stack makes the read-only role and S3 key they read it with)
     "DEV_WAREHOUSE_CATALOG",
     "DEV_WAREHOUSE_DATA_PATH",
     "WAREHOUSE_READER_CATALOG",
@@ -85,7 +85,7 @@ AIRFLOW_SERVICES = (
     "airflow-worker",
 )
 # Published host ports, as the README documents them.
-HOST_PORTS = {8080, 5000, 9000, 9001, 8000, 6380}
+HOST_PORTS = {8080, 5000, 9000, 9001, 8000, 6380, 5432}
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)|\$([A-Za-z_][A-Za-z0-9_]*)")
 EXACT_TAG = re.compile(r"^(\d+\.\d+|RELEASE\.)")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlpipeline import batches, dev_db, lake, transform, warehouse
+from mlpipeline import batches, dev_db, lake, transform, warehouse, warehouse_reader
 from mlpipeline.config import Settings
 from mlpipeline.meta import update_day
 from tests.dbt_fixtures import background, load_raw
@@ -214,13 +214,18 @@ def test_a_reader_role_reads_production_and_cannot_write_it(
     postgres_server,
     monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
-    """What the analysts' dev target attaches production with: a PostgreSQL role that may only
-    read the catalog. Its reads work; a write, even through a writable attach, is refused by
-    the database."""
-    database = shared.warehouse_catalog.split("dbname=")[1].split()[0]
+    """What the analysts' dev target attaches production with: the role setup grants
+    (`warehouse_reader.grant`, run twice as each start does). Its reads work, a catalog table
+    made after the grant included; a write, even through a writable attach, is refused by the
+    database."""
     role, password = f"reader_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    postgres_server.psql("postgres", "-c", f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-    postgres_server.psql(database, "-c", f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    warehouse_reader.grant(shared.warehouse_catalog, "first-password", role)
+    warehouse_reader.grant(shared.warehouse_catalog, password, role)
+    database = shared.warehouse_catalog.split("dbname=")[1].split()[0]
+    postgres_server.psql(database, "-c", "CREATE TABLE ducklake_added_later (x int)")
+    postgres_server.psql(
+        database, "-c", f"SET ROLE {role}; SELECT count(*) FROM ducklake_added_later"
+    )
     reader = shared.warehouse_catalog.replace(
         f"user={postgres_server.user}", f"user={role}"
     ).replace(f"password={postgres_server.password}", f"password={password}")
