@@ -83,8 +83,9 @@ test-fast: install
 	$(PY) -m pytest -q -m unit
 
 # Every benchmark, each against a baseline measured in the same run: benchmarks/results.json.
-bench: install
-	$(PY) -m benchmarks.harness
+# One: `make bench ONLY=bench_scoring`. The stack nightly needs PostgreSQL's binaries (stack-deps).
+bench: install stack-deps
+	$(PY) -m benchmarks.harness $(ONLY)
 
 lint: install
 	$(VENV)/bin/ruff check .

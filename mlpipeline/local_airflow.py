@@ -24,7 +24,11 @@ from mlpipeline.config import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
-POOL = ("warehouse", "1", "DuckLake warehouse: one writer task at a time")
+POOL_NAME = "warehouse"
+# Warehouse task slots by catalog kind. A SQLite catalog refuses a reader while a writer commits
+# ("database is locked"), so its tasks take turns; a PostgreSQL catalog serves them all at once,
+# a conflicting commit running its unit again.
+POOL_SLOTS = {"sqlite": 1, "postgres": 16}
 # Where SimpleAuthManager keeps the generated passwords (the user `admin` unless configured).
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
@@ -76,8 +80,9 @@ def run(args: list[str], env: dict[str, str], *, check: bool = True) -> int:
 
 
 def init(env: dict[str, str]) -> None:
-    """Create the warehouse, the metadata DB and the single-slot `warehouse` pool, and parse the
-    dbt manifest the nightly's dbt tasks are rendered from (setup's job, not DAG code)."""
+    """Create the warehouse, the metadata DB and the `warehouse` pool (sized for the catalog),
+    and parse the dbt manifest the nightly's dbt tasks are rendered from (setup's job, not DAG
+    code)."""
     from mlpipeline import transform, warehouse
 
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -91,7 +96,15 @@ def init(env: dict[str, str]) -> None:
     )
     transform.ensure_manifest()
     run(["db", "migrate"], env)
-    run(["pools", "set", *POOL], env)
+    run(["pools", "set", *pool(env["WAREHOUSE_CATALOG"])], env)
+
+
+def pool(catalog: str) -> list[str]:
+    """`airflow pools set` arguments of the `warehouse` pool for a WAREHOUSE_CATALOG."""
+    kind = catalog.partition(":")[0]
+    slots = POOL_SLOTS.get(kind, 1)
+    at_once = "one task at a time" if slots == 1 else f"up to {slots} tasks at once"
+    return [POOL_NAME, str(slots), f"DuckLake warehouse, {kind} catalog: {at_once}"]
 
 
 def password_file(env: dict[str, str]) -> Path:

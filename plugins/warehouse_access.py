@@ -1,6 +1,6 @@
 """Which airflow tasks may open the warehouse: those in the `warehouse` pool, and no others.
 
-The pool is how a task declares the warehouse (one warehouse task at a time). A
+The pool is how a task declares the warehouse (and how many such tasks run at once). A
 listener tells the library, in each task's own process and before the task runs, whether the
 task declared it (`mlpipeline.warehouse.ACCESS_VAR`); `warehouse.connect` then refuses an
 undeclared opener, so a task that forgot the pool fails on its first run. dbt attaches the

@@ -33,8 +33,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
+from mlpipeline import lake
 from tests.stack_compose import Machine, Stack
 from tests.stack_driver import (
     DAG,
@@ -221,6 +223,26 @@ def test_the_workers_share_no_folder(stack):
     assert mounted == ["airflow-logs"], mounted  # task logs, which the API server reads
     folders = {w: stack.machine.container_dir(w, "/data/mlpipeline") for w in WORKERS}
     assert folders[WORKERS[0]] != folders[WORKERS[1]]
+
+
+def test_the_analysts_role_reads_the_warehouse_and_writes_nothing(stack, night, monkeypatch):
+    """The role airflow-init grants (`warehouse_reader`, the .env's password), attached as
+    docs/using.md tells analysts: last night's features are there to read, and a write is
+    refused by PostgreSQL itself."""
+    env = _project_env(stack)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, env[name])
+    owner = f"//airflow:{stack.dotenv['POSTGRES_PASSWORD']}@"
+    reader = f"//warehouse_reader:{stack.dotenv['WAREHOUSE_READER_PASSWORD']}@"
+    assert owner in env["WAREHOUSE_CATALOG"]
+    catalog = env["WAREHOUSE_CATALOG"].replace(owner, reader)
+    with lake.connect(catalog, env["WAREHOUSE_DATA_PATH"], create=False) as con:
+        rows = con.execute(
+            "SELECT count(*) FROM features.customer_snapshot WHERE cutoff_date = ?", [NIGHT]
+        ).fetchall()
+        assert rows[0][0] > 0
+        with pytest.raises(duckdb.Error, match="permission denied"):
+            con.execute("DELETE FROM raw.transactions")
 
 
 def test_a_worker_pointed_at_another_catalog_fails_loudly_and_creates_nothing(stack, api, night):

@@ -22,7 +22,7 @@ from mlpipeline.retention.report import Report
 
 log = logging.getLogger(__name__)
 
-# Kinds that open the warehouse: Airflow runs them in the single-slot `warehouse` pool.
+# Kinds that open the warehouse: Airflow runs them in the `warehouse` pool.
 WAREHOUSE_KINDS = ("raw_revisions", "warehouse_snapshots")
 
 

@@ -1,0 +1,156 @@
+"""Driving the compose stack as its users do: a .env from .env.example with fresh secrets, the
+services started in the compose file's order, one-off containers of the worker service, and
+Airflow's REST API. The stack test and the two-worker nightly benchmark both use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from tests.stack_compose import ROOT, Machine, Stack
+
+log = logging.getLogger(__name__)
+
+DAG = "fraud_nightly"
+WORKERS = ("airflow-worker-1", "airflow-worker-2")
+RUN_TIMEOUT_S = 12 * 60
+SECRETS = (
+    "AIRFLOW_ADMIN_PASSWORD",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY",
+    "POSTGRES_PASSWORD",
+    "REDIS_FEATURES_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "WAREHOUSE_READER_PASSWORD",
+    "MINIO_READER_PASSWORD",
+)
+
+
+def dotenv(machine: Machine) -> dict[str, str]:
+    """.env.example with a fresh value for each secret and the URLs users reach here."""
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    values.update({key: secrets.token_urlsafe(18).replace("-", "_") for key in SECRETS})
+    values["AIRFLOW_BASE_URL"] = machine.url("airflow-apiserver")
+    values["MLFLOW_UI_URL"] = machine.url("mlflow")
+    values["AIRFLOW_WORKER_CONCURRENCY"] = "2"
+    return values
+
+
+class Api:
+    """Airflow's REST API, logged in with the .env account."""
+
+    def __init__(self, url: str, user: str, password: str) -> None:
+        self.url = url
+        token = self._call("POST", "/auth/token", {"username": user, "password": password})
+        self.token = token["access_token"]
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:  # noqa: ANN401 - JSON
+        headers = {"Content-Type": "application/json"}
+        if getattr(self, "token", None):
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data, headers, method=method)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)
+
+    def get(self, path: str) -> Any:  # noqa: ANN401
+        return self._call("GET", "/api/v2/" + path)
+
+    def patch(self, path: str, body: Any) -> Any:  # noqa: ANN401
+        return self._call("PATCH", "/api/v2/" + path, body)
+
+    def post(self, path: str, body: Any) -> Any:  # noqa: ANN401
+        return self._call("POST", "/api/v2/" + path, body)
+
+    def runs(self) -> list[dict]:
+        return self.get(f"dags/{DAG}/dagRuns?limit=50")["dag_runs"]
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        quoted = urllib.parse.quote(run_id, safe="")
+        return self.get(f"dags/{DAG}/dagRuns/{quoted}/taskInstances?limit=500")["task_instances"]
+
+    def wait_for_run(self, run_id: str, timeout: float, stack: Stack) -> str:
+        """The run's final state; a task that failed an attempt on this clean night ends the
+        wait at once (the stack retries tasks minutes later), naming it and its log."""
+        quoted = urllib.parse.quote(run_id, safe="")
+        deadline = time.monotonic() + timeout
+        state = "?"
+        while time.monotonic() < deadline:
+            state = self.get(f"dags/{DAG}/dagRuns/{quoted}")["state"]
+            if state in {"success", "failed"}:
+                return state
+            retrying = [
+                ti["task_id"]
+                for ti in self.task_instances(run_id)
+                if ti["state"] in {"up_for_retry", "failed"}
+            ]
+            assert not retrying, (
+                f"{retrying} failed on a clean night:\n"
+                + task_log(stack, run_id, retrying[0])[-3000:]
+            )
+            stack.wait_until("the services", lambda: True, timeout=1)
+            time.sleep(5)
+        raise AssertionError(f"run {run_id} still {state} after {timeout:.0f}s")
+
+
+def task_log(stack: Stack, run_id: str, task_id: str) -> str:
+    """The task's log (every attempt) as the workers wrote it on the shared logs volume."""
+    logs = stack.machine.volume("airflow-logs")
+    found = [p for p in logs.rglob("*.log") if run_id in str(p) and f"task_id={task_id}/" in str(p)]
+    return "\n".join(p.read_text(errors="replace") for p in sorted(found))
+
+
+def one_off(stack: Stack, argv: list[str], container: str) -> None:
+    """`docker compose run --rm airflow-worker ARGV`: the worker's environment and volumes."""
+    env = stack.container_env("airflow-worker", container)
+    began = time.monotonic()
+    result = subprocess.run(
+        [str(Path(stack.command("airflow-worker")[0]).parent / argv[0]), *argv[1:]],
+        env=env,
+        cwd=stack.machine.image,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    log.info("stack: %s took %.0fs", " ".join(argv), time.monotonic() - began)
+    assert result.returncode == 0, f"{argv} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+
+
+def start_services(stack: Stack) -> None:
+    """The compose file's services in its dependency order, waiting where it waits."""
+    stack.start_postgres()
+    stack.start_redis("redis-celery")
+    stack.start_redis("redis-features")
+    stack.start_s3()
+    stack.start("mlflow")
+    stack.run_once("airflow-init")
+    stack.start("airflow-apiserver")
+    stack.wait_until("mlflow", lambda: stack.healthy("mlflow"), timeout=240)
+    stack.wait_until("airflow-apiserver", lambda: stack.healthy("airflow-apiserver"), timeout=240)
+    for service in ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        stack.start(service)
+    for worker in WORKERS:
+        stack.start("airflow-worker", container=worker)
+    stack.start("scoring-api")
+
+
+def run_of(api: Api, day: date) -> dict | None:
+    for run in api.runs():
+        if run["run_type"] == "scheduled" and run["data_interval_start"].startswith(
+            day.isoformat()
+        ):
+            return run
+    return None
