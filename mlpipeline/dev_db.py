@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from mlpipeline import duckdb_extensions, lake
+from mlpipeline import duckdb_extensions, lake, meta
 from mlpipeline.config import Settings
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ def create_dev(settings: Settings | None = None) -> str:
             Path(target.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
         elif "://" not in target:
             Path(target).mkdir(parents=True, exist_ok=True)
-    with lake.connect(dev.warehouse_catalog, dev.warehouse_data_path):
-        pass
+    with lake.connect(dev.warehouse_catalog, dev.warehouse_data_path) as con:
+        # The registry claims the incremental models' pre-hooks take live in `meta`.
+        meta.ensure_meta(con)
     log.info("dev warehouse ready: %s", dev.warehouse_catalog)
     return dev.warehouse_catalog
 

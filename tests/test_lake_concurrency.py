@@ -207,6 +207,14 @@ def test_two_builds_of_one_incremental_day_at_once_leave_one_of_them(
         if "lost a commit race with another writer" in said:
             break
     assert "lost a commit race with another writer" in said, said[-3000:]
+    # Each build claimed the model first: what keeps two builds of a day not built yet apart
+    # (the pinned DuckLake commits two transactions that each delete nothing, then insert).
+    with warehouse.connect(shared, read_only=True) as con:
+        claims = con.execute(
+            "SELECT count(*), max(claims) FROM meta.registry_claims "
+            "WHERE registry = 'features.customer_snapshot'"
+        ).fetchall()[0]
+    assert claims[0] >= 1 and claims[1] >= 2, claims
 
 
 def test_a_reader_role_reads_production_and_cannot_write_it(

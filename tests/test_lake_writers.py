@@ -9,7 +9,10 @@ unit's rows, and the reader must only ever see a day empty or whole. A commit th
 is retried whole, and the log says which unit and why.
 
 Found here: with a SQLite catalog the writers lose nothing, but a reader is sometimes refused
-("database is locked") while a writer commits; with PostgreSQL no query fails.
+("database is locked") while a writer commits; with PostgreSQL no query fails. And the pinned
+DuckLake lets two transactions that each delete nothing (a day still empty) and then insert both
+commit (duckdb/ducklake#1393): a reader saw a day holding two units' rows until a later unit
+replaced it. So every replace claims its table first (`meta.claim`), as the product's do.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlpipeline import lake, warehouse
+from mlpipeline import lake, meta, warehouse
 from mlpipeline.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -52,6 +55,7 @@ def _writer(catalog: str, data_path: str, writer: int, retries_file: str) -> Non
             day = unit % DAYS
 
             def replace_day(c: duckdb.DuckDBPyConnection, day: int = day, unit: int = unit) -> None:
+                meta.claim(c, "snapshot")
                 c.execute("DELETE FROM snapshot WHERE day = ?", [day])
                 c.execute(
                     f"INSERT INTO snapshot SELECT ?, ?, ?, range FROM range({ROWS})",
@@ -95,6 +99,8 @@ def new_lake(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
         catalog = f"sqlite:{tmp_path / 'catalog.sqlite'}"
     data_path = f"{tmp_path / 'data'}/"
     with lake.connect(catalog, data_path) as con:
+        meta.ensure_meta(con)
+        con.execute("INSERT INTO meta.registry_claims VALUES ('snapshot', 0)")
         con.execute("CREATE TABLE snapshot (day INT, writer INT, unit INT, v BIGINT)")
         con.execute("CREATE TABLE raw_rows (writer INT, unit INT, v BIGINT)")
     return catalog, data_path

@@ -1,12 +1,33 @@
 {#
     Pre-hook of the day-partitioned incremental models: an incremental run replaces the whole
-    partition of day D (delete, then the model's rows are appended). Deleting by the run's day,
-    not by the keys of the new rows, also empties a partition whose recomputation has no rows.
+    partition of day D (delete, then the model's rows are appended) in one transaction. Deleting
+    by the run's day, not by the keys of the new rows, also empties a partition whose
+    recomputation has no rows.
+
+    It first claims the model's row in meta.registry_claims (as mlpipeline.meta.claim does for
+    the registries): the pinned DuckLake lets two transactions that each delete nothing (a day
+    not built yet) and then insert both commit (duckdb/ducklake#1393), so two builds of a new day
+    would leave both builds' rows. With the claim, one commit is refused and that build runs again.
 #}
 {% macro replace_day_partition(column, day) -%}
     {%- if is_incremental() -%}
+        update {{ this.database }}.meta.registry_claims set claims = claims + 1
+        where registry = '{{ this.schema }}.{{ this.identifier }}';
         delete from {{ this }} where {{ column }} = {{ day }}
     {%- endif -%}
+{%- endmacro %}
+
+{#
+    before_begin hook of the same models: the row replace_day_partition claims, committed before
+    the model's transaction begins (a claim made by inserting the row would conflict with nothing).
+#}
+{% macro claim_row() -%}
+    insert into {{ this.database }}.meta.registry_claims
+    select '{{ this.schema }}.{{ this.identifier }}', 0
+    where not exists (
+        select 1 from {{ this.database }}.meta.registry_claims
+        where registry = '{{ this.schema }}.{{ this.identifier }}'
+    )
 {%- endmacro %}
 
 {% macro lifetime_range_start() -%}

@@ -3,7 +3,10 @@
         materialized='incremental',
         incremental_strategy='append',
         on_schema_change='fail',
-        pre_hook="{{ replace_day_partition('cutoff_date', processing_day()) }}"
+        pre_hook=[
+            before_begin("{{ claim_row() }}"),
+            "{{ replace_day_partition('cutoff_date', processing_day()) }}",
+        ]
     )
 }}
 
