@@ -112,9 +112,11 @@ def claim(con: duckdb.DuckDBPyConnection, registry: str) -> None:
     """Make the caller's transaction conflict with every other one that writes `registry`.
 
     The warehouse (a DuckLake) has no unique keys, and two transactions that both insert a new
-    key would both commit. Each registry write first updates the registry's row here: of two
-    concurrent writers one commits, the other's commit is refused and its unit runs again
-    (`lake.run_unit`), now seeing the first one's key.
+    key would both commit, even after each deleted it first when the delete matched no row
+    (duckdb/ducklake#1393 in the pinned build). Each registry write first updates the registry's
+    row here: of two concurrent writers one commits, the other's commit is refused and its unit
+    runs again (`lake.run_unit`), now seeing the first one's key. The incremental dbt models
+    claim their own rows the same way (`replace_day_partition`).
     """
     con.execute(
         "UPDATE meta.registry_claims SET claims = claims + 1 WHERE registry = ?", [registry]
