@@ -52,8 +52,9 @@ def _extensions(catalog: str, data_path: str) -> list[str]:
     return ["ducklake", kind, *(["httpfs"] if data_path.startswith("s3://") else [])]
 
 
-def _quoted(value: str) -> str:
-    return value.replace("'", "''")
+def sql_string(value: str) -> str:
+    """`value` as a SQL string literal (DuckDB's and PostgreSQL's quoting)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def s3_settings() -> dict[str, str]:
@@ -90,11 +91,11 @@ def attach(
     if data_path.startswith("s3://"):
         # GLOBAL: for this connection's database instance, its cursors included.
         for name, value in s3_settings().items():
-            con.execute(f"SET GLOBAL {name} = '{_quoted(value)}'")
-    options = f"DATA_PATH '{_quoted(data_path)}'" + (", READ_ONLY" if read_only else "")
+            con.execute(f"SET GLOBAL {name} = {sql_string(value)}")
+    options = f"DATA_PATH {sql_string(data_path)}" + (", READ_ONLY" if read_only else "")
     if not create:
         options += ", CREATE_IF_NOT_EXISTS false"
-    con.execute(f"ATTACH 'ducklake:{_quoted(catalog)}' AS {alias} ({options})")
+    con.execute(f"ATTACH {sql_string('ducklake:' + catalog)} AS {alias} ({options})")
     con.execute(f"USE {alias}")
 
 

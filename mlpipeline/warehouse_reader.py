@@ -13,17 +13,12 @@ import re
 
 import duckdb
 
-from mlpipeline import duckdb_extensions
+from mlpipeline import duckdb_extensions, lake
 
 log = logging.getLogger(__name__)
 
 ROLE = "warehouse_reader"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def _literal(value: str) -> str:
-    """A PostgreSQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _grants(role: str, password: str) -> str:
@@ -32,7 +27,7 @@ def _grants(role: str, password: str) -> str:
     Default privileges cover the tables the writer (this connection's user) creates later: a
     DuckLake upgrade may add catalog tables, and the reader must see them without another setup.
     """
-    name = _literal(role)
+    name = lake.sql_string(role)
     return f"""
 DO $grants$
 BEGIN
@@ -41,7 +36,7 @@ BEGIN
   END IF;
   EXECUTE format(
     'ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD %L',
-    {name}, {_literal(password)});
+    {name}, {lake.sql_string(password)});
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), {name});
   EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', current_schema(), {name});
   EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', current_schema(), {name});
@@ -68,7 +63,7 @@ def grant(catalog: str, password: str, role: str = ROLE) -> None:
         raise ValueError("the read-only role needs a password: set WAREHOUSE_READER_PASSWORD")
     con = duckdb.connect(config=duckdb_extensions.config())
     try:
-        con.execute(f"ATTACH {_literal(dsn)} AS catalog_db (TYPE postgres)")
+        con.execute(f"ATTACH {lake.sql_string(dsn)} AS catalog_db (TYPE postgres)")
         con.execute("CALL postgres_execute('catalog_db', ?)", [_grants(role, password)])
     finally:
         con.close()
