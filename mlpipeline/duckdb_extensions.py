@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -37,11 +40,19 @@ def directory() -> Path:
 
 
 def config() -> dict[str, str | bool]:
-    """duckdb.connect(config=...) for a connection that loads only what setup installed."""
+    """duckdb.connect(config=...) for a connection that loads only what setup installed and
+    spills to a folder of its own.
+
+    An in-memory database would spill (a sort, a big join beyond its memory limit) to `.tmp` in
+    whatever folder the process runs from, and two databases spilling to one folder overwrite
+    each other's files; DuckDB makes this one on the first spill and removes it on close.
+    """
+    spill = Path(tempfile.gettempdir()) / f"mlpipeline-duckdb-{os.getpid()}-{uuid.uuid4().hex}"
     return {
         "extension_directory": str(directory()),
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": True,
+        "temp_directory": str(spill),
     }
 
 

@@ -19,8 +19,6 @@ import csv
 import logging
 import os
 import re
-import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,7 +111,7 @@ def connect(
             Path(settings.warehouse_data_path).mkdir(parents=True, exist_ok=True)
     elif catalog_file is not None and not catalog_file.is_file():
         raise _missing(settings, "the catalog file does not exist")
-    con = duckdb.connect(config={**duckdb_extensions.config(), "temp_directory": _spill_dir()})
+    con = duckdb.connect(config=duckdb_extensions.config())
     try:
         try:
             lake.attach(
@@ -131,16 +129,6 @@ def connect(
         yield con
     finally:
         con.close()
-
-
-def _spill_dir() -> str:
-    """Where this connection's database spills beyond its memory limit (a sort, a big join).
-
-    An in-memory database would spill to `.tmp` in whatever folder the process runs from, and
-    two databases spilling to one folder overwrite each other's files: each gets its own, which
-    DuckDB makes on the first spill and removes on close.
-    """
-    return str(Path(tempfile.gettempdir()) / f"mlpipeline-duckdb-{os.getpid()}-{uuid.uuid4().hex}")
 
 
 def _has_marker(con: duckdb.DuckDBPyConnection) -> bool:
