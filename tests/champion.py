@@ -4,6 +4,7 @@ training."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -12,11 +13,11 @@ from mlpipeline.config import Settings
 
 
 def register_champion(
-    settings: Settings, model: Any, training_cutoff: date, *, trusted_types: tuple[str, ...] = ()
+    settings: Settings, model: Any, training_cutoff: date, *, trusted_types: Sequence[str] = ()
 ) -> str:
     uri = settings.mlflow_tracking_uri
     client = model_registry.client(uri)
-    experiment = model_registry.ensure_experiment(client, model_registry.MODEL_NAME, uri)
+    experiment = model_registry.ensure_experiment(client, model_registry.EXPERIMENT, uri)
     with model_registry.tracking(uri) as mlflow:
         with mlflow.start_run(experiment_id=experiment):
             logged = mlflow.sklearn.log_model(
@@ -26,7 +27,8 @@ def register_champion(
                 skops_trusted_types=list(trusted_types) or None,
             )
         version = mlflow.register_model(logged.model_uri, model_registry.MODEL_NAME).version
+    name = model_registry.MODEL_NAME
     for tag, value in (("decision_threshold", "0.5"), ("training_cutoff", str(training_cutoff))):
-        client.set_model_version_tag(model_registry.MODEL_NAME, version, tag, value)
-    client.set_registered_model_alias(model_registry.MODEL_NAME, "champion", version)
+        client.set_model_version_tag(name, version, tag, value)
+    client.set_registered_model_alias(name, model_registry.CHAMPION_ALIAS, version)
     return str(version)

@@ -27,6 +27,7 @@ from mlpipeline.objectstore import LocalStore
 from mlpipeline.serve import make_server
 from mlpipeline.train import _trusted_types
 from mlpipeline.warehouse import connect
+from tests.champion import register_champion
 from tests.dbt_fixtures import background, load_raw, txn
 from tests.e2e_env import OVERRIDES
 
@@ -75,23 +76,8 @@ def _register_champion(settings: Settings) -> model_registry.ChampionRef:
     columns = select_feature_columns(transform.online_spec().features)
     pipeline = build_pipeline(LogisticRegression(max_iter=2000), columns, scale=True)
     pipeline.fit(frame, label)
-    uri = settings.mlflow_tracking_uri
-    client = model_registry.client(uri)
-    experiment = model_registry.ensure_experiment(client, model_registry.EXPERIMENT, uri)
-    with model_registry.tracking(uri) as mlflow:
-        with mlflow.start_run(experiment_id=experiment):
-            logged = mlflow.sklearn.log_model(
-                pipeline,
-                name="model",
-                pip_requirements=["scikit-learn"],
-                skops_trusted_types=_trusted_types(pipeline),
-            )
-        version = mlflow.register_model(logged.model_uri, model_registry.MODEL_NAME).version
-    name = model_registry.MODEL_NAME
-    client.set_model_version_tag(name, version, "decision_threshold", "0.5")
-    client.set_model_version_tag(name, version, "training_cutoff", CUTOFF.isoformat())
-    client.set_registered_model_alias(name, model_registry.CHAMPION_ALIAS, version)
-    return model_registry.resolve_champion(uri)
+    register_champion(settings, pipeline, CUTOFF, trusted_types=_trusted_types(pipeline))
+    return model_registry.resolve_champion(settings.mlflow_tracking_uri)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -332,12 +332,18 @@ def test_make_ui_says_where_to_log_in_and_what_is_paused(stack, api):
         assert health.status == 200
 
 
-def test_dag_page_shows_the_dag_docs(stack, page, artifacts):
+def _dialog(page, stack: dict[str, Any], button: str, ready: Callable[[Any], Any]):  # noqa: ANN001, ANN202
+    """The dialog the DAG page's `button` opens, once `ready(dialog)` is shown and it settled."""
     page.goto(f"{stack['url']}/dags/{DAG}")
-    page.get_by_role("button", name="Dag Docs").click()
-    docs = page.get_by_role("dialog")
-    docs.get_by_text("nightly batch ML workflow").wait_for()
-    text = _settled(docs).inner_text()
+    page.get_by_role("button", name=button).click()
+    dialog = page.get_by_role("dialog")
+    ready(dialog).wait_for()
+    return _settled(dialog)
+
+
+def test_dag_page_shows_the_dag_docs(stack, page, artifacts):
+    docs = _dialog(page, stack, "Dag Docs", lambda d: d.get_by_text("nightly batch ML workflow"))
+    text = docs.inner_text()
     page.screenshot(path=artifacts / "01_dag_docs.png")
     page.keyboard.press("Escape")
     assert "fraud_nightly — the nightly batch ML workflow for card-payment fraud" in text
@@ -345,11 +351,8 @@ def test_dag_page_shows_the_dag_docs(stack, page, artifacts):
 
 
 def test_trigger_form_offers_the_params(stack, page, artifacts):
-    page.goto(f"{stack['url']}/dags/{DAG}")
-    page.get_by_role("button", name="Trigger Dag").click()
-    form = page.get_by_role("dialog")
-    form.locator("#element_day").wait_for()
-    text = _settled(form).inner_text()
+    form = _dialog(page, stack, "Trigger Dag", lambda d: d.locator("#element_day"))
+    text = form.inner_text()
     fields = [
         name
         for name in ("day", "train", "push_online")
