@@ -75,8 +75,12 @@ stack-deps:
 	  $(call apt-need,initdb,postgresql,(the stack test skips without it),true;) \
 	fi
 
+# Two pytest workers (TEST_WORKERS=0: none, in pytest's own process), each given a whole module,
+# slowest tiers first (tests/conftest.py orders them): run alone, the suite leaves about a third
+# of two cores idle, waiting on servers and subprocesses.
+TEST_WORKERS ?= 2
 test: install browser-deps stack-deps
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The unit tier alone: no server started, a few minutes (tiers: pyproject.toml's pytest markers).
 test-fast: install

@@ -31,6 +31,8 @@ from tests import postgres_cluster
 from tests.e2e_env import OVERRIDES
 
 TIERS = ("unit", "integration", "e2e", "stack")
+# The modules CI's durations show longest (`make demo` and the UI, a scheduled night on the stack).
+LONGEST_MODULES = ("tests/test_ui_browser.py", "tests/test_stack.py")
 # Fixtures a unit test may not use, and why: the ones here and in test modules that start a server,
 # and the end-to-end history (weeks of catch-up).
 NOT_IN_UNIT = {
@@ -70,6 +72,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             "`pytestmark = pytest.mark.<tier>`, or a mark per test where a module mixes tiers\n  "
             + "\n  ".join(problems)
         )
+    _slowest_modules_first(items)
+
+
+def _slowest_modules_first(items: list[pytest.Item]) -> None:
+    """Modules of the slowest tier first, the longest of a tier before the others (each module
+    kept whole, collection order otherwise), so that `make test`'s workers, handed modules in
+    this order, finish close together."""
+    slowest_tier: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        slowest_tier[module] = max(slowest_tier.get(module, 0), TIERS.index(_tiers(item)[0]))
+
+    def rank(item: pytest.Item) -> tuple[int, bool]:
+        module = item.nodeid.split("::")[0]
+        return -slowest_tier[module], module not in LONGEST_MODULES
+
+    items.sort(key=rank)
 
 
 def _refuse_in_unit(item: pytest.Item, fixtures: list[str]) -> None:
@@ -182,8 +201,21 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 @pytest.fixture(scope="session")
 def e2e_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The multi-day history of the end-to-end stories (tests/history.py), built once: each
-    story copies it with `copy_history` and never writes here."""
+    """The multi-day history of the end-to-end stories (tests/history.py), built once per run:
+    `make test`'s workers share it (the first to ask builds it under a lock, the others wait).
+    Each story copies it with `copy_history` and never writes here."""
+    from filelock import FileLock
+
     from tests import history
 
-    return history.build(tmp_path_factory.mktemp("e2e-history"))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder, built = root / "e2e-history", root / "e2e-history.built"
+    with FileLock(root / "e2e-history.lock"):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            history.build(folder)
+            built.touch()
+    return folder
