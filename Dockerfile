@@ -4,7 +4,7 @@
 # An exact tag, like every image of docker-compose.yml: a rebuild gets the same interpreter.
 FROM python:3.11.14-slim-bookworm
 
-# GIT_COMMIT tags the models trained from this image (mlpipeline.train.git_commit): the image
+# GIT_COMMIT tags the models trained from this image (mlpipeline.training.train.git_commit): the image
 # carries no .git. `GIT_COMMIT=$(git rev-parse HEAD) docker compose build`.
 ARG GIT_COMMIT=unknown
 
@@ -28,7 +28,7 @@ RUN pip install uv==0.13.9 \
     && uv pip install --system --no-cache -r /tmp/requirements/requirements-stack.txt
 
 # The project lives at /opt/mlpipeline and is installed editable on purpose: mlpipeline finds
-# dbt_project/ and conf/ next to its package (mlpipeline.config.PROJECT_ROOT), which a
+# dbt_project/ and conf/ next to its package (mlpipeline.core.config.PROJECT_ROOT), which a
 # site-packages install would not have.
 WORKDIR /opt/mlpipeline
 COPY pyproject.toml ./

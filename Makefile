@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BIN := $(CURDIR)/$(VENV)/bin
 
 # Airflow's local configuration (this checkout's DAGs and plugins, a SQLite DB under data/)
-# lives in mlpipeline/local_airflow.py, shared by the demo and the tests.
+# lives in mlpipeline/devtools/local_airflow.py, shared by the demo and the tests.
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install lock requirements system-deps browser-deps stack-deps demo ui test test-fast bench lint clean

@@ -31,10 +31,12 @@ from pathlib import Path
 import duckdb
 
 from benchmarks.harness import Result
-from mlpipeline import lake, transform, warehouse
-from mlpipeline.config import Settings
-from mlpipeline.meta import ensure_meta, utcnow
-from mlpipeline.raw_tables import ensure_raw
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.features import transform
+from mlpipeline.warehouse import lake
+from mlpipeline.warehouse.meta import ensure_meta, utcnow
+from mlpipeline.warehouse.raw_tables import ensure_raw
 
 log = logging.getLogger(__name__)
 

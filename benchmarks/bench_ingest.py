@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from benchmarks.harness import Result, timed
-from mlpipeline import landing, warehouse
-from mlpipeline.config import Settings
+from mlpipeline import warehouse
+from mlpipeline.core import landing
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import LocalStore
 from mlpipeline.ingest import load_revision, prepare_revision
-from mlpipeline.objectstore import LocalStore
 
 ROWS = 1_000_000
 DAY = date(2026, 3, 1)

@@ -32,9 +32,10 @@ import duckdb
 import redis
 
 from benchmarks.harness import Result
-from mlpipeline import localredis, online
-from mlpipeline.export import export_snapshot
-from mlpipeline.objectstore import LocalStore
+from mlpipeline import online
+from mlpipeline.core.objectstore import LocalStore
+from mlpipeline.devtools import localredis
+from mlpipeline.features.export import export_snapshot
 
 ENTITIES = int(os.environ.get("BENCH_ONLINE_ENTITIES", 1_000_000))
 FEATURES = 20
@@ -50,7 +51,7 @@ import json, sys
 import pandas  # pyarrow imports it on first use of a Python value: a one-off, not the push rate
 from pathlib import Path
 from mlpipeline import online
-from mlpipeline.objectstore import LocalStore
+from mlpipeline.core.objectstore import LocalStore
 manifest = json.loads(Path(sys.argv[1]).read_text())
 stats = online.push_staged(sys.argv[3], LocalStore(Path(sys.argv[2])), manifest)
 # VmHWM: this process's peak RSS. (getrusage's maxrss would carry the parent's peak over exec.)

@@ -16,11 +16,12 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from benchmarks.harness import Result, timed
-from mlpipeline import batches, gates, quality, warehouse
-from mlpipeline.config import Settings
-from mlpipeline.generate import generate_day
-from mlpipeline.ingest import load_revision, prepare_revision
-from mlpipeline.objectstore import LocalStore
+from mlpipeline import quality, warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import LocalStore
+from mlpipeline.devtools.generate import generate_day
+from mlpipeline.ingest import batches, load_revision, prepare_revision
+from mlpipeline.quality import gates
 from mlpipeline.warehouse import connect
 
 DAY = date(2026, 3, 10)

@@ -32,8 +32,10 @@ from typing import Any
 import pyarrow as pa
 
 from benchmarks.harness import Result
-from mlpipeline import model_registry, transform, warehouse
-from mlpipeline.config import PROJECT_ROOT, Settings
+from mlpipeline import warehouse
+from mlpipeline.core.config import PROJECT_ROOT, Settings
+from mlpipeline.features import transform
+from mlpipeline.training import model_registry
 
 ROWS = 1_000_000
 TRAIN_ROWS = 60_000
@@ -92,8 +94,8 @@ FROM range({rows}) AS r(i)
 
 def _prepare(settings: Settings) -> None:
     """The day to score, and a champion trained on another day with planted fraud."""
-    from mlpipeline.split import split_dataset
-    from mlpipeline.train import load_candidates, train_candidate
+    from mlpipeline.training.split import split_dataset
+    from mlpipeline.training.train import load_candidates, train_candidate
 
     warehouse.create(settings)
     with warehouse.connect(settings) as con:
@@ -161,7 +163,7 @@ def _plain(settings: Settings, champion: Any, model: Any) -> int:
 
 
 def _score_day(settings: Settings, champion: Any, model: Any) -> int:
-    from mlpipeline.score import score_day
+    from mlpipeline.scoring.score import score_day
 
     result = score_day(
         DAY,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.harness import Result
-from mlpipeline import local_airflow
+from mlpipeline.devtools import local_airflow
 from tests.stack_compose import Machine, Stack
 from tests.stack_driver import DAG, RUN_TIMEOUT_S, Api, dotenv, one_off, run_of, start_services
 

@@ -1,9 +1,9 @@
 """The training stage's wall time: candidates in parallel against the same candidates one after
 another, in the same run, on a 200k-row training set.
 
-Each training task runs as its own process calling `mlpipeline.nightly.train(job)`, exactly what
-an Airflow mapped `train` task runs: it reads the persisted split from the object store, fits
-one candidate with its share of the cores, and logs and registers it in MLflow.
+Each training task runs as its own process calling `mlpipeline.pipeline.nightly.train(job)`,
+exactly what an Airflow mapped `train` task runs: it reads the persisted split from the object
+store, fits one candidate with its share of the cores, and logs and registers it in MLflow.
 
 - parallel: `resources.parallel_tasks: 2` (the shipped configuration): both tasks start at once,
   each limited to cores // 2 threads;
@@ -35,10 +35,11 @@ import pandas as pd
 import yaml
 
 from benchmarks.harness import Result
-from mlpipeline import model_registry, transform
-from mlpipeline.config import CONF_DIR, PROJECT_ROOT
-from mlpipeline.objectstore import LocalStore
-from mlpipeline.split import persist_split, split_dataset
+from mlpipeline.core.config import CONF_DIR, PROJECT_ROOT
+from mlpipeline.core.objectstore import LocalStore
+from mlpipeline.features import transform
+from mlpipeline.training import model_registry
+from mlpipeline.training.split import persist_split, split_dataset
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ each successful `score` task of `fraud_nightly` emits an event whose `extra` nam
 (`day`), the Delta table version its commit created (`table_version`), `rows_scored`,
 `model_version` and `no_model_yet`. The task reads those events from
 `triggering_asset_events`, reads each day's scores at that exact version through
-`mlpipeline.scores_consumer.summarize` (the Delta table in the object store, never the
+`mlpipeline.scoring.scores_consumer.summarize` (the Delta table in the object store, never the
 warehouse) and logs rows, flagged rows (at the model version's stored threshold) and the top
 score. One run may carry several events (nights that finished while it waited): it handles each.
 
@@ -26,8 +26,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 from pipeline_assets import SCORES
 from processing_day import processing_day
 
-from mlpipeline import scores_consumer
-from mlpipeline.config import Settings
+from mlpipeline.core.config import Settings
+from mlpipeline.scoring import scores_consumer
 
 log = logging.getLogger(__name__)
 

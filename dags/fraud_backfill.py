@@ -25,7 +25,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from alerts import FailureAlert
 
-from mlpipeline import backfill
+from mlpipeline.ops import backfill
 
 
 @dag(

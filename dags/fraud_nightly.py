@@ -64,8 +64,8 @@ from processing_day import ProcessingDayTimetable, ended_processing_day
 from stage_runner import run_id_of, run_stage
 from warehouse_access import WAREHOUSE, require_warehouse
 
-from mlpipeline import nightly
-from mlpipeline.alerts import expired_pending_alert
+from mlpipeline.ops.alerts import expired_pending_alert
+from mlpipeline.pipeline import nightly
 
 # Retries come from Airflow's configuration (core.default_task_retries): none on a laptop, so a
 # failure shows at once; production sets them in its environment. A task's final failure alerts.
@@ -187,7 +187,7 @@ def fraud_nightly() -> None:
             "full_refresh": "{{ dag_run.conf.get('full_refresh', false) }}",
             "env": dbt["env"],
             "append_env": True,
-            "callback": "mlpipeline.transform.after_dbt_node",
+            "callback": "mlpipeline.features.transform.after_dbt_node",
         },
     )
 
@@ -239,7 +239,7 @@ def fraud_nightly() -> None:
         def candidates(split_info: dict) -> list[dict]:
             return nightly.candidates(split_info)
 
-        # Each task takes cores // parallel_tasks for its threads (mlpipeline.train).
+        # Each task takes cores // parallel_tasks for its threads (mlpipeline.training.train).
         @task(max_active_tis_per_dagrun=nightly.training_parallelism())
         def train(job: dict) -> dict:
             return nightly.train(job)

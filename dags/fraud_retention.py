@@ -35,7 +35,7 @@ from datetime import datetime
 from airflow.sdk import Param, dag, get_current_context, task
 from warehouse_access import WAREHOUSE
 
-from mlpipeline import retention
+from mlpipeline.ops import retention
 
 
 @dag(

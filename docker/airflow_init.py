@@ -1,6 +1,7 @@
 """airflow-init: the stack's one-shot setup, the same steps as the laptop's, plus its connections.
 
-`mlpipeline.local_airflow.init` creates the warehouse (the only place a deployment makes one),
+`mlpipeline.devtools.local_airflow.init` creates the warehouse (the only place a deployment
+makes one),
 migrates the metadata DB, creates the `warehouse` pool every warehouse task runs in (16 slots on
 the stack's PostgreSQL catalog), and checks the dbt manifest the nightly's Cosmos task group
 is rendered from (`mlpipeline dbt-manifest`: built into the image, re-parsed only if the dbt
@@ -20,7 +21,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from mlpipeline import local_airflow, warehouse_reader
+from mlpipeline.devtools import local_airflow
+from mlpipeline.warehouse import warehouse_reader
 
 log = logging.getLogger("airflow-init")
 

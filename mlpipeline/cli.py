@@ -8,9 +8,9 @@ import logging
 import sys
 from datetime import UTC, date, datetime, timedelta
 
-from mlpipeline.config import Settings, pipeline_conf
-from mlpipeline.days import parse_day
-from mlpipeline.retention import KINDS as RETENTION_KINDS
+from mlpipeline.core.config import Settings, pipeline_conf
+from mlpipeline.core.days import parse_day
+from mlpipeline.ops.retention import KINDS as RETENTION_KINDS
 
 
 def _yesterday() -> date:
@@ -18,8 +18,8 @@ def _yesterday() -> date:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from mlpipeline.generate import generate_range
-    from mlpipeline.objectstore import from_settings
+    from mlpipeline.core.objectstore import from_settings
+    from mlpipeline.devtools.generate import generate_range
 
     conf = pipeline_conf()["generator"]
     generate_range(
@@ -34,27 +34,28 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_catchup(args: argparse.Namespace) -> None:
-    from mlpipeline.catchup import catchup
+    from mlpipeline.pipeline.catchup import catchup
 
     catchup(parse_day(args.start), parse_day(args.end))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from mlpipeline.demo import run_demo
+    from mlpipeline.devtools.demo import run_demo
 
     end = parse_day(args.end) if args.end else _yesterday()
     sys.exit(run_demo(end, history_days=args.days, customers=args.customers))
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from mlpipeline.summary import summarize
+    from mlpipeline.devtools.summary import summarize
 
     print(json.dumps(summarize(parse_day(args.day), Settings.from_env()), indent=2, default=str))
 
 
 def cmd_batches_change(args: argparse.Namespace) -> None:
     """release / discard a revision; a release then re-runs the days it affects, in order."""
-    from mlpipeline import backfill, batches
+    from mlpipeline.ingest import batches
+    from mlpipeline.ops import backfill
     from mlpipeline.warehouse import connect
 
     change = batches.release if args.action == "release" else batches.discard
@@ -72,8 +73,9 @@ def cmd_batches_supersede(args: argparse.Namespace) -> None:
     """Correct a current revision: drop the rows breaking a rule, or replace it from a file."""
     from pathlib import Path
 
-    from mlpipeline import backfill, supersede
-    from mlpipeline.objectstore import from_settings
+    from mlpipeline.core.objectstore import from_settings
+    from mlpipeline.ingest import supersede
+    from mlpipeline.ops import backfill
     from mlpipeline.warehouse import connect
 
     with connect() as con:
@@ -96,7 +98,8 @@ def cmd_batches_supersede(args: argparse.Namespace) -> None:
 
 def cmd_batches_stale(args: argparse.Namespace) -> None:
     """The stale days, and their re-run in order (through the API, or the commands to run)."""
-    from mlpipeline import backfill, batches
+    from mlpipeline.ingest import batches
+    from mlpipeline.ops import backfill
     from mlpipeline.warehouse import connect
 
     with connect(read_only=True) as con:
@@ -110,7 +113,7 @@ def cmd_batches_stale(args: argparse.Namespace) -> None:
 def _show(con, title: str, sql: str, params: list, rows: int = 1000) -> None:  # noqa: ANN001
     """One titled table, every column and row shown in full (DuckDB's default display cuts
     wide tables and long results)."""
-    from mlpipeline import lake
+    from mlpipeline.warehouse import lake
 
     print(title)
     with lake.cursor(con) as cursor:
@@ -166,19 +169,19 @@ def cmd_batches(args: argparse.Namespace) -> None:
 
 
 def cmd_dbt_manifest(args: argparse.Namespace) -> None:
-    from mlpipeline import transform
+    from mlpipeline.features import transform
 
     print(transform.ensure_manifest())
 
 
 def cmd_data_docs_assets(args: argparse.Namespace) -> None:
-    from mlpipeline import data_docs_assets
+    from mlpipeline.quality import data_docs_assets
 
     print(data_docs_assets.download())
 
 
 def cmd_duckdb_extensions(args: argparse.Namespace) -> None:
-    from mlpipeline import duckdb_extensions
+    from mlpipeline.warehouse import duckdb_extensions
 
     print(duckdb_extensions.install())
 
@@ -190,8 +193,8 @@ def cmd_warehouse_init(args: argparse.Namespace) -> None:
 
 
 def cmd_warehouse_migrate(args: argparse.Namespace) -> None:
-    from mlpipeline.config import Settings
-    from mlpipeline.warehouse_migrate import WRITER, migrate
+    from mlpipeline.core.config import Settings
+    from mlpipeline.warehouse.warehouse_migrate import WRITER, migrate
 
     counts = migrate(Settings.from_env(), writer=args.from_duckdb or WRITER)
     print(json.dumps({"tables": len(counts), "rows": sum(counts.values())} if counts else {}))
@@ -210,7 +213,7 @@ def cmd_warehouse_sql(args: argparse.Namespace) -> None:
 
 
 def cmd_dev_db(args: argparse.Namespace) -> None:
-    from mlpipeline.dev_db import create_dev
+    from mlpipeline.warehouse.dev_db import create_dev
 
     print(create_dev())
 
@@ -221,8 +224,8 @@ RUNS_TASKS = (("standalone",), ("scheduler",), ("dags", "test"), ("tasks", "test
 
 
 def cmd_airflow(args: argparse.Namespace) -> None:
-    from mlpipeline import local_airflow
-    from mlpipeline.localredis import resolve_url
+    from mlpipeline.devtools import local_airflow
+    from mlpipeline.devtools.localredis import resolve_url
 
     settings = Settings.from_env()
     runs_tasks = any(tuple(args.args[: len(prefix)]) == prefix for prefix in RUNS_TASKS)
@@ -234,7 +237,7 @@ def cmd_airflow(args: argparse.Namespace) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
-    from mlpipeline import local_ui
+    from mlpipeline.devtools import local_ui
 
     local_ui.serve(
         Settings.from_env(), airflow_port=args.airflow_port, mlflow_port=args.mlflow_port
@@ -256,7 +259,7 @@ def cmd_online_get(args: argparse.Namespace) -> None:
 
 def cmd_online_rollback(args: argparse.Namespace) -> None:
     from mlpipeline import online
-    from mlpipeline.objectstore import from_settings
+    from mlpipeline.core.objectstore import from_settings
 
     settings = Settings.from_env()
     try:
@@ -273,7 +276,7 @@ def cmd_online_rollback(args: argparse.Namespace) -> None:
 
 def cmd_online_release(args: argparse.Namespace) -> None:
     from mlpipeline import online
-    from mlpipeline.objectstore import from_settings
+    from mlpipeline.core.objectstore import from_settings
 
     settings = Settings.from_env()
     result = online.release(
@@ -292,14 +295,14 @@ def cmd_online_status(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from mlpipeline.serve import serve
+    from mlpipeline.scoring.serve import serve
 
     serve(args.host, args.port, model_refresh_seconds=args.model_refresh_seconds)
 
 
 def cmd_model_rollback(args: argparse.Namespace) -> None:
     """Restore the previous champion and pin it: the nightly stops promoting until release."""
-    from mlpipeline import model_registry
+    from mlpipeline.training import model_registry
 
     try:
         result = model_registry.rollback_champion(
@@ -312,7 +315,7 @@ def cmd_model_rollback(args: argparse.Namespace) -> None:
 
 def cmd_model_release(args: argparse.Namespace) -> None:
     """Remove the rollback pin; the champion stays until a nightly promotes a better model."""
-    from mlpipeline import model_registry
+    from mlpipeline.training import model_registry
 
     result = model_registry.release_pin(Settings.from_env().mlflow_tracking_uri, by=args.by)
     print(json.dumps(result, indent=2))
@@ -320,7 +323,7 @@ def cmd_model_release(args: argparse.Namespace) -> None:
 
 def cmd_retention(args: argparse.Namespace) -> None:
     """Delete old artifacts by the ages in pipeline.yaml `retention:`; never what is in use."""
-    from mlpipeline import retention
+    from mlpipeline.ops import retention
 
     reports, failed = [], []
     for kind in [args.only] if args.only else retention.KINDS:

@@ -1,7 +1,7 @@
 """Airflow side of the alerts: the failure callback of `fraud_nightly` and `fraud_backfill`
 tasks, and the Airflow notifiers (SMTP, Slack webhook, HTTP) that deliver them.
 
-What an alert says lives in `mlpipeline.alerts`; here the failed task's context becomes a
+What an alert says lives in `mlpipeline.ops.alerts`; here the failed task's context becomes a
 `FailedTask`, the message goes to every configured destination once, and a destination that is
 down is logged, never raised: the callback must not hide the task's own failure.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from processing_day import processing_day
 
-from mlpipeline.alerts import Alert, AlertConfig, FailedTask, build_alert, quarantine_of
+from mlpipeline.ops.alerts import Alert, AlertConfig, FailedTask, build_alert, quarantine_of
 
 log = logging.getLogger(__name__)
 

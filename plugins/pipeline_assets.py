@@ -21,11 +21,12 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, get_current_context
 
-from mlpipeline.landing import DATASETS
-from mlpipeline.model_registry import CHAMPION_ALIAS, MODEL_NAME
+from mlpipeline.core.landing import DATASETS
+from mlpipeline.training.model_registry import CHAMPION_ALIAS, MODEL_NAME
 
 GROUP = "fraud"
-# mlpipeline.score.SCORE_TABLE_KEY and mlpipeline.export.EXPORT_ROOT: those modules import
+# mlpipeline.scoring.score.SCORE_TABLE_KEY and mlpipeline.features.export.EXPORT_ROOT: those
+# modules import
 # deltalake / pyarrow, which parsing a DAG must not load.
 SCORE_TABLE_KEY = "scores/transaction_scores"
 SNAPSHOT_EXPORT_ROOT = "features/customer_snapshot"

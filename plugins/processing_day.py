@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
 from pendulum import UTC, DateTime, Time
 
-from mlpipeline.days import DayNotEnded, require_ended
+from mlpipeline.core.days import DayNotEnded, require_ended
 
 
 def _midnight(value: DateTime) -> DateTime:

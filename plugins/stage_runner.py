@@ -1,5 +1,5 @@
-"""Airflow glue around `mlpipeline.nightly`: turns the library's "nothing to do" outcomes into
-skips and keeps task code free of Airflow-specific branches.
+"""Airflow glue around `mlpipeline.pipeline.nightly`: turns the library's "nothing to do"
+outcomes into skips and keeps task code free of Airflow-specific branches.
 
 The library never imports Airflow; this is the only place that knows how its exceptions map to
 task states.
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlpipeline.nightly import NothingToDo
+from mlpipeline.pipeline.nightly import NothingToDo
 
 T = TypeVar("T")
 

@@ -23,8 +23,8 @@ from urllib.parse import quote, urlsplit
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-from mlpipeline import reports
-from mlpipeline.config import Settings
+from mlpipeline.core.config import Settings
+from mlpipeline.ops import reports
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _app() -> Any:  # noqa: ANN401 - a FastAPI app
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
 
-    from mlpipeline.objectstore import from_settings
+    from mlpipeline.core.objectstore import from_settings
 
     app = FastAPI(title="mlpipeline reports", dependencies=[Depends(get_user)])
 

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from mlpipeline.local_airflow import airflow_executable
+from mlpipeline.devtools.local_airflow import airflow_executable
 
 EVENTS = r"""
 import json

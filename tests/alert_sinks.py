@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from mlpipeline import localredis
+from mlpipeline.devtools import localredis
 
 
 @dataclass

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from mlpipeline import model_registry
-from mlpipeline.config import Settings
+from mlpipeline.core.config import Settings
+from mlpipeline.training import model_registry
 
 
 def register_champion(

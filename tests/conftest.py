@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import localredis, warehouse
-from mlpipeline.config import Settings
-from mlpipeline.objectstore import LocalStore, S3Store
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import LocalStore, S3Store
+from mlpipeline.devtools import localredis
 from tests import postgres_cluster
 from tests.e2e_env import OVERRIDES
 

@@ -13,8 +13,8 @@ from decimal import Decimal
 
 import duckdb
 
-from mlpipeline.meta import utcnow
-from mlpipeline.raw_tables import ensure_raw, table_columns
+from mlpipeline.warehouse.meta import utcnow
+from mlpipeline.warehouse.raw_tables import ensure_raw, table_columns
 
 CATEGORIES = ["grocery", "restaurants", "fuel", "travel", "electronics", "fashion"]
 COUNTRIES = ["NL", "DE", "FR", "BE"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlpipeline import online
-from mlpipeline.config import Settings
+from mlpipeline.core.config import Settings
 
 # Whatever would point the story at shared services or another data folder.
 OVERRIDES = (

@@ -16,10 +16,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from mlpipeline import quality
-from mlpipeline.catchup import catchup
-from mlpipeline.config import Settings
-from mlpipeline.generate import generate_range
-from mlpipeline.objectstore import from_settings
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import from_settings
+from mlpipeline.devtools.generate import generate_range
+from mlpipeline.pipeline.catchup import catchup
 from mlpipeline.warehouse import connect
 from tests.e2e_env import pipeline_env
 from tests.lake_copy import relocate

@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from mlpipeline.config import Settings
+from mlpipeline.core.config import Settings
 
 
 def catalog_file(settings: Settings) -> Path:

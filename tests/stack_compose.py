@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpipeline.localredis import free_port
+from mlpipeline.devtools.localredis import free_port
 from tests import postgres_cluster
 from tests.compose_file import (
     dockerfile_env,

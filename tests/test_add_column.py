@@ -3,7 +3,8 @@
 On a copy of dbt_project/ the test does what dbt_project/README.md tells an analyst to do: compute
 `amount_min_30d` in customer_snapshot.sql and declare it under meta.online in
 customer_snapshot.yml. Then, with no Python change, the column must show up in the training set,
-among the inputs of a model trained by `mlpipeline.train` (and move its predictions), and in the
+among the inputs of a model trained by `mlpipeline.training.train` (and move its predictions),
+and in the
 vectors the online reader gets from Redis after the real export, push, verify and switch.
 """
 
@@ -17,13 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import model_registry, transform, warehouse
-from mlpipeline.config import Settings
-from mlpipeline.export import export_snapshot
-from mlpipeline.objectstore import LocalStore
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import LocalStore
+from mlpipeline.features import transform
+from mlpipeline.features.export import export_snapshot
 from mlpipeline.online import OnlineReader, push_staged, switch, verify_staged
-from mlpipeline.split import read_training_set, split_dataset
-from mlpipeline.train import Candidate, train_candidate
+from mlpipeline.training import model_registry
+from mlpipeline.training.split import read_training_set, split_dataset
+from mlpipeline.training.train import Candidate, train_candidate
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, load_raw
 

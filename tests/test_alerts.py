@@ -11,9 +11,10 @@ from types import ModuleType
 
 import pytest
 
-from mlpipeline import alerts, nightly
-from mlpipeline.config import PROJECT_ROOT
-from mlpipeline.objectstore import from_settings
+from mlpipeline.core.config import PROJECT_ROOT
+from mlpipeline.core.objectstore import from_settings
+from mlpipeline.ops import alerts
+from mlpipeline.pipeline import nightly
 from mlpipeline.quality import CheckOutcome, ExpectationOutcome, QualityGateFailed
 from tests.alert_sinks import HttpSink, SmtpSink, dead_url, http_sink, smtp_sink
 from tests.test_ingest import DAY, GOOD_ROWS, land

@@ -27,11 +27,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from mlpipeline import batches, local_airflow, nightly, online
-from mlpipeline.config import Settings
-from mlpipeline.generate import generate_range
-from mlpipeline.objectstore import from_settings
-from mlpipeline.score import read_scores
+from mlpipeline import online
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import from_settings
+from mlpipeline.devtools import local_airflow
+from mlpipeline.devtools.generate import generate_range
+from mlpipeline.ingest import batches
+from mlpipeline.pipeline import nightly
+from mlpipeline.scoring.score import read_scores
 from mlpipeline.warehouse import connect
 from tests.champion import register_champion
 from tests.e2e_env import pipeline_env, private_redis

@@ -13,9 +13,10 @@ from types import ModuleType
 
 import pytest
 
-from mlpipeline import export, score, scores_consumer, transform
-from mlpipeline.config import PROJECT_ROOT, Settings
-from mlpipeline.local_airflow import airflow_env
+from mlpipeline.core.config import PROJECT_ROOT, Settings
+from mlpipeline.devtools.local_airflow import airflow_env
+from mlpipeline.features import export, transform
+from mlpipeline.scoring import score, scores_consumer
 from tests.airflow_probe import run_probe
 
 pytestmark = pytest.mark.unit

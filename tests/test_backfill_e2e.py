@@ -24,12 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import landing, local_airflow
 from mlpipeline.cli import main as cli
-from mlpipeline.config import Settings
-from mlpipeline.export import latest_export
-from mlpipeline.generate import generate_range
-from mlpipeline.objectstore import from_settings
+from mlpipeline.core import landing
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import from_settings
+from mlpipeline.devtools import local_airflow
+from mlpipeline.devtools.generate import generate_range
+from mlpipeline.features.export import latest_export
 from mlpipeline.warehouse import connect
 from tests.e2e_env import pipeline_env, private_redis
 from tests.history import CUSTOMERS, NIGHT, copy_history

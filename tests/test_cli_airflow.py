@@ -35,8 +35,8 @@ def test_airflow_commands_run_without_the_venv_on_path_and_start_no_redis(tmp_pa
 
 def test_airflow_finds_its_own_command_first_on_path(tmp_path: Path, monkeypatch):
     """`airflow standalone` starts its components as `airflow ...` from PATH."""
-    from mlpipeline import local_airflow
-    from mlpipeline.config import Settings
+    from mlpipeline.core.config import Settings
+    from mlpipeline.devtools import local_airflow
 
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     env = local_airflow.airflow_env(Settings.under(tmp_path))

@@ -28,8 +28,8 @@ import jsonschema
 import pytest
 
 from mlpipeline.cli import build_parser
-from mlpipeline.config import Settings
-from mlpipeline.local_airflow import airflow_env, cli_json
+from mlpipeline.core.config import Settings
+from mlpipeline.devtools.local_airflow import airflow_env, cli_json
 from tests.compose_file import dockerfile_env, dockerfile_instructions, env_of, load_compose
 
 ROOT = Path(__file__).resolve().parent.parent

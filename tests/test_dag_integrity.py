@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from mlpipeline import transform
-from mlpipeline.config import PROJECT_ROOT, Settings
-from mlpipeline.local_airflow import airflow_env
+from mlpipeline.core.config import PROJECT_ROOT, Settings
+from mlpipeline.devtools.local_airflow import airflow_env
+from mlpipeline.features import transform
 from tests.airflow_probe import run_probe
 
 pytestmark = pytest.mark.unit

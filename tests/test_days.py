@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline.days import DayNotEnded, require_ended
+from mlpipeline.core.days import DayNotEnded, require_ended
 
 pytestmark = pytest.mark.unit
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import transform, warehouse
-from mlpipeline.config import PROJECT_ROOT, Settings
-from mlpipeline.local_airflow import airflow_env
+from mlpipeline import warehouse
+from mlpipeline.core.config import PROJECT_ROOT, Settings
+from mlpipeline.devtools.local_airflow import airflow_env
+from mlpipeline.features import transform
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, load_raw
 
@@ -34,7 +35,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 from pathlib import Path
 from mlpipeline import warehouse
-from mlpipeline.config import Settings
+from mlpipeline.core.config import Settings
 
 day, data_dir, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 settings = Settings.under(Path(data_dir))
@@ -44,8 +45,8 @@ class Keep(logging.Handler):
     def emit(self, record):
         records.append(record.getMessage())
 
-logging.getLogger("mlpipeline.transform").addHandler(Keep())
-logging.getLogger("mlpipeline.transform").setLevel(logging.INFO)
+logging.getLogger("mlpipeline.features.transform").addHandler(Keep())
+logging.getLogger("mlpipeline.features.transform").setLevel(logging.INFO)
 
 class TaskInstance:
     def xcom_pull(self, task_ids=None, **_):
@@ -75,7 +76,7 @@ for task_id, sql_before in steps:
         error = f"{type(exc).__name__}: {exc}"
     writer = (
         "import sys; from pathlib import Path; from mlpipeline import warehouse; "
-        "from mlpipeline.config import Settings\n"
+        "from mlpipeline.core.config import Settings\n"
         "with warehouse.connect(Settings.under(Path(sys.argv[1]))) as con:\n"
         "    con.execute('CREATE OR REPLACE TABLE meta.probe AS SELECT 1 AS written')"
     )

@@ -25,9 +25,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from mlpipeline import dev_db, transform, warehouse
-from mlpipeline.config import Settings
-from mlpipeline.warehouse import connect
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.features import transform
+from mlpipeline.warehouse import connect, dev_db
 from tests.dbt_fixtures import background, chargeback, load_raw, retire, row_day, ts, txn
 
 pytestmark = pytest.mark.integration
@@ -161,7 +162,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         load_raw(con, "transactions", QUARANTINED, revision="r2", status="quarantined")
 
     collect = _Collect()
-    dbt_logger = logging.getLogger("mlpipeline.transform.dbt")
+    dbt_logger = logging.getLogger("mlpipeline.features.transform.dbt")
     level = dbt_logger.level
     dbt_logger.addHandler(collect)
     dbt_logger.setLevel(logging.INFO)
@@ -443,8 +444,8 @@ def test_offline_features_equal_what_the_online_store_serves(
     """Cutoff 02-09 goes through the real export, push, verify and switch. Every transaction
     that saw it got, offline, exactly the vector the online reader returns for its customer:
     the stored one, or the manifest's defaults for a customer absent from the snapshot."""
-    from mlpipeline.export import columns_from_spec, export_snapshot
-    from mlpipeline.objectstore import LocalStore
+    from mlpipeline.core.objectstore import LocalStore
+    from mlpipeline.features.export import columns_from_spec, export_snapshot
     from mlpipeline.online import OnlineReader, push_staged, switch, verify_staged
 
     cutoff = date(2026, 2, 9)

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlpipeline import duckdb_extensions
+from mlpipeline.warehouse import duckdb_extensions
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlpipeline.export import (
+from mlpipeline.core.objectstore import ObjectStore
+from mlpipeline.features.export import (
     ExportError,
     ExportNotFound,
     SnapshotCodec,
@@ -26,7 +27,6 @@ from mlpipeline.export import (
     latest_export,
     read_manifest,
 )
-from mlpipeline.objectstore import ObjectStore
 
 
 @dataclass(frozen=True)

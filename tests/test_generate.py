@@ -18,9 +18,9 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from mlpipeline import generate
-from mlpipeline.days import day_range
-from mlpipeline.objectstore import LocalStore, ObjectStore
+from mlpipeline.core.days import day_range
+from mlpipeline.core.objectstore import LocalStore, ObjectStore
+from mlpipeline.devtools import generate
 
 START = date(2026, 1, 1)
 END = date(2026, 2, 14)

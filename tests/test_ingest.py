@@ -6,11 +6,11 @@ from datetime import date, timedelta
 
 import pytest
 
-from mlpipeline import batches, landing, pending_rows
-from mlpipeline.ingest import load_revision, prepare_revision
-from mlpipeline.meta import update_day
-from mlpipeline.objectstore import ObjectStore
+from mlpipeline.core import landing
+from mlpipeline.core.objectstore import ObjectStore
+from mlpipeline.ingest import batches, load_revision, pending_rows, prepare_revision
 from mlpipeline.warehouse import connect
+from mlpipeline.warehouse.meta import update_day
 
 DAY = date(2026, 3, 10)
 HEADER = (
@@ -385,7 +385,7 @@ def test_unreadable_parquet_is_quarantined(local_store, settings):
 
 
 def _register(con, dataset: str, day, status: str, revision: str = "r1") -> None:
-    from mlpipeline.meta import utcnow
+    from mlpipeline.warehouse.meta import utcnow
 
     con.execute(
         "INSERT INTO meta.batches (batch_id, revision, dataset, dt, status, content_checksum, "
@@ -398,7 +398,7 @@ def _register(con, dataset: str, day, status: str, revision: str = "r1") -> None
 def test_missing_batches_are_the_window_days_without_a_current_revision(settings):
     from datetime import timedelta
 
-    from mlpipeline.meta import ensure_meta
+    from mlpipeline.warehouse.meta import ensure_meta
 
     first = DAY - timedelta(days=3)
     with connect(settings) as con:
@@ -424,7 +424,7 @@ def test_missing_batches_are_the_window_days_without_a_current_revision(settings
 def test_release_makes_current_and_marks_that_day_and_later_days_stale(settings):
     from datetime import timedelta
 
-    from mlpipeline.meta import ensure_meta, update_day
+    from mlpipeline.warehouse.meta import ensure_meta, update_day
 
     with connect(settings) as con:
         ensure_meta(con)
@@ -468,7 +468,7 @@ def test_release_cli_prints_the_rerun_commands_without_an_airflow_api(
     settings, monkeypatch, capsys
 ):
     from mlpipeline.cli import main
-    from mlpipeline.meta import ensure_meta
+    from mlpipeline.warehouse.meta import ensure_meta
 
     monkeypatch.delenv("AIRFLOW_API_URL", raising=False)
     with connect(settings) as con:
@@ -483,7 +483,7 @@ def test_release_cli_prints_the_rerun_commands_without_an_airflow_api(
 
 @pytest.mark.unit
 def test_backfill_range_rules_and_runs_oldest_first():
-    from mlpipeline import backfill
+    from mlpipeline.ops import backfill
 
     today = date(2026, 4, 1)
     days = backfill.validate_range("2026-03-29", "2026-03-31", today=today, max_days=5)

@@ -22,9 +22,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlpipeline import batches, dev_db, lake, transform, warehouse, warehouse_reader
-from mlpipeline.config import Settings
-from mlpipeline.meta import update_day
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.features import transform
+from mlpipeline.ingest import batches
+from mlpipeline.warehouse import dev_db, lake, warehouse_reader
+from mlpipeline.warehouse.meta import update_day
 from tests.dbt_fixtures import background, load_raw
 
 pytestmark = pytest.mark.integration

@@ -28,8 +28,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlpipeline import lake, meta, warehouse
-from mlpipeline.config import Settings
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.warehouse import lake, meta
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +49,8 @@ def _writer(catalog: str, data_path: str, writer: int, retries_file: str) -> Non
         def emit(self, record: logging.LogRecord) -> None:
             retries.append(record.getMessage())
 
-    logging.getLogger("mlpipeline.lake").addHandler(Keep())
-    logging.getLogger("mlpipeline.lake").setLevel(logging.INFO)
+    logging.getLogger("mlpipeline.warehouse.lake").addHandler(Keep())
+    logging.getLogger("mlpipeline.warehouse.lake").setLevel(logging.INFO)
     with lake.connect(catalog, data_path) as con:
         for unit in range(UNITS):
             day = unit % DAYS

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import model_registry
+from mlpipeline.training import model_registry
 
 pytestmark = pytest.mark.unit
 

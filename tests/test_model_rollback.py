@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from mlpipeline import cli, model_registry
-from mlpipeline.evaluate import EvaluationRules, evaluate_and_promote
-from mlpipeline.split import Split, split_dataset
-from mlpipeline.train import Candidate, CandidateResult, train_candidate
+from mlpipeline import cli
+from mlpipeline.training import model_registry
+from mlpipeline.training.evaluate import EvaluationRules, evaluate_and_promote
+from mlpipeline.training.split import Split, split_dataset
+from mlpipeline.training.train import Candidate, CandidateResult, train_candidate
 from tests.test_train_evaluate import LINEAGE, SPEC, synthetic_training_set
 
 pytestmark = pytest.mark.unit

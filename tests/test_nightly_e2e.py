@@ -24,13 +24,16 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlpipeline import local_airflow, model_registry, online, scores_consumer
-from mlpipeline.config import CONF_DIR, Settings, pipeline_conf
-from mlpipeline.export import latest_export
-from mlpipeline.generate import generate_range
-from mlpipeline.objectstore import from_settings
-from mlpipeline.score import read_scores
-from mlpipeline.split import read_training_set, split_dataset
+from mlpipeline import online
+from mlpipeline.core.config import CONF_DIR, Settings, pipeline_conf
+from mlpipeline.core.objectstore import from_settings
+from mlpipeline.devtools import local_airflow
+from mlpipeline.devtools.generate import generate_range
+from mlpipeline.features.export import latest_export
+from mlpipeline.scoring import scores_consumer
+from mlpipeline.scoring.score import read_scores
+from mlpipeline.training import model_registry
+from mlpipeline.training.split import read_training_set, split_dataset
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
 from tests.e2e_env import pipeline_env, private_redis

@@ -20,9 +20,10 @@ import pytest
 import redis
 from test_export import DAY1, DAY2, DAY3, build_snapshot, expected_rows, export
 
-from mlpipeline import localredis, nightly, online
-from mlpipeline.config import Settings
-from mlpipeline.objectstore import LocalStore, ObjectStore
+from mlpipeline import online
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import LocalStore, ObjectStore
+from mlpipeline.devtools import localredis
 from mlpipeline.online import (
     NoCurrentSnapshot,
     OnlineReader,
@@ -35,6 +36,7 @@ from mlpipeline.online import (
     switch,
     verify_staged,
 )
+from mlpipeline.pipeline import nightly
 
 pytestmark = pytest.mark.integration
 
@@ -432,7 +434,7 @@ PUSH_IN_SUBPROCESS = """
 import json, sys, time
 from pathlib import Path
 from mlpipeline import online
-from mlpipeline.objectstore import LocalStore
+from mlpipeline.core.objectstore import LocalStore
 
 chunks = online._packed_chunks
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mlpipeline.config import PROJECT_ROOT, Settings
-from mlpipeline.local_airflow import airflow_env
+from mlpipeline.core.config import PROJECT_ROOT, Settings
+from mlpipeline.devtools.local_airflow import airflow_env
 from tests.airflow_probe import run_probe
 
 pytestmark = pytest.mark.unit

@@ -21,12 +21,15 @@ from urllib.parse import unquote
 import pandas as pd
 import pytest
 
-from mlpipeline import batches, gates, landing, quality, transform
-from mlpipeline.config import Settings
-from mlpipeline.generate import generate_range
-from mlpipeline.ingest import load_revision, prepare_revision
-from mlpipeline.objectstore import LocalStore, ObjectStore
-from mlpipeline.split import read_training_set
+from mlpipeline import quality
+from mlpipeline.core import landing
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import LocalStore, ObjectStore
+from mlpipeline.devtools.generate import generate_range
+from mlpipeline.features import transform
+from mlpipeline.ingest import batches, load_revision, prepare_revision
+from mlpipeline.quality import gates
+from mlpipeline.training.split import read_training_set
 from mlpipeline.warehouse import connect
 from mlpipeline.warehouse import create as create_warehouse
 from tests.dbt_fixtures import background, load_raw

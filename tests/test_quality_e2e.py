@@ -25,19 +25,16 @@ from urllib.parse import quote
 import pandas as pd
 import pytest
 
-from mlpipeline import (
-    alerts,
-    landing,
-    local_airflow,
-    model_registry,
-    nightly,
-    online,
-    quality,
-    score,
-)
-from mlpipeline.config import Settings
-from mlpipeline.generate import generate_range
-from mlpipeline.objectstore import ObjectStore, from_settings
+from mlpipeline import online, quality
+from mlpipeline.core import landing
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import ObjectStore, from_settings
+from mlpipeline.devtools import local_airflow
+from mlpipeline.devtools.generate import generate_range
+from mlpipeline.ops import alerts
+from mlpipeline.pipeline import nightly
+from mlpipeline.scoring import score
+from mlpipeline.training import model_registry
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
 from tests.alert_sinks import HttpSink, http_sink

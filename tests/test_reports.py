@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import reports
-from mlpipeline.config import Settings
-from mlpipeline.objectstore import LocalStore
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import LocalStore
+from mlpipeline.ops import reports
 
 pytestmark = pytest.mark.unit
 

@@ -24,25 +24,28 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from mlflow.entities import ViewType
 
-from mlpipeline import batches, cli, lake, landing, local_airflow, model_registry, online, quality
-from mlpipeline.config import PROJECT_ROOT, Settings
-from mlpipeline.export import EXPORT_ID_TIME, export_prefix
-from mlpipeline.ingest import load_revision, prepare_revision
-from mlpipeline.objectstore import ObjectStore
-from mlpipeline.retention import KINDS
-from mlpipeline.retention.data_docs import clean_data_docs
-from mlpipeline.retention.exports import clean_exports
-from mlpipeline.retention.mlflow_runs import clean_mlflow_runs
-from mlpipeline.retention.raw import clean_raw_revisions
-from mlpipeline.retention.redis_snapshots import clean_redis_snapshots
-from mlpipeline.retention.report import Report
-from mlpipeline.retention.scores import vacuum_score_table
-from mlpipeline.retention.splits import clean_splits
-from mlpipeline.retention.warehouse_snapshots import maintain
-from mlpipeline.score import read_scores, score_table_location
-from mlpipeline.split import load_split, persist_split, split_dataset
-from mlpipeline.train import Candidate, train_candidate
-from mlpipeline.warehouse import connect
+from mlpipeline import cli, online, quality
+from mlpipeline.core import landing
+from mlpipeline.core.config import PROJECT_ROOT, Settings
+from mlpipeline.core.objectstore import ObjectStore
+from mlpipeline.devtools import local_airflow
+from mlpipeline.features.export import EXPORT_ID_TIME, export_prefix
+from mlpipeline.ingest import batches, load_revision, prepare_revision
+from mlpipeline.ops.retention import KINDS
+from mlpipeline.ops.retention.data_docs import clean_data_docs
+from mlpipeline.ops.retention.exports import clean_exports
+from mlpipeline.ops.retention.mlflow_runs import clean_mlflow_runs
+from mlpipeline.ops.retention.raw import clean_raw_revisions
+from mlpipeline.ops.retention.redis_snapshots import clean_redis_snapshots
+from mlpipeline.ops.retention.report import Report
+from mlpipeline.ops.retention.scores import vacuum_score_table
+from mlpipeline.ops.retention.splits import clean_splits
+from mlpipeline.ops.retention.warehouse_snapshots import maintain
+from mlpipeline.scoring.score import read_scores, score_table_location
+from mlpipeline.training import model_registry
+from mlpipeline.training.split import load_split, persist_split, split_dataset
+from mlpipeline.training.train import Candidate, train_candidate
+from mlpipeline.warehouse import connect, lake
 from tests.airflow_probe import run_probe
 from tests.test_dag_integrity import PROBE
 from tests.test_export import DAY1, DAY2, DAY3, build_snapshot, expected_rows, export

@@ -2,7 +2,7 @@
 store and on S3 over HTTP (moto's server).
 
 The champion comes from a real MLflow registry (`fraud_detector`, alias `champion`, tag
-`decision_threshold`), resolved and loaded through `mlpipeline.model_registry`.
+`decision_threshold`), resolved and loaded through `mlpipeline.training.model_registry`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from mlpipeline import model_registry, nightly, objectstore, score, warehouse
-from mlpipeline.config import Settings
-from mlpipeline.objectstore import S3Store
+from mlpipeline import warehouse
+from mlpipeline.core import objectstore
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import S3Store
+from mlpipeline.pipeline import nightly
+from mlpipeline.scoring import score
+from mlpipeline.training import model_registry
 
 DAY1 = date(2026, 1, 5)
 DAY2 = date(2026, 1, 6)
@@ -397,7 +401,7 @@ def test_scores_and_the_warehouse_are_readable_while_another_process_writes(
             "import sys, time\n"
             "from pathlib import Path\n"
             "from mlpipeline import warehouse\n"
-            "from mlpipeline.config import Settings\n"
+            "from mlpipeline.core.config import Settings\n"
             "with warehouse.connect(Settings.under(Path(sys.argv[1]))) as c:\n"
             "    c.execute('BEGIN TRANSACTION')\n"
             "    c.execute('DELETE FROM scores.transaction_scores')\n"

@@ -3,7 +3,7 @@ exported and switched into a real Redis server, a champion registered in a real 
 and the HTTP endpoint over a real socket.
 
 The parity test scores the same transactions twice: through `POST /score` (vector from Redis)
-and through `mlpipeline.score.score_day` (the batch code, reading dbt's point-in-time join),
+and through `mlpipeline.scoring.score.score_day` (the batch code, reading dbt's point-in-time join),
 against the same snapshot, and requires the same scores.
 """
 
@@ -19,13 +19,16 @@ from datetime import date, timedelta
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from mlpipeline import model_registry, online, score, transform, warehouse
-from mlpipeline.config import Settings
-from mlpipeline.export import export_snapshot
-from mlpipeline.model_features import build_pipeline, select_feature_columns
-from mlpipeline.objectstore import LocalStore
-from mlpipeline.serve import make_server
-from mlpipeline.train import _trusted_types
+from mlpipeline import online, warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.core.objectstore import LocalStore
+from mlpipeline.features import transform
+from mlpipeline.features.export import export_snapshot
+from mlpipeline.scoring import score
+from mlpipeline.scoring.serve import make_server
+from mlpipeline.training import model_registry
+from mlpipeline.training.model_features import build_pipeline, select_feature_columns
+from mlpipeline.training.train import _trusted_types
 from mlpipeline.warehouse import connect
 from tests.champion import register_champion
 from tests.dbt_fixtures import background, load_raw, txn

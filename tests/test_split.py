@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlpipeline import warehouse
-from mlpipeline.split import (
+from mlpipeline.training.split import (
     PARTS,
     Split,
     load_split,

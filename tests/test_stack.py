@@ -36,7 +36,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from mlpipeline import lake
+from mlpipeline.warehouse import lake
 from tests.stack_compose import Machine, Stack
 from tests.stack_driver import (
     DAG,

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import batches
-from mlpipeline.ingest import load_revision, prepare_revision
-from mlpipeline.meta import update_day
-from mlpipeline.supersede import supersede
+from mlpipeline.ingest import batches, load_revision, prepare_revision
+from mlpipeline.ingest.supersede import supersede
 from mlpipeline.warehouse import connect
+from mlpipeline.warehouse.meta import update_day
 from tests.test_ingest import DAY, GOOD_ROWS, HEADER, _promote, ingest, land
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from mlpipeline import model_registry
+from mlpipeline.training import model_registry
 
 pytestmark = pytest.mark.unit
 

@@ -21,16 +21,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipeline import meta, model_registry, nightly, warehouse
-from mlpipeline.evaluate import (
+from mlpipeline import warehouse
+from mlpipeline.pipeline import nightly
+from mlpipeline.training import model_registry
+from mlpipeline.training.evaluate import (
     EvaluationRules,
     choose_threshold,
     classification_metrics,
     evaluate_and_promote,
     threshold_report,
 )
-from mlpipeline.split import Split, split_dataset
-from mlpipeline.train import (
+from mlpipeline.training.split import Split, split_dataset
+from mlpipeline.training.train import (
     Candidate,
     CandidateResult,
     batch_revisions,
@@ -39,6 +41,7 @@ from mlpipeline.train import (
     training_jobs,
     training_skip_reason,
 )
+from mlpipeline.warehouse import meta
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +51,7 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 @dataclass(frozen=True)
 class Feature:
-    """Same shape as mlpipeline.transform.FeatureSpec (no dbt needed here)."""
+    """Same shape as mlpipeline.features.transform.FeatureSpec (no dbt needed here)."""
 
     name: str
     type: str
@@ -608,12 +611,12 @@ def test_split_warnings_reach_the_log_and_the_mlflow_run(
     )
     assert len(uneven.warnings) == 2
 
-    with caplog.at_level(logging.WARNING, logger="mlpipeline.train"):
+    with caplog.at_level(logging.WARNING, logger="mlpipeline.training.train"):
         result = train_candidate(
             uneven, WEAK, feature_columns=SPEC, tracking_uri=tracking_uri, lineage=LINEAGE
         )
 
-    logged = [r.getMessage() for r in caplog.records if r.name == "mlpipeline.train"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "mlpipeline.training.train"]
     assert all(any(w in message for message in logged) for w in uneven.warnings)
     client = model_registry.client(tracking_uri)
     tag = client.get_run(result.run_id).data.tags["split_warnings"]

@@ -1,6 +1,6 @@
 """Training and batch scoring see the same features, and the model gives the same scores.
 
-One real history: 30 days of the demo producer's data (`mlpipeline.generate`) ingested with
+One real history: 30 days of the demo producer's data (`mlpipeline.devtools.generate`) ingested with
 the ingestion library and built by one real `dbt build`. The training path is the nightly's:
 `marts.training_set` for the cutoff, split and persisted to the object store (`nightly.split`),
 then every configured candidate fitted on it and registered in MLflow (`nightly.train`). The
@@ -20,14 +20,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipeline import batches, ingest, model_registry, nightly, score, transform, warehouse
-from mlpipeline.config import Settings
-from mlpipeline.days import day_range
-from mlpipeline.generate import generate_range
-from mlpipeline.meta import ensure_meta
-from mlpipeline.model_features import select_feature_columns
-from mlpipeline.objectstore import LocalStore
-from mlpipeline.split import load_split
+from mlpipeline import ingest, warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.core.days import day_range
+from mlpipeline.core.objectstore import LocalStore
+from mlpipeline.devtools.generate import generate_range
+from mlpipeline.features import transform
+from mlpipeline.ingest import batches
+from mlpipeline.pipeline import nightly
+from mlpipeline.scoring import score
+from mlpipeline.training import model_registry
+from mlpipeline.training.model_features import select_feature_columns
+from mlpipeline.training.split import load_split
+from mlpipeline.warehouse.meta import ensure_meta
 from tests.e2e_env import OVERRIDES
 
 pytestmark = pytest.mark.integration

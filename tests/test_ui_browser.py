@@ -34,9 +34,10 @@ from typing import Any
 
 import pytest
 
-from mlpipeline import backfill, localredis
-from mlpipeline.config import PROJECT_ROOT
-from mlpipeline.localredis import free_port
+from mlpipeline.core.config import PROJECT_ROOT
+from mlpipeline.devtools import localredis
+from mlpipeline.devtools.localredis import free_port
+from mlpipeline.ops import backfill
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import lake, warehouse
-from mlpipeline.config import Settings
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.warehouse import lake
 
 pytestmark = pytest.mark.unit
 

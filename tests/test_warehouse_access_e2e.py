@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import local_airflow, warehouse
-from mlpipeline.config import Settings
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.devtools import local_airflow
 from tests.airflow_probe import dags_test
 
 pytestmark = pytest.mark.e2e

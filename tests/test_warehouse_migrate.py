@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline import warehouse, warehouse_migrate
+from mlpipeline import warehouse
 from mlpipeline.cli import main as cli
-from mlpipeline.config import Settings
-from mlpipeline.meta import update_day
+from mlpipeline.core.config import Settings
+from mlpipeline.warehouse import warehouse_migrate
+from mlpipeline.warehouse.meta import update_day
 
 pytestmark = pytest.mark.integration
 

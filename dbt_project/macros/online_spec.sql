@@ -1,7 +1,7 @@
 {#
     The online feature set is declared once, in models/features/customer_snapshot.yml under
     `config: meta: online:` (entity key, TTL, features with their type and default). The snapshot
-    SQL, the transaction join and the Python side (mlpipeline.transform.online_spec) all read it
+    SQL, the transaction join and the Python side (mlpipeline.features.transform.online_spec) all read it
     from there, so a default or a type cannot drift between training and serving.
 #}
 

@@ -4,7 +4,7 @@
     by the run's day, not by the keys of the new rows, also empties a partition whose
     recomputation has no rows.
 
-    It first claims the model's row in meta.registry_claims (as mlpipeline.meta.claim does for
+    It first claims the model's row in meta.registry_claims (as mlpipeline.warehouse.meta.claim does for
     the registries): the pinned DuckLake lets two transactions that each delete nothing (a day
     not built yet) and then insert both commit (duckdb/ducklake#1393), so two builds of a new day
     would leave both builds' rows. With the claim, one commit is refused and that build runs again.

@@ -1,0 +1,1 @@
+"""Shared ground: settings, days, the object store and landing layout."""

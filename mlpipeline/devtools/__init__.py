@@ -1,0 +1,1 @@
+"""Local tooling (demo, data generator, local Airflow and Redis); never imported by stages."""

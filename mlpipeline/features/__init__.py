@@ -1,0 +1,1 @@
+"""Feature stage: dbt builds and the snapshot export."""

@@ -1,0 +1,1 @@
+"""Operations: alerts, reports, backfill ranges and retention."""

@@ -1,0 +1,258 @@
+"""What an alert says and where it goes: a failed task of the nightly or the backfill, or a raw
+batch revision quarantined by its checks.
+
+No Airflow here: `plugins/alerts.py` reads the failed task's context into a `FailedTask`, asks
+`quarantine_of` whether the failure is a quarantine, and sends the `Alert` built by
+`build_alert` (or, from a promotion that succeeded, `expired_pending_alert`) through Airflow's
+notifiers to the destinations `AlertConfig` reads from the
+environment. Texts name what failed, for which run and day, where the log is, and what to do next.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+EMAIL_TO = "MLPIPELINE_ALERT_EMAIL_TO"
+EMAIL_FROM = "MLPIPELINE_ALERT_EMAIL_FROM"
+SMTP_CONN_ID = "MLPIPELINE_ALERT_SMTP_CONN_ID"
+SLACK_CONN_ID = "MLPIPELINE_ALERT_SLACK_CONN_ID"
+SLACK_WEBHOOK_URL = "MLPIPELINE_ALERT_SLACK_WEBHOOK_URL"
+WEBHOOK_CONN_ID = "MLPIPELINE_ALERT_WEBHOOK_CONN_ID"
+WEBHOOK_URL = "MLPIPELINE_ALERT_WEBHOOK_URL"
+_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Alert destinations. Email goes through an Airflow SMTP connection (`smtp_conn_id`, else
+    Airflow's `[email] email_conn_id`); Slack and the webhook through an Airflow connection id
+    or, simpler, a plain URL (a connection id wins when both are set)."""
+
+    email_to: tuple[str, ...] = ()
+    email_from: str | None = None
+    smtp_conn_id: str | None = None
+    slack_conn_id: str | None = None
+    slack_webhook_url: str | None = None
+    webhook_conn_id: str | None = None
+    webhook_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AlertConfig:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            return (env.get(name) or "").strip() or None
+
+        return cls(
+            email_to=tuple(a.strip() for a in (get(EMAIL_TO) or "").split(",") if a.strip()),
+            email_from=get(EMAIL_FROM),
+            smtp_conn_id=get(SMTP_CONN_ID),
+            slack_conn_id=get(SLACK_CONN_ID),
+            slack_webhook_url=get(SLACK_WEBHOOK_URL),
+            webhook_conn_id=get(WEBHOOK_CONN_ID),
+            webhook_url=get(WEBHOOK_URL),
+        )
+
+    @property
+    def destinations(self) -> list[str]:
+        """The configured destinations, in sending order."""
+        wanted = {
+            "email": bool(self.email_to),
+            "slack": bool(self.slack_conn_id or self.slack_webhook_url),
+            "webhook": bool(self.webhook_conn_id or self.webhook_url),
+        }
+        return [name for name, on in wanted.items() if on]
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """One failed task instance, as its alert describes it."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    error: str
+    day: str | None = None
+    try_number: int | None = None
+    map_index: int | None = None
+    log_url: str | None = None
+
+    @property
+    def label(self) -> str:
+        mapped = f"[{self.map_index}]" if self.map_index is not None and self.map_index >= 0 else ""
+        return f"{self.dag_id}.{self.task_id}{mapped}"
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """A raw batch revision its checks quarantined: it never becomes current."""
+
+    batch_id: str
+    revision: str
+    files: tuple[str, ...]
+    rules: tuple[str, ...]
+    detail: str
+
+    def next_steps(self) -> list[str]:
+        return [
+            f"inspect it: `mlpipeline batches show {self.batch_id}` (rejected rows, check "
+            "results, Data Docs page)",
+            "if the producer sent bad data: have it fixed and land the day again; the re-run "
+            "ingests the new content as a new revision",
+            "if the data is right after all: "
+            f"`mlpipeline batches release {self.batch_id} --revision {self.revision}` "
+            "(makes it current and re-runs the days it affects, oldest first)",
+            "if it must never be used: "
+            f"`mlpipeline batches discard {self.batch_id} --revision {self.revision}`",
+        ]
+
+
+def quarantine_of(
+    prepared: Mapping[str, Any] | None, error: BaseException | None
+) -> Quarantine | None:
+    """The quarantine a raw-batch task failed with, or None for any other failure.
+
+    `prepared` is the revision the task worked on (`pipeline.nightly.prepare`'s result). The
+    raw gate raises `QualityGateFailed` on the revision after quarantining it; `load` raises
+    `RevisionRejected` after registering a revision that broke the landing contract as
+    quarantined (the broken rule is on the revision).
+    """
+    if not prepared or error is None:
+        return None
+    from mlpipeline.pipeline.nightly import RevisionRejected
+    from mlpipeline.quality import QualityGateFailed
+
+    batch_id, revision = str(prepared["batch_id"]), str(prepared["revision"])
+    files = tuple(str(s["key"]) for s in prepared.get("source_objects") or [])
+    if isinstance(error, QualityGateFailed) and error.outcome.subject == f"{batch_id}@{revision}":
+        rules = tuple(f.label for f in error.outcome.failures)
+        return Quarantine(batch_id, revision, files, rules, error.outcome.describe())
+    broken = prepared.get("error")
+    if (
+        broken
+        and isinstance(error, RevisionRejected)
+        and (error.batch_id, error.revision, error.status) == (batch_id, revision, "quarantined")
+    ):
+        return Quarantine(
+            batch_id,
+            revision,
+            (str(broken["file"]),),
+            (str(broken["rule"]),),
+            str(broken["detail"]),
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message, rendered per destination: a subject, a plain text and a JSON payload."""
+
+    kind: str  # task_failed | quarantined
+    subject: str
+    text: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def document(self) -> dict[str, Any]:
+        """What the webhook receives: the fields, plus the subject and text as sent elsewhere."""
+        return {**self.payload, "subject": self.subject, "text": self.text}
+
+
+def build_alert(task: FailedTask, quarantine: Quarantine | None = None) -> Alert:
+    """The alert for a failed task, worded as a quarantine when it is one."""
+    day = f" for day {task.day}" if task.day else ""
+    error = task.error if len(task.error) <= _ERROR_CHARS else task.error[:_ERROR_CHARS] + " [...]"
+    where = [
+        f"DAG run: {task.dag_id} / {task.run_id}"
+        + (f" (try {task.try_number})" if task.try_number else ""),
+        f"Task log: {task.log_url}"
+        if task.log_url
+        else "Task log: (no Airflow API base URL known)",
+    ]
+    payload: dict[str, Any] = {
+        "dag_id": task.dag_id,
+        "task_id": task.task_id,
+        "map_index": task.map_index,
+        "run_id": task.run_id,
+        "try_number": task.try_number,
+        "day": task.day,
+        "log_url": task.log_url,
+        "error": error,
+    }
+    if quarantine is None:
+        subject = f"[fraud pipeline] FAILED {task.label}{day}"
+        lines = [
+            f"Task {task.label} failed{day}.",
+            *where,
+            "",
+            "Error:",
+            error,
+            "",
+            "Next: read the task log, fix the cause, then clear the task in the Airflow UI to "
+            "re-run it (the tasks after it run again too).",
+        ]
+        return Alert("task_failed", subject, "\n".join(lines), {"kind": "task_failed", **payload})
+    q = quarantine
+    subject = f"[fraud pipeline] QUARANTINED {q.batch_id} revision {q.revision}"
+    lines = [
+        f"Raw batch {q.batch_id} revision {q.revision} is quarantined{day}: it did not become "
+        "current, and nothing downstream of it ran for the day.",
+        f"File(s): {', '.join(q.files) or '(none)'}",
+        f"Rule(s) broken: {'; '.join(q.rules) or '(see the detail)'}",
+        f"Detected by: {task.label}",
+        *where,
+        "",
+        "Detail:",
+        q.detail,
+        "",
+        "Next steps:",
+        *(f"- {step}" for step in q.next_steps()),
+    ]
+    payload.update(
+        kind="quarantined",
+        batch_id=q.batch_id,
+        revision=q.revision,
+        files=list(q.files),
+        rules=list(q.rules),
+        detail=q.detail,
+        next_steps=q.next_steps(),
+    )
+    return Alert("quarantined", subject, "\n".join(lines), payload)
+
+
+def expired_pending_alert(
+    day: str, run_id: str, expired: list[dict[str, Any]], pending_days: int
+) -> Alert:
+    """Chargebacks rejected after waiting `pending_days` for their transaction: labels lost
+    unless the transactions arrive and the chargebacks are delivered again."""
+    batches = sorted({row["batch_id"] for row in expired})
+    subject = f"[fraud pipeline] {len(expired)} chargeback(s) REJECTED: transaction never current"
+    lines = [
+        f"Processing day {day} (run {run_id}): {len(expired)} chargeback(s) waited {pending_days} "
+        "days for their transaction to become current and are now rejected (meta.rejected_rows); "
+        "their fraud labels are not used.",
+        f"Batch(es): {', '.join(batches)}",
+        *(
+            f"- {row['batch_id']} revision {row['revision']}, file {row['file']} row {row['row']}:"
+            f" transaction_id={row['transaction_id']!r}"
+            for row in expired[:20]
+        ),
+        *(["- ..."] if len(expired) > 20 else []),
+        "",
+        "Next steps:",
+        "- find why the transactions are missing: `mlpipeline batches list` (a quarantined or "
+        "never delivered transactions day?)",
+        "- once they are current, land the chargebacks day again (new content, new revision) "
+        "and re-run it; the days after it become stale and re-run too",
+    ]
+    payload = {
+        "kind": "pending_expired",
+        "day": day,
+        "run_id": run_id,
+        "pending_days": pending_days,
+        "batches": batches,
+        "rows": expired,
+    }
+    return Alert("pending_expired", subject, "\n".join(lines), payload)

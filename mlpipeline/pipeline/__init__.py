@@ -1,0 +1,1 @@
+"""The nightly's stage calls, composed from the stage packages."""

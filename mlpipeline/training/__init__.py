@@ -1,0 +1,1 @@
+"""Training stage: feature pipeline, split, candidates, evaluation, registry."""

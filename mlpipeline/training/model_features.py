@@ -1,0 +1,257 @@
+"""The model's input contract and the request-time features computed inside the model pipeline.
+
+The saved scikit-learn Pipeline takes a raw row (transaction fields + the online features the
+transaction saw) and derives the request-time features itself, so batch scoring, online scoring
+and training all run this one code path. Everything here is a module-level function so the
+pipeline pickles (and serialises with skops) by reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+
+class FeatureSpecLike(Protocol):
+    """One declared online feature (`mlpipeline.features.transform.FeatureSpec` has this shape)."""
+
+    name: str
+    type: str
+    default: Any
+
+
+# Transaction fields every row carries, whatever the online feature set declares.
+TRANSACTION_NUMERIC: tuple[str, ...] = ("amount",)
+TRANSACTION_CATEGORICAL: tuple[str, ...] = ("merchant_category", "channel")
+
+# Request-time feature -> the raw columns it is computed from.
+REQUEST_FEATURES: dict[str, tuple[str, ...]] = {
+    "amount_to_mean_30d": ("amount", "amount_mean_30d"),
+    "seconds_since_last_txn": ("event_ts", "last_txn_ts"),
+    "hour_of_day": ("event_ts",),
+    "is_night": ("event_ts",),
+    "is_foreign_country": ("country", "usual_country"),
+    "is_online": ("channel",),
+}
+
+# Night in UTC: the only clock the contract gives us (event_ts is UTC, no customer time zone).
+NIGHT_HOURS = range(0, 6)
+MISSING_CATEGORY = "__missing__"
+
+_NUMERIC_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "INT",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "REAL",
+    "DOUBLE",
+    "DECIMAL",
+    "NUMERIC",
+    "BOOLEAN",
+    "BOOL",
+)
+_CATEGORICAL_TYPES = ("VARCHAR", "TEXT", "STRING", "CHAR")
+_TEMPORAL_TYPES = ("TIMESTAMP", "DATE", "TIME")
+
+
+@dataclass(frozen=True)
+class FeatureColumns:
+    """Which columns a model uses: raw numeric, raw categorical and request-time features."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    request: tuple[str, ...]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The raw row columns the pipeline reads (its input contract), in a stable order."""
+        needed = [*self.numeric, *self.categorical]
+        for feature in self.request:
+            needed.extend(REQUEST_FEATURES[feature])
+        return tuple(dict.fromkeys(needed))
+
+    @property
+    def model_numeric(self) -> tuple[str, ...]:
+        return (*self.numeric, *self.request)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*self.numeric, *self.categorical, *self.request)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {key: list(value) for key, value in asdict(self).items()}
+
+
+def _kind(spec: FeatureSpecLike) -> str:
+    base = str(spec.type).strip().upper().split("(")[0].strip()
+    if base in _NUMERIC_TYPES:
+        return "numeric"
+    if base in _CATEGORICAL_TYPES:
+        return "categorical"
+    if base.startswith(_TEMPORAL_TYPES):
+        return "temporal"
+    raise ValueError(
+        f"online feature {spec.name!r} has type {spec.type!r}, which the model cannot use; "
+        f"declare it as one of {_NUMERIC_TYPES + _CATEGORICAL_TYPES} or a TIMESTAMP/DATE in "
+        "customer_snapshot.yml (meta.online)"
+    )
+
+
+def select_feature_columns(
+    online_features: Iterable[FeatureSpecLike],
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> FeatureColumns:
+    """Model columns from the declared online features, narrowed by a candidate's include/exclude.
+
+    Temporal online features (e.g. last_txn_ts) are not fed raw; they only feed request-time
+    features. A request-time feature is available only when its source columns are declared.
+    """
+    numeric = list(TRANSACTION_NUMERIC)
+    categorical = list(TRANSACTION_CATEGORICAL)
+    declared = {*TRANSACTION_NUMERIC, *TRANSACTION_CATEGORICAL, "event_ts", "country"}
+    for spec in online_features:
+        kind = _kind(spec)
+        declared.add(spec.name)
+        if kind == "numeric":
+            numeric.append(spec.name)
+        elif kind == "categorical":
+            categorical.append(spec.name)
+    request = [name for name, sources in REQUEST_FEATURES.items() if set(sources) <= declared]
+    available = [*numeric, *categorical, *request]
+    unknown = [name for name in [*(include or []), *(exclude or [])] if name not in available]
+    if unknown:
+        raise ValueError(
+            f"candidate include/exclude names {unknown} are not model features; "
+            f"available: {available}"
+        )
+    keep = set(include) if include else set(available)
+    keep -= set(exclude or [])
+    if not keep:
+        raise ValueError("the candidate's include/exclude leave no feature to train on")
+    return FeatureColumns(
+        numeric=tuple(c for c in numeric if c in keep),
+        categorical=tuple(c for c in categorical if c in keep),
+        request=tuple(c for c in request if c in keep),
+    )
+
+
+def _timestamps(values: pd.Series) -> pd.Series:
+    # Naive values are UTC by contract; strings may carry a zone (e.g. "...Z") in online requests.
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def request_features(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Compute the named request-time features from raw row columns (NaN where undefined)."""
+    out = pd.DataFrame(index=frame.index)
+    for name in names:
+        if name == "amount_to_mean_30d":
+            mean = _numbers(frame["amount_mean_30d"])
+            out[name] = _numbers(frame["amount"]) / mean.where(mean > 0)
+        elif name == "seconds_since_last_txn":
+            delta = _timestamps(frame["event_ts"]) - _timestamps(frame["last_txn_ts"])
+            out[name] = delta.dt.total_seconds().astype("float64")
+        elif name == "hour_of_day":
+            out[name] = _timestamps(frame["event_ts"]).dt.hour.astype("float64")
+        elif name == "is_night":
+            hour = _timestamps(frame["event_ts"]).dt.hour
+            out[name] = hour.isin(NIGHT_HOURS).astype("float64").where(hour.notna())
+        elif name == "is_foreign_country":
+            country, usual = frame["country"], frame["usual_country"]
+            known = country.notna() & usual.notna()
+            out[name] = (country.astype(object) != usual.astype(object)).astype("float64")
+            out[name] = out[name].where(known)
+        elif name == "is_online":
+            channel = frame["channel"]
+            out[name] = (channel.astype(object) == "online").astype("float64")
+            out[name] = out[name].where(channel.notna())
+        else:
+            raise ValueError(
+                f"unknown request-time feature {name!r}; known: {list(REQUEST_FEATURES)}"
+            )
+    return out
+
+
+def model_frame(
+    frame: pd.DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    request: Sequence[str],
+) -> pd.DataFrame:
+    """First pipeline step: raw rows -> typed model columns (floats, plain string categories)."""
+    needed = FeatureColumns(tuple(numeric), tuple(categorical), tuple(request)).inputs
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise KeyError(
+            f"model input is missing columns {missing}; the model reads {list(needed)}. "
+            "Pass the transaction_features row (transaction fields + online features)."
+        )
+    out = pd.DataFrame(index=frame.index)
+    for column in numeric:
+        out[column] = _numbers(frame[column])
+    for column in categorical:
+        values = frame[column].astype(object)
+        out[column] = values.where(values.notna(), MISSING_CATEGORY).astype(str).astype(object)
+    return pd.concat([out, request_features(frame, request)], axis=1)
+
+
+def build_pipeline(
+    estimator: BaseEstimator,
+    feature_columns: FeatureColumns,
+    *,
+    scale: bool = False,
+    min_category_frequency: int = 20,
+) -> Pipeline:
+    """Raw row -> request-time features -> impute/scale/one-hot -> estimator (predict_proba)."""
+    numeric_steps: list[tuple[str, Any]] = [
+        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True))
+    ]
+    if scale:
+        numeric_steps.append(("scale", StandardScaler()))
+    transformers: list[tuple[str, Any, list[str]]] = [
+        ("numeric", Pipeline(numeric_steps), list(feature_columns.model_numeric))
+    ]
+    if feature_columns.categorical:
+        encoder = OneHotEncoder(
+            handle_unknown="infrequent_if_exist",
+            min_frequency=min_category_frequency,
+            sparse_output=False,
+            dtype=np.float64,
+        )
+        transformers.append(("categorical", encoder, list(feature_columns.categorical)))
+    prepare = FunctionTransformer(
+        model_frame,
+        kw_args={
+            "numeric": list(feature_columns.numeric),
+            "categorical": list(feature_columns.categorical),
+            "request": list(feature_columns.request),
+        },
+    )
+    return Pipeline(
+        [
+            ("prepare", prepare),
+            ("columns", ColumnTransformer(transformers, remainder="drop")),
+            ("model", estimator),
+        ]
+    )

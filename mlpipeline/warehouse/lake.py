@@ -1,0 +1,209 @@
+"""A DuckLake: the catalog in a SQL database, the data as Parquet files under a path, written by
+many DuckDB processes at once with snapshot isolation.
+
+A writer's commit can lose a race: DuckLake aborts it when another writer committed a
+conflicting change first (both deleted from the same data file: the same incremental day, the
+same registry row), and a SQLite catalog refuses a commit while another one holds its lock.
+Neither leaves a partial change, so the caller's unit of work, idempotent by design, is simply
+run again: `run_unit` does that, logging why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import duckdb
+
+from mlpipeline.warehouse import duckdb_extensions
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Messages of errors after which a rolled-back unit may run again. The last: another writer's
+# object of the same name is in flight (dbt renames a view to `<name>__dbt_backup` while it
+# replaces it, so two builds of one model can meet there).
+RETRYABLE = (
+    "database is locked",
+    "Transaction conflict",
+    "Failed to commit DuckLake",
+    "another entry with this name already exists",
+)
+
+
+ALIAS = "lake"
+
+
+def _extensions(catalog: str, data_path: str) -> list[str]:
+    kind = catalog.split(":", 1)[0]
+    if kind not in {"sqlite", "postgres"}:
+        raise ValueError(
+            f"DuckLake catalog {catalog!r}: expected 'sqlite:<file>' or 'postgres:<libpq "
+            "connection string>'"
+        )
+    return ["ducklake", kind, *(["httpfs"] if data_path.startswith("s3://") else [])]
+
+
+def sql_string(value: str) -> str:
+    """`value` as a SQL string literal (DuckDB's and PostgreSQL's quoting)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def s3_settings() -> dict[str, str]:
+    """DuckDB's settings for a data path in S3, from the variables boto3 reads (an endpoint URL
+    such as MinIO's becomes host:port, path-style, TLS as its scheme says)."""
+    endpoint = urlparse(os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com")
+    return {
+        "s3_endpoint": endpoint.netloc,
+        "s3_use_ssl": "true" if endpoint.scheme == "https" else "false",
+        "s3_url_style": "vhost" if endpoint.netloc.endswith("amazonaws.com") else "path",
+        "s3_region": os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "s3_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID") or "",
+        "s3_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or "",
+    }
+
+
+def attach(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    data_path: str,
+    *,
+    read_only: bool = False,
+    create: bool = True,
+    alias: str = ALIAS,
+) -> None:
+    """Attach the lake as `alias` (by default `lake`, the name dbt's profile gives it too, so
+    SQL dbt compiled runs here as it is) and make it the connection's default database.
+
+    With `create`, DuckLake makes the catalog on first attach and records the data path in it;
+    without, a catalog that is not one fails. An attach naming another data path than the
+    recorded one fails, so two settings that disagree cannot split the warehouse.
+    """
+    duckdb_extensions.load(con, *_extensions(catalog, data_path))
+    if data_path.startswith("s3://"):
+        # GLOBAL: for this connection's database instance, its cursors included.
+        for name, value in s3_settings().items():
+            con.execute(f"SET GLOBAL {name} = {sql_string(value)}")
+    options = f"DATA_PATH {sql_string(data_path)}" + (", READ_ONLY" if read_only else "")
+    if not create:
+        options += ", CREATE_IF_NOT_EXISTS false"
+    con.execute(f"ATTACH {sql_string('ducklake:' + catalog)} AS {alias} ({options})")
+    con.execute(f"USE {alias}")
+
+
+def cursor(con: duckdb.DuckDBPyConnection, alias: str = ALIAS) -> duckdb.DuckDBPyConnection:
+    """A cursor of `con` on the lake too: DuckDB starts each cursor on its in-memory database."""
+    new = con.cursor()
+    new.execute(f"USE {alias}")
+    return new
+
+
+def snapshot_id(con: duckdb.DuckDBPyConnection) -> int:
+    """The snapshot `con` reads (its transaction's, in one): time travel reads it back with
+    `AT (VERSION => id)`."""
+    return con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchall()[0][0]
+
+
+@contextmanager
+def connect(
+    catalog: str, data_path: str, *, read_only: bool = False, create: bool = True
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the lake; many processes may hold one at the same time."""
+    con = duckdb.connect(config=duckdb_extensions.config())
+    try:
+        attach(con, catalog, data_path, read_only=read_only, create=create)
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_views(con: duckdb.DuckDBPyConnection, views: dict[str, str]) -> None:
+    """Create each `schema.view` from its SELECT, again only when that SQL changed.
+
+    Every CREATE is a snapshot (a catalog commit) and the callers run on every load, so each view
+    carries a fingerprint of its SQL as its comment and the ones that match are left alone.
+    """
+    found = dict(
+        con.execute(
+            "SELECT schema_name || '.' || view_name, comment FROM duckdb_views() "
+            "WHERE database_name = current_database()"
+        ).fetchall()
+    )
+    for name, select in views.items():
+        mark = "sql " + hashlib.sha256(select.encode()).hexdigest()[:16]
+        if found.get(name) != mark:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
+            con.execute(f"COMMENT ON VIEW {name} IS '{mark}'")
+
+
+def lost_a_race(message: str) -> bool:
+    """Whether an error says a commit was refused for another writer's (nothing was changed)."""
+    return any(text in message for text in RETRYABLE)
+
+
+def _retryable(exc: duckdb.Error) -> bool:
+    return isinstance(exc, duckdb.TransactionException) or lost_a_race(str(exc))
+
+
+# Connections running a unit now (by id): a unit started within one joins it. (DuckDB cannot
+# say whether a connection is in a transaction, and a BEGIN inside one aborts it.)
+_IN_UNIT: set[int] = set()
+
+
+def _once(con: duckdb.DuckDBPyConnection, unit: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """One attempt: the unit in a transaction, committed, or rolled back on any error."""
+    con.execute("BEGIN TRANSACTION")
+    _IN_UNIT.add(id(con))
+    try:
+        result = unit(con)
+        con.execute("COMMIT")
+        return result
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the failed commit already ended the transaction
+        raise
+    finally:
+        _IN_UNIT.discard(id(con))
+
+
+def run_unit(
+    con: duckdb.DuckDBPyConnection,
+    what: str,
+    unit: Callable[[duckdb.DuckDBPyConnection], T],
+    *,
+    attempts: int = 20,
+    wait_s: float = 0.1,
+) -> T:
+    """Run `unit` as one transaction; when its commit loses a race with another writer, roll
+    back and run it whole again (it must be idempotent), with a growing wait. Other errors,
+    and the last attempt's, are raised. Called within another unit on the same connection,
+    `unit` joins it: the enclosing unit commits, and runs again as a whole."""
+    if id(con) in _IN_UNIT:
+        return unit(con)
+    for attempt in range(1, attempts + 1):
+        try:
+            return _once(con, unit)
+        except duckdb.Error as exc:
+            if attempt == attempts or not _retryable(exc):
+                raise
+            reason = str(exc).strip().splitlines()[-1]
+        log.info(
+            "%s: attempt %d/%d lost a commit race (%s); running it again",
+            what,
+            attempt,
+            attempts,
+            reason,
+        )
+        # Jittered, so that two writers that collided do not collide again in step.
+        time.sleep(wait_s * min(2 ** (attempt - 1), 20) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
