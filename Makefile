@@ -91,9 +91,11 @@ test-fast: install
 bench: install stack-deps
 	$(PY) -m benchmarks.harness $(ONLY)
 
+# ruff, then the package layers (pyproject.toml's [tool.importlinter] contracts).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf data dbt_project/target dbt_project/logs

@@ -24,7 +24,7 @@ from mlpipeline import warehouse
 from mlpipeline.core import landing
 from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import LocalStore
-from mlpipeline.ingest import load_revision, prepare_revision
+from mlpipeline.ingest.revisions import load_revision, prepare_revision
 
 ROWS = 1_000_000
 DAY = date(2026, 3, 1)

@@ -20,8 +20,8 @@ from mlpipeline import quality, warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import LocalStore
 from mlpipeline.devtools.generate import generate_day
-from mlpipeline.ingest import batches, load_revision, prepare_revision
-from mlpipeline.quality import gates
+from mlpipeline.ingest import batches, gates
+from mlpipeline.ingest.revisions import load_revision, prepare_revision
 from mlpipeline.warehouse import connect
 
 DAY = date(2026, 3, 10)

@@ -244,10 +244,17 @@ def cmd_ui(args: argparse.Namespace) -> None:
     )
 
 
+def _online_settings() -> Settings:
+    """The configured settings, pointed at the local run's Redis when REDIS_URL is unset."""
+    from mlpipeline.devtools.localredis import local_settings
+
+    return local_settings(Settings.from_env())
+
+
 def cmd_online_get(args: argparse.Namespace) -> None:
     from mlpipeline.online import OnlineReader, redis_client
 
-    read = OnlineReader(redis_client(Settings.from_env())).read([args.entity])
+    read = OnlineReader(redis_client(_online_settings())).read([args.entity])
     print(json.dumps(read.rows[0], indent=2, default=str))
     if not read.known[0]:
         # The defaults are what the model gets for an unknown customer; a script must see it.
@@ -261,7 +268,7 @@ def cmd_online_rollback(args: argparse.Namespace) -> None:
     from mlpipeline import online
     from mlpipeline.core.objectstore import from_settings
 
-    settings = Settings.from_env()
+    settings = _online_settings()
     try:
         result = online.rollback(
             online.redis_client(settings),
@@ -278,7 +285,7 @@ def cmd_online_release(args: argparse.Namespace) -> None:
     from mlpipeline import online
     from mlpipeline.core.objectstore import from_settings
 
-    settings = Settings.from_env()
+    settings = _online_settings()
     result = online.release(
         online.redis_client(settings),
         from_settings(settings),
@@ -291,13 +298,18 @@ def cmd_online_release(args: argparse.Namespace) -> None:
 def cmd_online_status(args: argparse.Namespace) -> None:
     from mlpipeline import online
 
-    print(json.dumps(online.status(online.redis_client(Settings.from_env())), indent=2))
+    print(json.dumps(online.status(online.redis_client(_online_settings())), indent=2))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from mlpipeline.scoring.serve import serve
 
-    serve(args.host, args.port, model_refresh_seconds=args.model_refresh_seconds)
+    serve(
+        args.host,
+        args.port,
+        settings=_online_settings(),
+        model_refresh_seconds=args.model_refresh_seconds,
+    )
 
 
 def cmd_model_rollback(args: argparse.Namespace) -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from mlpipeline.core import landing
 from mlpipeline.core.objectstore import ObjectStore
-from mlpipeline.ingest import batches, load_revision, pending_rows, prepare_revision
+from mlpipeline.ingest import batches, pending_rows
+from mlpipeline.ingest.revisions import load_revision, prepare_revision
 from mlpipeline.warehouse import connect
 from mlpipeline.warehouse.meta import update_day
 

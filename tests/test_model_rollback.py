@@ -14,7 +14,8 @@ import pytest
 
 from mlpipeline import cli
 from mlpipeline.training import model_registry
-from mlpipeline.training.evaluate import EvaluationRules, evaluate_and_promote
+from mlpipeline.training.evaluate import EvaluationRules
+from mlpipeline.training.promotion import evaluate_and_promote
 from mlpipeline.training.split import Split, split_dataset
 from mlpipeline.training.train import Candidate, CandidateResult, train_candidate
 from tests.test_train_evaluate import LINEAGE, SPEC, synthetic_training_set

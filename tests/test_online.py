@@ -21,7 +21,7 @@ import redis
 from test_export import DAY1, DAY2, DAY3, build_snapshot, expected_rows, export
 
 from mlpipeline import online
-from mlpipeline.core.config import Settings
+from mlpipeline.core.config import ConfigurationError, Settings
 from mlpipeline.core.objectstore import LocalStore, ObjectStore
 from mlpipeline.devtools import localredis
 from mlpipeline.online import (
@@ -319,6 +319,27 @@ def test_reader_and_connection_errors_say_what_to_do(redis_url, settings, monkey
 
     monkeypatch.setenv("REDIS_URL", redis_url)
     assert online.redis_client(Settings.from_env()).ping()
+
+
+def test_without_redis_url_the_library_refuses_and_starts_no_server(
+    redis_url, tmp_path, monkeypatch, capsys
+):
+    from mlpipeline import cli
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(tmp_path))
+    settings = Settings.from_env()
+    with pytest.raises(ConfigurationError, match="REDIS_URL is not set"):
+        online.redis_client(settings)
+    with pytest.raises(ConfigurationError, match="REDIS_URL is not set"):
+        cli.main(["online", "status"])
+    assert not (tmp_path / "redis").exists()  # nothing started, nothing written
+
+    # The CLI reads the local run's own server (what `make demo` started) when it answers.
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "url").write_text(redis_url)
+    cli.main(["online", "status"])
+    assert "current" in json.loads(capsys.readouterr().out)
 
 
 def _events(client: redis.Redis) -> list[dict[str, str]]:

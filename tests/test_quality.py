@@ -27,8 +27,8 @@ from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import LocalStore, ObjectStore
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import transform
-from mlpipeline.ingest import batches, load_revision, prepare_revision
-from mlpipeline.quality import gates
+from mlpipeline.ingest import batches, gates
+from mlpipeline.ingest.revisions import load_revision, prepare_revision
 from mlpipeline.training.split import read_training_set
 from mlpipeline.warehouse import connect
 from mlpipeline.warehouse import create as create_warehouse

@@ -30,7 +30,8 @@ from mlpipeline.core.config import PROJECT_ROOT, Settings
 from mlpipeline.core.objectstore import ObjectStore
 from mlpipeline.devtools import local_airflow
 from mlpipeline.features.export import EXPORT_ID_TIME, export_prefix
-from mlpipeline.ingest import batches, load_revision, prepare_revision
+from mlpipeline.ingest import batches
+from mlpipeline.ingest.revisions import load_revision, prepare_revision
 from mlpipeline.ops.retention import KINDS
 from mlpipeline.ops.retention.data_docs import clean_data_docs
 from mlpipeline.ops.retention.exports import clean_exports

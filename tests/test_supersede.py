@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline.ingest import batches, load_revision, prepare_revision
+from mlpipeline.ingest import batches
+from mlpipeline.ingest.revisions import load_revision, prepare_revision
 from mlpipeline.ingest.supersede import supersede
 from mlpipeline.warehouse import connect
 from mlpipeline.warehouse.meta import update_day

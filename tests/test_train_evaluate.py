@@ -24,13 +24,9 @@ import pytest
 from mlpipeline import warehouse
 from mlpipeline.pipeline import nightly
 from mlpipeline.training import model_registry
-from mlpipeline.training.evaluate import (
-    EvaluationRules,
-    choose_threshold,
-    classification_metrics,
-    evaluate_and_promote,
-    threshold_report,
-)
+from mlpipeline.training.evaluate import EvaluationRules
+from mlpipeline.training.metrics import choose_threshold, classification_metrics, threshold_report
+from mlpipeline.training.promotion import evaluate_and_promote
 from mlpipeline.training.split import Split, split_dataset
 from mlpipeline.training.train import (
     Candidate,

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlpipeline import ingest, warehouse
+from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.core.days import day_range
 from mlpipeline.core.objectstore import LocalStore
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import transform
-from mlpipeline.ingest import batches
+from mlpipeline.ingest import batches, revisions
 from mlpipeline.pipeline import nightly
 from mlpipeline.scoring import score
 from mlpipeline.training import model_registry
@@ -63,8 +63,8 @@ def _ingest(settings: Settings) -> None:
         ensure_meta(con)
         for day in day_range(START, CUTOFF):
             for dataset in nightly.DATASETS:
-                prepared = ingest.prepare_revision(store, dataset, day)
-                assert ingest.load_revision(con, store, prepared, "parity") == "ingested"
+                prepared = revisions.prepare_revision(store, dataset, day)
+                assert revisions.load_revision(con, store, prepared, "parity") == "ingested"
                 batches.set_status(
                     con, prepared.batch_id, prepared.revision, "validated", run_id="parity"
                 )

@@ -14,6 +14,11 @@ from typing import Any
 
 import yaml
 
+
+class ConfigurationError(RuntimeError):
+    """A setting the deployment must provide is missing or invalid; the message names it."""
+
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PROJECT_ROOT = PACKAGE_DIR.parent
 CONF_DIR = PACKAGE_DIR / "conf"

@@ -1,4 +1,5 @@
-"""A private Redis server for laptop runs and tests, used only when `REDIS_URL` is unset.
+"""A private Redis server for laptop runs and tests, started only here (the library never
+starts one), and only when `REDIS_URL` is unset.
 
 The machine may already run a Redis on 6379; the project never depends on it, so local runs
 start their own on a free port with persistence in the data folder.
@@ -10,9 +11,12 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import redis
+
+from mlpipeline.core.config import Settings
 
 
 def redis_server_binary() -> str:
@@ -78,21 +82,36 @@ def stop(url: str) -> None:
         pass
 
 
-def ensure_local(workdir: Path) -> str:
-    """Reuse the local run's Redis if it is up (URL kept in workdir), else start one."""
+def running_url(workdir: Path) -> str | None:
+    """The local run's Redis URL (kept in workdir) if that server answers, else None."""
     url_file = workdir / "url"
-    if url_file.exists():
-        url = url_file.read_text().strip()
-        try:
-            redis.Redis.from_url(url).ping()
-            return url
-        except redis.ConnectionError:
-            pass
-    url, _ = start(workdir)
-    url_file.write_text(url)
+    if not url_file.exists():
+        return None
+    url = url_file.read_text().strip()
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.ConnectionError:
+        return None
     return url
 
 
-def resolve_url(settings) -> str:  # noqa: ANN001 - Settings, imported lazily by callers
-    """`REDIS_URL` when set, else the local run's own private server."""
+def ensure_local(workdir: Path) -> str:
+    """Reuse the local run's Redis if it is up, else start one."""
+    url = running_url(workdir)
+    if url is None:
+        url, _ = start(workdir)
+        (workdir / "url").write_text(url)
+    return url
+
+
+def resolve_url(settings: Settings) -> str:
+    """`REDIS_URL` when set, else the local run's own private server (started if down)."""
     return settings.redis_url or ensure_local(settings.data_dir / "redis")
+
+
+def local_settings(settings: Settings) -> Settings:
+    """`settings` with the local run's Redis when `REDIS_URL` is unset and that server is up:
+    the CLI's online and scoring commands read what `make demo` switched in, starting nothing."""
+    if settings.redis_url:
+        return settings
+    return replace(settings, redis_url=running_url(settings.data_dir / "redis"))

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 
 from mlpipeline.warehouse import lake
 from mlpipeline.warehouse.meta import claim as meta_claim
 from mlpipeline.warehouse.meta import ensure_meta, update_day, utcnow
-
-if TYPE_CHECKING:
-    from mlpipeline.ingest import PreparedRevision
 
 log = logging.getLogger(__name__)
 
@@ -314,3 +312,26 @@ def stale_days(con: duckdb.DuckDBPyConnection) -> list[date]:
     return [
         d for (d,) in con.execute("SELECT day FROM meta.days WHERE stale ORDER BY day").fetchall()
     ]
+
+
+@dataclass
+class PreparedRevision:
+    """What `prepare_revision` wrote aside; small enough to pass between tasks."""
+
+    dataset: str
+    day: str
+    batch_id: str
+    revision: str
+    content_checksum: str
+    source_objects: list[dict[str, Any]]
+    rows_declared: int
+    rows_read: int
+    rows_written: int
+    rows_rejected: int
+    object_key: str | None
+    rejects_key: str | None
+    error: dict[str, str] | None = None
+    already_ingested: bool = field(default=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

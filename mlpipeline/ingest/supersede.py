@@ -33,16 +33,10 @@ from mlpipeline import quality
 from mlpipeline.core import categories
 from mlpipeline.core.landing import DeclaredFile
 from mlpipeline.core.objectstore import ObjectStore
-from mlpipeline.ingest import (
-    PreparedRevision,
-    batches,
-    load_revision,
-    parse_and_check,
-    pending_rows,
-    write_aside,
-)
+from mlpipeline.ingest import batches, gates, pending_rows
+from mlpipeline.ingest.batches import PreparedRevision
+from mlpipeline.ingest.revisions import load_revision, parse_and_check, write_aside
 from mlpipeline.ingest.validation_rules import CATEGORICAL, RowRejects
-from mlpipeline.quality import gates
 from mlpipeline.warehouse.raw_tables import table_columns
 
 log = logging.getLogger(__name__)

@@ -57,9 +57,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from mlpipeline.core.config import Settings
+from mlpipeline.core.config import ConfigurationError, Settings
 from mlpipeline.core.objectstore import ObjectNotFound, ObjectStore
-from mlpipeline.devtools import localredis
 from mlpipeline.features.export import (
     EXPORT_ROOT,
     FEATURE_VIEW,
@@ -181,12 +180,22 @@ def connect(url: str, *, attempts: int = 5, delay: float = 0.5) -> redis.Redis:
 
 
 def redis_client(settings_or_url: Settings | str | None = None) -> redis.Redis:
-    """Client of a Redis URL, or of the configured one (`REDIS_URL`, else the local run's own
-    server). URLs: `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS (e.g.
-    `?ssl_ca_certs=/path/ca.pem`, `?ssl_cert_reqs=none`), `unix:///path.sock?db=N`."""
+    """Client of a Redis URL, or of the configured one (`REDIS_URL`). URLs:
+    `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS (e.g.
+    `?ssl_ca_certs=/path/ca.pem`, `?ssl_cert_reqs=none`), `unix:///path.sock?db=N`.
+
+    The library never starts a server: a missing URL is a configuration error, so a deployment
+    that forgot `REDIS_URL` fails at once instead of writing features nobody serves."""
     if isinstance(settings_or_url, str):
         return connect(settings_or_url)
-    return connect(localredis.resolve_url(settings_or_url or Settings.from_env()))
+    url = (settings_or_url or Settings.from_env()).redis_url
+    if not url:
+        raise ConfigurationError(
+            "REDIS_URL is not set: the online store needs the URL of its Redis "
+            "(redis://host:port/db). On a laptop, `make demo` and `make ui` start a local one, "
+            "which the `mlpipeline online` and `serve` commands find by themselves."
+        )
+    return connect(url)
 
 
 def as_client(client_or_url: redis.Redis | str) -> redis.Redis:

@@ -72,20 +72,20 @@ def landing_wait() -> dict[str, int]:
 
 def prepare(dataset: str, day: str) -> dict[str, Any]:
     """Read, parse and check the landed files; write the accepted rows aside (no warehouse)."""
-    from mlpipeline.ingest import prepare_revision
+    from mlpipeline.ingest.revisions import prepare_revision
 
     return prepare_revision(_store(), dataset, date.fromisoformat(day)).to_dict()
 
 
 def _prepared(prepared: dict[str, Any]):  # noqa: ANN202 - PreparedRevision
-    from mlpipeline.ingest import PreparedRevision
+    from mlpipeline.ingest.batches import PreparedRevision
 
     return PreparedRevision(**prepared)
 
 
 def load(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Copy the revision into `raw.<dataset>` and register it; a bad revision is quarantined."""
-    from mlpipeline.ingest import load_revision
+    from mlpipeline.ingest.revisions import load_revision
     from mlpipeline.warehouse import connect
 
     revision = _prepared(prepared)
@@ -119,8 +119,7 @@ def load(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
 def check_raw(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
     """GX gate on the revision before promotion; a failure quarantines the revision."""
     from mlpipeline import quality
-    from mlpipeline.ingest import batches
-    from mlpipeline.quality import gates
+    from mlpipeline.ingest import batches, gates
     from mlpipeline.warehouse import connect
 
     revision = _prepared(prepared)
@@ -242,7 +241,7 @@ def check_snapshot(day: str, run_id: str) -> dict[str, Any]:
     """GX gate on cutoff D's snapshot: it gates export, push, training and scoring."""
     from mlpipeline import quality
     from mlpipeline.features import transform
-    from mlpipeline.quality import gates
+    from mlpipeline.ingest import gates
     from mlpipeline.warehouse import connect
 
     settings, spec = _settings(), transform.online_spec()
@@ -397,7 +396,7 @@ def check_training_set(
     """GX gate on the training set; skipped (with the reason) when this run does not train
     (`training_wanted`) or at cold start, so that scoring goes on with whatever champion exists."""
     from mlpipeline import quality
-    from mlpipeline.quality import gates
+    from mlpipeline.ingest import gates
     from mlpipeline.training.split import read_training_set
     from mlpipeline.training.train import training_skip_reason
     from mlpipeline.warehouse import connect
@@ -497,11 +496,11 @@ def evaluate_and_promote(
 ) -> dict[str, Any]:
     """Evaluate the candidates; move `champion` / `challenger` as the promotion rules say."""
     from mlpipeline.features import transform
-    from mlpipeline.training import evaluate
+    from mlpipeline.training import promotion
     from mlpipeline.training.split import load_split
     from mlpipeline.training.train import CandidateResult
 
-    outcome = evaluate.evaluate_and_promote(
+    outcome = promotion.evaluate_and_promote(
         [CandidateResult.from_dict(r) for r in results if r],
         load_split(_store(), split_info["split_id"]),
         feature_columns=transform.online_spec().features,

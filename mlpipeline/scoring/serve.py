@@ -316,9 +316,11 @@ def make_server(
     return server
 
 
-def serve(host: str, port: int, *, model_refresh_seconds: float) -> None:
+def serve(
+    host: str, port: int, *, settings: Settings | None = None, model_refresh_seconds: float
+) -> None:
     """Run the scoring server until interrupted."""
-    server = make_server(host, port, model_refresh_seconds=model_refresh_seconds)
+    server = make_server(host, port, settings=settings, model_refresh_seconds=model_refresh_seconds)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

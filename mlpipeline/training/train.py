@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from mlpipeline.core.config import PROJECT_ROOT, candidates_path, pipeline_conf
 from mlpipeline.core.days import parse_day
 from mlpipeline.training import model_features, model_registry
-from mlpipeline.training.evaluate import classification_metrics
+from mlpipeline.training.metrics import classification_metrics
 from mlpipeline.training.model_features import FeatureColumns, FeatureSpecLike, build_pipeline
 from mlpipeline.training.split import Split
 

@@ -55,7 +55,7 @@ def raw_gate(
     if registered is None:
         raise LookupError(
             f"batch {batch_id} revision {revision} is not registered; load it first "
-            "(mlpipeline.ingest.load_revision)"
+            "(mlpipeline.ingest.revisions.load_revision)"
         )
     dataset, day = registered["dataset"], registered["dt"]
     suite = f"raw_{dataset}"
