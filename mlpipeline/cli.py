@@ -7,10 +7,14 @@ import json
 import logging
 import sys
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.core.days import parse_day
 from mlpipeline.ops.retention import KINDS as RETENTION_KINDS
+
+if TYPE_CHECKING:
+    from mlpipeline.online.store import RedisOnlineStore
 
 
 def _yesterday() -> date:
@@ -251,10 +255,14 @@ def _online_settings() -> Settings:
     return local_settings(Settings.from_env())
 
 
-def cmd_online_get(args: argparse.Namespace) -> None:
-    from mlpipeline.online import OnlineReader, redis_client
+def _online_store() -> RedisOnlineStore:
+    from mlpipeline.online.store import RedisOnlineStore
 
-    read = OnlineReader(redis_client(_online_settings())).read([args.entity])
+    return RedisOnlineStore.from_settings(_online_settings())
+
+
+def cmd_online_get(args: argparse.Namespace) -> None:
+    read = _online_store().read([args.entity])
     print(json.dumps(read.rows[0], indent=2, default=str))
     if not read.known[0]:
         # The defaults are what the model gets for an unknown customer; a script must see it.
@@ -265,40 +273,22 @@ def cmd_online_get(args: argparse.Namespace) -> None:
 
 
 def cmd_online_rollback(args: argparse.Namespace) -> None:
-    from mlpipeline import online
-    from mlpipeline.core.objectstore import from_settings
+    from mlpipeline.online import OnlineStoreError
 
-    settings = _online_settings()
     try:
-        result = online.rollback(
-            online.redis_client(settings),
-            from_settings(settings),
-            reason=args.reason,
-            verify=not args.skip_verify,
-        )
-    except online.OnlineStoreError as exc:
+        result = _online_store().rollback(reason=args.reason, verify=not args.skip_verify)
+    except OnlineStoreError as exc:
         sys.exit(f"online rollback not done: {exc}")
     print(json.dumps(result, indent=2, default=str))
 
 
 def cmd_online_release(args: argparse.Namespace) -> None:
-    from mlpipeline import online
-    from mlpipeline.core.objectstore import from_settings
-
-    settings = _online_settings()
-    result = online.release(
-        online.redis_client(settings),
-        from_settings(settings),
-        switch_pending=args.switch_pending,
-        reason=args.reason,
-    )
+    result = _online_store().release(switch_pending=args.switch_pending, reason=args.reason)
     print(json.dumps(result, indent=2, default=str))
 
 
 def cmd_online_status(args: argparse.Namespace) -> None:
-    from mlpipeline import online
-
-    print(json.dumps(online.status(online.redis_client(_online_settings())), indent=2))
+    print(json.dumps(_online_store().status(), indent=2))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -455,16 +455,17 @@ PUSH_IN_SUBPROCESS = """
 import json, sys, time
 from pathlib import Path
 from mlpipeline import online
+from mlpipeline.online import writer
 from mlpipeline.core.objectstore import LocalStore
 
-chunks = online._packed_chunks
+chunks = writer.packed_chunks
 
 def slowly(*args, **kwargs):  # a big export's pace, so the kill lands half-way
     for chunk in chunks(*args, **kwargs):
         yield chunk
         time.sleep(0.05)
 
-online._packed_chunks = slowly
+writer.packed_chunks = slowly
 manifest = json.loads(Path(sys.argv[1]).read_text())
 online.push_staged(sys.argv[3], LocalStore(Path(sys.argv[2])), manifest, chunk_size=16)
 """

@@ -13,10 +13,13 @@ import dataclasses
 import logging
 import os
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.core.landing import DATASETS
+
+if TYPE_CHECKING:
+    from mlpipeline.online.store import OnlineStore
 
 log = logging.getLogger(__name__)
 
@@ -317,25 +320,27 @@ def _manifest(export: dict[str, Any]) -> dict[str, Any]:
     return read_manifest(_store(), export["prefix"])
 
 
+def _online_store() -> OnlineStore:
+    from mlpipeline.online.store import RedisOnlineStore
+
+    return RedisOnlineStore.from_settings(_settings())
+
+
 def push_staged(export: dict[str, Any], *, enabled: bool = True) -> dict[str, Any]:
     """Write the export into Redis aside from the current snapshot (skipped when the run's
     `push_online` param is false: the export stays in the object store, Redis is untouched)."""
-    from mlpipeline import online
-
     if not enabled:
         raise NothingToDo(
             f"push_online=false: snapshot {export['export_id']} of cutoff {export['cutoff']} is "
             "exported but not pushed; Redis keeps serving its current snapshot"
         )
 
-    return online.push_staged(online.redis_client(_settings()), _store(), _manifest(export))
+    return _online_store().write(_manifest(export))
 
 
 def verify_staged(export: dict[str, Any]) -> dict[str, Any]:
     """Count, checksum and parity sample of the staged snapshot against its export."""
-    from mlpipeline import online
-
-    report = online.verify_staged(online.redis_client(_settings()), _manifest(export))
+    report = _online_store().verify(_manifest(export))
     return {**export, "verified": True, "report": report}
 
 
@@ -343,15 +348,12 @@ def switch_online(export: dict[str, Any] | None, verified: dict[str, Any] | None
     """Make the verified staged snapshot current (compare-and-set on the cutoff) and record the
     switch in the object store beside Redis' own record. While a rollback is pinned the switch
     is skipped (the verified export waits aside until `mlpipeline online release`)."""
-    from mlpipeline import online
-
     if not export or not verified or verified.get("export_id") != export.get("export_id"):
         raise NothingToDo(
             "no verified staged snapshot from this run (export, push or verify did not succeed); "
             "Redis keeps serving its current snapshot"
         )
-    result = online.switch(online.redis_client(_settings()), _manifest(export))
-    online.record_event(_store(), result)
+    result = _online_store().switch(_manifest(export))
     log.info("online switch: %s", result)
     if result["outcome"] == "skipped: pinned":
         raise NothingToDo(
