@@ -25,7 +25,7 @@ from mlpipeline.core.landing import DATASETS
 from mlpipeline.training.model_registry import CHAMPION_ALIAS, MODEL_NAME
 
 GROUP = "fraud"
-# mlpipeline.scoring.score.SCORE_TABLE_KEY and mlpipeline.features.export.EXPORT_ROOT: those
+# mlpipeline.scoring.score_table.SCORE_TABLE_KEY and mlpipeline.features.export.EXPORT_ROOT: those
 # modules import
 # deltalake / pyarrow, which parsing a DAG must not load.
 SCORE_TABLE_KEY = "scores/transaction_scores"

@@ -34,7 +34,7 @@ from mlpipeline.devtools import local_airflow
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.ingest import batches
 from mlpipeline.pipeline import nightly
-from mlpipeline.scoring.score import read_scores
+from mlpipeline.scoring.score_table import read_scores
 from mlpipeline.warehouse import connect
 from tests.champion import register_champion
 from tests.e2e_env import pipeline_env, private_redis

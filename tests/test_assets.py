@@ -16,7 +16,7 @@ import pytest
 from mlpipeline.core.config import PROJECT_ROOT, Settings
 from mlpipeline.devtools.local_airflow import airflow_env
 from mlpipeline.features import export, transform
-from mlpipeline.scoring import score, scores_consumer
+from mlpipeline.scoring import score_table, scores_consumer
 from tests.airflow_probe import run_probe
 
 pytestmark = pytest.mark.unit
@@ -78,7 +78,7 @@ def test_the_consumer_is_scheduled_on_the_scores_table_and_created_paused(parsed
     assert consumer["schedule"] == {
         "kind": "asset",
         "name": "fraud.scores",
-        "uri": f"fraud-pipeline://objectstore/{score.SCORE_TABLE_KEY}",
+        "uri": f"fraud-pipeline://objectstore/{score_table.SCORE_TABLE_KEY}",
     }
     # No override: DAGS_ARE_PAUSED_AT_CREATION decides, as for every DAG of the project.
     assert consumer["paused_upon_creation"] is None
@@ -100,7 +100,7 @@ def test_the_nightly_publishing_tasks_carry_their_outlets(parsed):
         "online.export_snapshot": _asset(
             "fraud.snapshot_export", f"objectstore/{export.EXPORT_ROOT}"
         ),
-        "score": _asset("fraud.scores", f"objectstore/{score.SCORE_TABLE_KEY}"),
+        "score": _asset("fraud.scores", f"objectstore/{score_table.SCORE_TABLE_KEY}"),
         "switch_online": _asset("fraud.online_snapshot", "online-store/customer_snapshot"),
         "training.evaluate_register": [
             {"kind": "alias", "name": "fraud.champion_changes", "uri": None}

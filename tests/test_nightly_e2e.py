@@ -31,7 +31,7 @@ from mlpipeline.devtools import local_airflow
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features.export import latest_export
 from mlpipeline.scoring import scores_consumer
-from mlpipeline.scoring.score import read_scores
+from mlpipeline.scoring.score_table import read_scores
 from mlpipeline.training import model_registry
 from mlpipeline.training.split import read_training_set, split_dataset
 from mlpipeline.warehouse import connect

@@ -33,7 +33,7 @@ from mlpipeline.devtools import local_airflow
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.ops import alerts
 from mlpipeline.pipeline import nightly
-from mlpipeline.scoring import score
+from mlpipeline.scoring import score_table
 from mlpipeline.training import model_registry
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
@@ -124,7 +124,7 @@ def _observable(settings: Settings, redis_url: str) -> dict:
     version and the champion's version."""
     client = online.as_client(redis_url)
     keys = sorted(client.scan_iter(match="fs:*", count=1000))
-    location = score.score_table_location(settings)
+    location = score_table.score_table_location(settings)
     from deltalake import DeltaTable
 
     champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)

@@ -42,7 +42,7 @@ from mlpipeline.ops.retention.report import Report
 from mlpipeline.ops.retention.scores import vacuum_score_table
 from mlpipeline.ops.retention.splits import clean_splits
 from mlpipeline.ops.retention.warehouse_snapshots import maintain
-from mlpipeline.scoring.score import read_scores, score_table_location
+from mlpipeline.scoring.score_table import read_scores, score_table_location
 from mlpipeline.training import model_registry
 from mlpipeline.training.split import load_split, persist_split, split_dataset
 from mlpipeline.training.train import Candidate, train_candidate

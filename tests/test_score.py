@@ -35,7 +35,7 @@ from mlpipeline.core import objectstore
 from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import S3Store
 from mlpipeline.pipeline import nightly
-from mlpipeline.scoring import score
+from mlpipeline.scoring import day_files, score, score_table
 from mlpipeline.training import model_registry
 
 DAY1 = date(2026, 1, 5)
@@ -180,9 +180,9 @@ def test_scores_day_with_champion_counts_and_decisions(
     )
     assert day_row == [(ROWS[DAY1], ROWS[DAY1], MODEL, "1", False)]
 
-    published = score.read_scores(any_settings, DAY1)
+    published = score_table.read_scores(any_settings, DAY1)
     assert len(published) == ROWS[DAY1] and published["transaction_id"].is_unique
-    assert list(published.columns) == score.SCORE_SCHEMA.names
+    assert list(published.columns) == score_table.SCORE_SCHEMA.names
     assert set(published["dt"]) == {DAY1}
     # The scores are the champion's own predictions on the feature rows, not a copy of a column.
     frame = _training_frame()
@@ -215,12 +215,12 @@ def test_rescoring_a_day_replaces_it_atomically_and_keeps_history(
     _load_features(any_settings)
     _score(any_settings, registry, DAY1, "1", "run-1")
     first = _score(any_settings, registry, DAY2, "1", "run-1")
-    before = score.read_scores(any_settings)
+    before = score_table.read_scores(any_settings)
 
     again = _score(any_settings, registry, DAY1, "2", "run-2")
 
     assert again.table_version == first.table_version + 1
-    after = score.read_scores(any_settings)
+    after = score_table.read_scores(any_settings)
     assert len(after) == ROWS[DAY1] + ROWS[DAY2] and after["transaction_id"].is_unique
     day1 = after[after["dt"] == DAY1]
     # Only the new run's rows for the re-scored day: no mix of old and new.
@@ -233,13 +233,13 @@ def test_rescoring_a_day_replaces_it_atomically_and_keeps_history(
         after[after["dt"] == DAY2].sort_values("transaction_id", ignore_index=True), untouched
     )
     # Time travel: the version before the re-run still shows the old scores of DAY1.
-    old = score.read_scores(any_settings, DAY1, version=first.table_version)
+    old = score_table.read_scores(any_settings, DAY1, version=first.table_version)
     assert len(old) == ROWS[DAY1] and set(old["scoring_run_id"]) == {"run-1"}
 
     # The commit names the run and model that produced it. Read from the log through the
     # object store: DeltaTable.history() hangs against moto's server (delta-rs + moto issue).
     commit = objectstore.from_settings(any_settings).get_bytes(
-        f"{score.SCORE_TABLE_KEY}/_delta_log/{again.table_version:020d}.json"
+        f"{score_table.SCORE_TABLE_KEY}/_delta_log/{again.table_version:020d}.json"
     )
     info = next(
         json.loads(line)["commitInfo"]
@@ -283,17 +283,17 @@ def test_no_model_yet_marks_the_day_and_removes_nothing(
         run_id="run-0",
     )
     assert result.no_model_yet and result.rows_scored == 0 and result.table_version is None
-    with pytest.raises(score.ScoreTableNotFound, match="no score table"):
-        score.read_scores(settings)
+    with pytest.raises(score_table.ScoreTableNotFound, match="no score table"):
+        score_table.read_scores(settings)
 
     published = _score(settings, registry, DAY2, "1", "run-1")
     again = score.score_day(
         DAY2, settings=settings, champion=None, load_model=model_registry.load_model, run_id="run-3"
     )
     assert again.no_model_yet
-    location = score.score_table_location(settings)
+    location = score_table.score_table_location(settings)
     assert DeltaTable(location.uri).version() == published.table_version
-    kept = score.read_scores(settings, DAY2)
+    kept = score_table.read_scores(settings, DAY2)
     assert len(kept) == ROWS[DAY2] and set(kept["scoring_run_id"]) == {"run-1"}
 
     days = _query(
@@ -319,7 +319,7 @@ def test_mismatching_table_schema_fails_clearly_and_writes_nothing(
     any_settings: Settings, registry: Registry
 ) -> None:
     _load_features(any_settings)
-    location = score.score_table_location(any_settings)
+    location = score_table.score_table_location(any_settings)
     foreign = pa.table(
         {
             "dt": pa.array([DAY1]),
@@ -331,7 +331,7 @@ def test_mismatching_table_schema_fails_clearly_and_writes_nothing(
         location.uri, foreign, partition_by=["dt"], storage_options=location.storage_options
     )
 
-    with pytest.raises(score.ScoreTableSchemaError) as raised:
+    with pytest.raises(score_table.ScoreTableSchemaError) as raised:
         _score(any_settings, registry, DAY1, "1", "run-1")
     message = str(raised.value)
     assert "column score is string" in message and "expected double" in message
@@ -357,10 +357,10 @@ def test_duplicate_feature_rows_fail_the_count_check_and_publish_nothing(
             [DAY1],
         )
 
-    with pytest.raises(score.ScoreCountMismatch, match="2 duplicate transaction rows"):
+    with pytest.raises(score_table.ScoreCountMismatch, match="2 duplicate transaction rows"):
         _score(settings, registry, DAY1, "1", "run-1")
-    with pytest.raises(score.ScoreTableNotFound):
-        score.read_scores(settings)
+    with pytest.raises(score_table.ScoreTableNotFound):
+        score_table.read_scores(settings)
     assert _query(settings, "SELECT count(*) FROM scores.transaction_scores") == [(0,)]
 
 
@@ -416,7 +416,7 @@ def test_scores_and_the_warehouse_are_readable_while_another_process_writes(
         assert holder.stdout.readline().strip() == "holding"
         counted = _query(settings, "SELECT count(*) FROM scores.transaction_scores")
         assert counted == [(ROWS[DAY1],)]
-        published = score.read_scores(settings, DAY1)
+        published = score_table.read_scores(settings, DAY1)
         assert len(published) == ROWS[DAY1]
     finally:
         holder.kill()
@@ -433,17 +433,20 @@ def test_s3_commits_are_put_if_absent(
     )
     _load_features(s3_settings)
     _score(s3_settings, registry, DAY1, "1", "run-1")
-    location = score.score_table_location(s3_store)
-    assert location == score.score_table_location(s3_settings)
+    location = score_table.score_table_location(s3_store)
+    assert location == score_table.score_table_location(s3_settings)
     stale = DeltaTable(location.uri, storage_options=location.storage_options)
     _score(s3_settings, registry, DAY1, "2", "run-2")
 
-    rows = pa.Table.from_pandas(score.read_scores(s3_store, DAY1), preserve_index=False)
+    rows = pa.Table.from_pandas(score_table.read_scores(s3_store, DAY1), preserve_index=False)
     with pytest.raises(CommitFailedError):
         write_deltalake(
-            stale, rows.cast(score.SCORE_SCHEMA), mode="overwrite", predicate="dt = '2026-01-05'"
+            stale,
+            rows.cast(score_table.SCORE_SCHEMA),
+            mode="overwrite",
+            predicate="dt = '2026-01-05'",
         )
-    assert set(score.read_scores(s3_store, DAY1)["scoring_run_id"]) == {"run-2"}
+    assert set(score_table.read_scores(s3_store, DAY1)["scoring_run_id"]) == {"run-2"}
     assert any(
         key.startswith("scores/transaction_scores/_delta_log/") for key in s3_store.list("scores/")
     )
@@ -477,7 +480,7 @@ def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
     DuckDB runs under the configured cap (and gets its own setting back), and a day bigger than
     one data file is committed as several files at once."""
     _load_features(settings)
-    monkeypatch.setattr(score, "_FILE_ROWS", 1000)
+    monkeypatch.setattr(day_files, "FILE_ROWS", 1000)
     observed = _ObservedModel(model_registry.load_model(registry.versions["1"]))
     opener = warehouse.connect
 
@@ -502,20 +505,20 @@ def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
     assert observed.chunks == [300] * 8 + [200] and result.rows_scored == ROWS[DAY1]
     assert observed.memory_limits == {"61.0 MiB"}
     assert observed.left_with != "61.0 MiB"
-    location = score.score_table_location(settings)
+    location = score_table.score_table_location(settings)
     table = DeltaTable(location.uri)
     files = table.file_uris(partition_filters=[("dt", "=", DAY1.isoformat())])
     assert len(files) == 3 and table.version() == 0
     # Each file carries the statistics readers skip files by, read back through delta-rs.
     added = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-    # A file is closed at the first chunk boundary past _FILE_ROWS rows.
+    # A file is closed at the first chunk boundary past FILE_ROWS rows.
     assert sorted(f["num_records"] for f in added) == [200, 1200, 1200]
     assert all(f["null_count.transaction_id"] == 0 for f in added)
     assert all(0 <= f["min.score"] <= f["max.score"] <= 1 for f in added)
-    ids = sorted(score.read_scores(settings, DAY1)["transaction_id"])
+    ids = sorted(score_table.read_scores(settings, DAY1)["transaction_id"])
     assert min(f["min.transaction_id"] for f in added) == ids[0]
     assert max(f["max.transaction_id"] for f in added) == ids[-1]
-    published = score.read_scores(settings, DAY1)
+    published = score_table.read_scores(settings, DAY1)
     assert len(published) == ROWS[DAY1] and published["transaction_id"].is_unique
     assert _query(
         settings, "SELECT count(*) FROM scores.transaction_scores WHERE dt = ?", [DAY1]
@@ -528,7 +531,7 @@ def test_a_reader_during_a_rescore_sees_the_old_day_or_the_new_never_a_mix(
     """A downstream reader polls the day straight from the object store while it is re-scored:
     every read holds all of the day's rows from one run, never a mix and never a part."""
     _load_features(any_settings)
-    monkeypatch.setattr(score, "_FILE_ROWS", 500)  # the day spans several files
+    monkeypatch.setattr(day_files, "FILE_ROWS", 500)  # the day spans several files
     _score(any_settings, registry, DAY1, "1", "run-old")
     reads: list[tuple[float, int, frozenset, bool]] = []
     failures: list[BaseException] = []
@@ -537,7 +540,7 @@ def test_a_reader_during_a_rescore_sees_the_old_day_or_the_new_never_a_mix(
     def poll() -> None:
         while not stop.is_set():
             try:
-                frame = score.read_scores(any_settings, DAY1)
+                frame = score_table.read_scores(any_settings, DAY1)
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 failures.append(exc)
                 return
@@ -599,7 +602,7 @@ def test_backfilled_days_are_scored_with_the_current_champion_and_record_it(
         client.set_registered_model_alias(MODEL, "champion", "1")
 
     assert (night["model_version"], backfill["model_version"]) == ("1", "2")
-    scores = score.read_scores(settings)
+    scores = score_table.read_scores(settings)
     by_day = scores.groupby("dt")[["model_version", "scoring_run_id"]].agg(set).to_dict("index")
     assert by_day == {
         DAY1: {"model_version": {"2"}, "scoring_run_id": {"backfill__2026-01-05"}},
@@ -611,7 +614,7 @@ def test_backfilled_days_are_scored_with_the_current_champion_and_record_it(
         settings, "SELECT day, model_version, rows_scored FROM meta.days ORDER BY day"
     ) == [(DAY1, "2", ROWS[DAY1]), (DAY2, "1", ROWS[DAY2])]
     log = objectstore.from_settings(settings).get_bytes(
-        f"{score.SCORE_TABLE_KEY}/_delta_log/{backfill['table_version']:020d}.json"
+        f"{score_table.SCORE_TABLE_KEY}/_delta_log/{backfill['table_version']:020d}.json"
     )
     commit = next(
         json.loads(line)["commitInfo"]
@@ -631,7 +634,7 @@ def test_a_day_without_transactions_is_scored_empty_and_replaces_earlier_rows(
     empty_day = date(2026, 1, 7)
     first = _score(settings, registry, empty_day, "1", "run-empty")
     assert (first.rows_to_score, first.rows_scored, first.table_version) == (0, 0, 0)
-    assert score.read_scores(settings, empty_day).empty
+    assert score_table.read_scores(settings, empty_day).empty
 
     _score(settings, registry, DAY1, "1", "run-1")
     with warehouse.connect(settings) as con:
@@ -639,8 +642,8 @@ def test_a_day_without_transactions_is_scored_empty_and_replaces_earlier_rows(
     again = _score(settings, registry, DAY1, "1", "run-2")
 
     assert (again.rows_scored, again.table_version) == (0, 2)
-    assert score.read_scores(settings, DAY1).empty
-    assert len(score.read_scores(settings, DAY1, version=1)) == ROWS[DAY1]
+    assert score_table.read_scores(settings, DAY1).empty
+    assert len(score_table.read_scores(settings, DAY1, version=1)) == ROWS[DAY1]
     assert _query(settings, "SELECT count(*) FROM scores.transaction_scores") == [(0,)]
     assert _query(
         settings,

@@ -24,7 +24,7 @@ from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import LocalStore
 from mlpipeline.features import transform
 from mlpipeline.features.export import export_snapshot
-from mlpipeline.scoring import score
+from mlpipeline.scoring import score, score_table
 from mlpipeline.scoring.serve import make_server
 from mlpipeline.training import model_registry
 from mlpipeline.training.model_features import build_pipeline, select_feature_columns
@@ -144,7 +144,7 @@ def test_endpoint_and_batch_scoring_agree_on_the_same_snapshot(served):
         run_id="parity",
     )
     assert result.rows_scored > 20
-    batch = score.read_scores(settings, DAY).set_index("transaction_id")
+    batch = score_table.read_scores(settings, DAY).set_index("transaction_id")
     with connect(settings, read_only=True) as con:
         rows = con.execute(
             "SELECT transaction_id, customer_id, merchant_id, merchant_category, amount, "

@@ -28,7 +28,7 @@ from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import transform
 from mlpipeline.ingest import batches, revisions
 from mlpipeline.pipeline import nightly
-from mlpipeline.scoring import score
+from mlpipeline.scoring import score, score_table
 from mlpipeline.training import model_registry
 from mlpipeline.training.model_features import select_feature_columns
 from mlpipeline.training.split import load_split
@@ -171,7 +171,7 @@ def test_training_and_scoring_rows_and_scores_match(history: History, candidate:
     )
 
     # The published score of each transaction is the model's score on its training row.
-    published = _by_id(score.read_scores(settings)).loc[training.index]
+    published = _by_id(score_table.read_scores(settings)).loc[training.index]
     expected = model.predict_proba(training.reset_index())[:, 1]
     np.testing.assert_allclose(published["score"], expected, rtol=0, atol=1e-12)
     assert set(published["model_version"]) == {champion.version}

@@ -31,7 +31,6 @@ import heapq
 import json
 import logging
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -46,6 +45,7 @@ import pyarrow.parquet as pq
 
 from mlpipeline.core.days import parse_day
 from mlpipeline.core.objectstore import ObjectNotFound, ObjectStore
+from mlpipeline.core.progress import Progress
 from mlpipeline.warehouse import tables_of
 
 log = logging.getLogger(__name__)
@@ -331,43 +331,6 @@ class Checksum:
 
     def hexdigest(self) -> str:
         return f"{self._total % (1 << 128):032x}"
-
-
-class Progress:
-    """Logs rows done, rate and time left at most every `every` seconds."""
-
-    def __init__(self, what: str, total: int, logger: logging.Logger, every: float = 5.0) -> None:
-        self.what, self.total, self.log, self.every = what, total, logger, every
-        self.done = 0
-        self.started = time.monotonic()
-        self._last = self.started
-
-    def add(self, rows: int) -> None:
-        self.done += rows
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            self._last = now
-            rate = self.done / max(now - self.started, 1e-9)
-            left = (self.total - self.done) / rate if rate else float("inf")
-            self.log.info(
-                "%s %d/%d rows (%.0f rows/s, about %.0fs left)",
-                self.what,
-                self.done,
-                self.total,
-                rate,
-                left,
-            )
-
-    def finish(self) -> float:
-        elapsed = time.monotonic() - self.started
-        self.log.info(
-            "%s %d rows in %.1fs (%.0f rows/s)",
-            self.what,
-            self.done,
-            elapsed,
-            self.done / max(elapsed, 1e-9),
-        )
-        return elapsed
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ import logging
 
 import redis
 
-from mlpipeline.features.export import (
-    Progress,
-)
+from mlpipeline.core.progress import Progress
 from mlpipeline.online.connection import as_client
 from mlpipeline.online.keys import (
     CURRENT_KEY,

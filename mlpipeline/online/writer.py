@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import redis
 
 from mlpipeline.core.objectstore import ObjectNotFound, ObjectStore
+from mlpipeline.core.progress import Progress
 from mlpipeline.features.export import (
     FEATURE_VIEW,
     Checksum,
     ExportNotFound,
-    Progress,
     SnapshotCodec,
 )
 from mlpipeline.online.connection import as_client

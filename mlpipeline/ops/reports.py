@@ -126,7 +126,11 @@ def day_scores(
     import numpy as np
     from deltalake.exceptions import DeltaError
 
-    from mlpipeline.scoring.score import ScoreTableNotFound, open_score_table, score_table_location
+    from mlpipeline.scoring.score_table import (
+        ScoreTableNotFound,
+        open_score_table,
+        score_table_location,
+    )
 
     parsed = parse_day(day)
     location = score_table_location(settings)

@@ -1,9 +1,7 @@
-"""Batch scoring of one processing day, and the score table downstream apps read.
+"""Batch scoring of one processing day into the score table (`score_table`).
 
-The contract is a Delta Lake table at `scores/transaction_scores/` in the object store,
-partitioned by `dt`: a day is replaced by one atomic commit (readers see the old rows or the
-new, never a mix), its schema is enforced and earlier versions stay readable (time travel).
-The same rows land in DuckDB (`scores.transaction_scores`, view `scores.latest`) for analysts.
+A day is replaced by one atomic commit (`day_files`): readers see the old rows or the new,
+never a mix; the same rows are then copied into the warehouse for analysts.
 
 Scoring reads `features.transaction_features`, the dbt model training reads too, so the model
 sees exactly the features it was trained on: there is no second copy of that join here.
@@ -16,89 +14,43 @@ which one Delta commit then puts in place of the day's old files; DuckDB works u
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Schema
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from mlpipeline import warehouse
 from mlpipeline.core import objectstore
 from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.core.days import parse_day
-from mlpipeline.core.objectstore import LocalStore, ObjectStore, S3Store
+from mlpipeline.core.progress import Progress
+from mlpipeline.scoring.day_files import DayFiles, commit_day
+from mlpipeline.scoring.score_table import (
+    SCORE_SCHEMA,
+    DeltaLocation,
+    ScoreCountMismatch,
+    check_table_schema,
+    ensure_score_tables,
+    score_table_location,
+)
 from mlpipeline.warehouse import lake
 from mlpipeline.warehouse.meta import ensure_meta, update_day, utcnow
 
 log = logging.getLogger(__name__)
 
-SCORE_TABLE_KEY = "scores/transaction_scores"
 FEATURES_TABLE = "features.transaction_features"
-# Rows per Parquet data file of a day (about 40 MB): big enough for readers, small enough to
-# stage on local disk before the upload.
-_FILE_ROWS = 1_000_000
-_MIN_MAX_TYPES = (pa.string(), pa.float64(), pa.date32())
 _MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|B)$", re.IGNORECASE)
-
-# The downstream contract. Timestamps are UTC instants (Delta `timestamp`, readable by every
-# Delta reader); DuckDB keeps them as naive UTC like the rest of the warehouse.
-SCORE_SCHEMA = pa.schema(
-    [
-        pa.field("dt", pa.date32(), nullable=False),
-        pa.field("transaction_id", pa.string(), nullable=False),
-        pa.field("customer_id", pa.string(), nullable=False),
-        pa.field("score", pa.float64(), nullable=False),
-        pa.field("decision", pa.bool_(), nullable=False),
-        pa.field("model_name", pa.string(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-        pa.field("snapshot_cutoff", pa.date32(), nullable=True),
-        pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("revision", pa.string(), nullable=False),
-        pa.field("scoring_run_id", pa.string(), nullable=False),
-        pa.field("scored_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    ]
-)
-
-DDL = """
-CREATE SCHEMA IF NOT EXISTS scores;
-CREATE TABLE IF NOT EXISTS scores.transaction_scores (
-    dt DATE NOT NULL,
-    transaction_id VARCHAR NOT NULL,
-    customer_id VARCHAR NOT NULL,
-    score DOUBLE NOT NULL,
-    decision BOOLEAN NOT NULL,
-    model_name VARCHAR NOT NULL,
-    model_version VARCHAR NOT NULL,
-    snapshot_cutoff DATE,
-    batch_id VARCHAR NOT NULL,
-    revision VARCHAR NOT NULL,
-    scoring_run_id VARCHAR NOT NULL,
-    scored_at TIMESTAMP NOT NULL
-);
-"""
-_VIEWS = {
-    "scores.latest": "SELECT * FROM scores.transaction_scores QUALIFY row_number() OVER "
-    "(PARTITION BY transaction_id ORDER BY scored_at DESC, dt DESC) = 1"
-}
 
 
 class ChampionLike(Protocol):
@@ -120,18 +72,6 @@ class ModelLoader(Protocol):
     def __call__(self, ref: Any) -> ProbabilisticModel: ...
 
 
-class ScoreTableSchemaError(ValueError):
-    """The Delta table at the score location does not have the contract's schema."""
-
-
-class ScoreTableNotFound(LookupError):
-    """No score table exists at the location yet."""
-
-
-class ScoreCountMismatch(RuntimeError):
-    """The rows scored or published differ from the rows there were to score."""
-
-
 @dataclass(frozen=True)
 class ScoringConf:
     """How scoring bounds its memory (pipeline.yaml `scoring:`)."""
@@ -149,12 +89,6 @@ class ScoringConf:
 
 
 @dataclass(frozen=True)
-class DeltaLocation:
-    uri: str
-    storage_options: dict[str, str] | None
-
-
-@dataclass(frozen=True)
 class ScoreResult:
     day: date
     no_model_yet: bool
@@ -165,56 +99,6 @@ class ScoreResult:
     scoring_run_id: str
     table_uri: str
     table_version: int | None
-
-
-def score_table_location(target: Settings | ObjectStore) -> DeltaLocation:
-    """Where the score table lives for these settings or this store, and how delta-rs reaches it.
-
-    The folder store gives a local path. S3 gives `s3://bucket/...` plus the endpoint, plain
-    HTTP when the endpoint is `http://` (MinIO, moto) and the region boto3 resolved, so
-    delta-rs talks to the same service as the rest of the pipeline. Credentials come from the
-    usual AWS variables, which delta-rs reads itself.
-    """
-    if isinstance(target, Settings):
-        if target.bucket:
-            import boto3
-
-            return _s3_location(
-                target.bucket, target.aws_endpoint_url, boto3.session.Session().region_name
-            )
-        return DeltaLocation(str(target.local_store_root.resolve() / SCORE_TABLE_KEY), None)
-    if isinstance(target, LocalStore):
-        return DeltaLocation(str(target.root.resolve() / SCORE_TABLE_KEY), None)
-    if isinstance(target, S3Store):
-        endpoint = target.client.meta.endpoint_url
-        # boto3 names AWS's own endpoint even when none was configured; delta-rs picks the
-        # right one for the region itself, so only a custom endpoint is passed on.
-        if (urlparse(endpoint).hostname or "").endswith(".amazonaws.com"):
-            endpoint = None
-        return _s3_location(target.bucket, endpoint, target.client.meta.region_name)
-    raise TypeError(
-        f"cannot locate the score table for {type(target).__name__}: pass Settings, a "
-        "LocalStore or an S3Store"
-    )
-
-
-def _s3_location(bucket: str, endpoint: str | None, region: str | None) -> DeltaLocation:
-    # deltalake 1.x commits each log entry with a put-if-absent (If-None-Match: *), so two
-    # writers can never both claim a version and no locking provider or unsafe rename is
-    # needed. `aws_conditional_put: etag` also allows If-Match updates where delta-rs uses them.
-    options = {"aws_conditional_put": "etag"}
-    if region:
-        options["AWS_REGION"] = region
-    if endpoint:
-        options["AWS_ENDPOINT_URL"] = endpoint
-        if endpoint.startswith("http://"):
-            options["AWS_ALLOW_HTTP"] = "true"
-    return DeltaLocation(f"s3://{bucket}/{SCORE_TABLE_KEY}", options)
-
-
-def ensure_score_tables(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(DDL)
-    lake.ensure_views(con, _VIEWS)
 
 
 def score_day(
@@ -255,7 +139,7 @@ def score_day(
             return _record_no_model(con, day, rows_to_score, run_id, location)
         _check_unique(con, day, rows_to_score, distinct)
         threshold = _threshold(champion)
-        _check_table_schema(location)
+        check_table_schema(location)
         log.info(
             "scoring %d transactions of %s with %s version %s (decision threshold %.4f, "
             "chunks of up to %d rows)",
@@ -268,7 +152,7 @@ def score_day(
         )
         model = load_model(champion)
         with tempfile.TemporaryDirectory(prefix="scores-") as staging:
-            files = _DayFiles(objectstore.from_settings(settings), day, Path(staging))
+            files = DayFiles(objectstore.from_settings(settings), day, Path(staging))
             chunks = _scored_chunks(
                 con,
                 model,
@@ -293,7 +177,16 @@ def score_day(
             except BaseException:
                 files.discard()
                 raise
-            version = _commit(location, files, actions, champion=champion, run_id=run_id)
+            version = commit_day(
+                location,
+                files,
+                actions,
+                metadata={
+                    "scoring_run_id": run_id,
+                    "model_name": champion.name,
+                    "model_version": str(champion.version),
+                },
+            )
             _copy_to_warehouse(con, files, location, version, champion, rows_to_score)
     log.info(
         "published %d scores for %s as version %d of %s", files.rows, day, version, location.uri
@@ -309,34 +202,6 @@ def score_day(
         table_uri=location.uri,
         table_version=version,
     )
-
-
-def read_scores(
-    target: Settings | ObjectStore,
-    day: str | date | datetime | None = None,
-    *,
-    version: int | None = None,
-) -> pd.DataFrame:
-    """The published scores (one day, or all), straight from the Delta table, without DuckDB.
-
-    Downstream apps use this while the nightly holds the warehouse. `version` reads an
-    earlier table version (time travel), e.g. the scores as they were before a re-run.
-    """
-    table = open_score_table(target, version)
-    filters = None if day is None else [("dt", "=", parse_day(day))]
-    return table.to_pandas(filters=filters)
-
-
-def open_score_table(target: Settings | ObjectStore, version: int | None = None) -> DeltaTable:
-    """The score table at `version` (default the newest), for readers outside the warehouse."""
-    location = score_table_location(target)
-    try:
-        return DeltaTable(location.uri, version=version, storage_options=location.storage_options)
-    except TableNotFoundError as exc:
-        raise ScoreTableNotFound(
-            f"no score table at {location.uri}: no day has been scored there yet. Check the "
-            "bucket / data folder the reader points at, or run scoring for a day first."
-        ) from exc
 
 
 def _count_features(
@@ -436,44 +301,6 @@ def _threshold(champion: ChampionLike) -> float:
     return value
 
 
-def _check_table_schema(location: DeltaLocation) -> None:
-    """Refuse to write to a table whose schema or partitioning is not the contract's."""
-    try:
-        table = DeltaTable(location.uri, storage_options=location.storage_options)
-    except TableNotFoundError:
-        return
-    expected = {
-        f.name: (_delta_type(f), f.nullable) for f in Schema.from_arrow(SCORE_SCHEMA).fields
-    }
-    actual = {f.name: (_delta_type(f), f.nullable) for f in table.schema().fields}
-    problems = [
-        f"missing column {name} ({kind})"
-        for name, (kind, _) in expected.items()
-        if name not in actual
-    ]
-    problems += [
-        f"column {name} is {actual[name][0]} {'NULL' if actual[name][1] else 'NOT NULL'}, "
-        f"expected {kind} {'NULL' if nullable else 'NOT NULL'}"
-        for name, (kind, nullable) in expected.items()
-        if name in actual and actual[name] != (kind, nullable)
-    ]
-    problems += [f"unexpected column {name}" for name in actual if name not in expected]
-    partitions = table.metadata().partition_columns
-    if partitions != ["dt"]:
-        problems.append(f"partitioned by {partitions}, expected ['dt']")
-    if problems:
-        raise ScoreTableSchemaError(
-            f"the score table at {location.uri} (version {table.version()}) does not match the "
-            f"score contract: {'; '.join(problems)}. Nothing was written. Readers depend on "
-            "this schema: migrate the table deliberately (agree with its consumers first) or "
-            "move the old table away, then re-run scoring."
-        )
-
-
-def _delta_type(field: Any) -> str:
-    return getattr(field.type, "type", None) or str(field.type)
-
-
 @contextmanager
 def _memory_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterator[None]:
     """Cap DuckDB's memory while scoring (beyond it DuckDB spills to `<warehouse>.tmp`), then
@@ -528,7 +355,9 @@ def _scored_chunks(
     """The day's score rows, chunk by chunk: feature rows stream out of DuckDB as Arrow, so
     memory follows `chunk_rows`, not the size of the day."""
     scored_at = pa.scalar(utcnow(), pa.timestamp("us")).cast(SCORE_SCHEMA.field("scored_at").type)
-    progress = _Progress(rows_to_score, f"{day} with {champion.name} v{champion.version}")
+    progress = Progress(
+        f"scored {day} with {champion.name} v{champion.version}:", rows_to_score, log, every=0
+    )
     done = 0
     with lake.cursor(con) as cursor:
         # A prepared statement's result streams; a relation from `sql(params=...)` is first
@@ -538,7 +367,7 @@ def _scored_chunks(
             scores = _positive_scores(model, _model_input(chunk), champion, first_row=done)
             rows = _score_rows(chunk, scores, threshold, champion, run_id, scored_at)
             done += rows.num_rows
-            progress.update(done)
+            progress.add(rows.num_rows)
             yield rows
 
 
@@ -608,7 +437,7 @@ def _score_rows(
 
 def _copy_to_warehouse(
     con: duckdb.DuckDBPyConnection,
-    files: _DayFiles,
+    files: DayFiles,
     location: DeltaLocation,
     version: int,
     champion: ChampionLike,
@@ -657,207 +486,3 @@ def _copy_to_warehouse(
                 f"the new scores; re-run scoring for {day} to bring the warehouse copy and "
                 "meta.days in line (it replaces both)."
             ) from exc
-
-
-class _FileStats:
-    """Per-file Delta statistics: row count, null counts, exact min/max for data skipping."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.nulls: dict[str, int] = {}
-        self.low: dict[str, Any] = {}
-        self.high: dict[str, Any] = {}
-
-    def add(self, data: pa.Table) -> None:
-        self.rows += data.num_rows
-        for field in data.schema:
-            column = data.column(field.name)
-            self.nulls[field.name] = self.nulls.get(field.name, 0) + column.null_count
-            if field.type not in _MIN_MAX_TYPES or column.null_count == len(column):
-                continue
-            bounds = pc.min_max(column)
-            low, high = bounds["min"].as_py(), bounds["max"].as_py()
-            self.low[field.name] = min(low, self.low.get(field.name, low))
-            self.high[field.name] = max(high, self.high.get(field.name, high))
-
-    def to_json(self) -> str:
-        def value(v: Any) -> Any:
-            return v.isoformat() if isinstance(v, date) else v
-
-        return json.dumps(
-            {
-                "numRecords": self.rows,
-                "minValues": {k: value(v) for k, v in self.low.items()},
-                "maxValues": {k: value(v) for k, v in self.high.items()},
-                "nullCount": self.nulls,
-            }
-        )
-
-
-class _DayFiles:
-    """The day's score rows as new Parquet data files of the Delta table, not yet committed.
-
-    delta-rs' own writer keeps every row of a write in memory until it commits; these files
-    are written chunk by chunk instead, so memory stays at one chunk. Each rolls over every
-    `_FILE_ROWS` rows in the local staging folder and is uploaded under
-    `scores/transaction_scores/dt=D/` through the object store; the staging copy stays for the
-    warehouse copy. The partition value lives in the path, as Delta wants. Until a commit names
-    them, readers never see these files; `discard` removes them after a failure.
-    """
-
-    def __init__(self, store: ObjectStore, day: date, staging: Path) -> None:
-        self.store, self.day, self.staging = store, day, staging
-        self.rows = 0
-        self.actions: list[AddAction] = []
-        self.uploaded: list[str] = []
-        self.local: list[Path] = []
-        self._writer: pq.ParquetWriter | None = None
-        self._stats = _FileStats()
-
-    def write(self, rows: pa.Table) -> None:
-        data = rows.drop_columns(["dt"])
-        if self._writer is None:
-            self.local.append(self.staging / f"part-{uuid.uuid4().hex}.parquet")
-            self._writer = pq.ParquetWriter(self.local[-1], data.schema)
-            self._stats = _FileStats()
-        self._writer.write_table(data)
-        self._stats.add(data)
-        self.rows += data.num_rows
-        if self._stats.rows >= _FILE_ROWS:
-            self._upload()
-
-    def close(self) -> list[AddAction]:
-        if self._writer is not None:
-            self._upload()
-        return self.actions
-
-    def discard(self) -> None:
-        """Remove the files uploaded so far (none of them was committed)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        for key in self.uploaded:
-            try:
-                self.store.delete(key)
-            except Exception as exc:  # noqa: BLE001 - leftovers are invisible; vacuum removes them
-                log.warning("could not remove uncommitted score file %s: %s", key, exc)
-        self.uploaded.clear()
-
-    def _upload(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        path = self.local[-1]
-        relative = f"dt={self.day.isoformat()}/{path.name}"
-        key = f"{SCORE_TABLE_KEY}/{relative}"
-        self.store.put_file(key, path)
-        self.uploaded.append(key)
-        self.actions.append(
-            AddAction(
-                path=relative,
-                size=path.stat().st_size,
-                partition_values={"dt": self.day.isoformat()},
-                modification_time=int(time.time() * 1000),
-                data_change=True,
-                stats=self._stats.to_json(),
-            )
-        )
-
-
-def _commit(
-    location: DeltaLocation,
-    files: _DayFiles,
-    actions: list[AddAction],
-    *,
-    champion: ChampionLike,
-    run_id: str,
-) -> int:
-    """One Delta commit that replaces day D's files with the new ones; returns its version.
-
-    The first day creates the table (schema, `dt` partitioning, name, description). Commits are
-    put-if-absent, so a concurrent writer makes this one fail cleanly instead of mixing days.
-    """
-    day = files.day.isoformat()
-    properties = CommitProperties(
-        custom_metadata={
-            "dt": day,
-            "scoring_run_id": run_id,
-            "model_name": champion.name,
-            "model_version": str(champion.version),
-            "rows": str(files.rows),
-        }
-    )
-    try:
-        try:
-            table = DeltaTable(location.uri, storage_options=location.storage_options)
-        except TableNotFoundError:
-            create_table_with_add_actions(
-                location.uri,
-                Schema.from_arrow(SCORE_SCHEMA),
-                actions,
-                mode="error",
-                partition_by=["dt"],
-                name="transaction_scores",
-                description="Fraud score per transaction, one partition per day (dt), replaced "
-                "atomically when a day is re-scored.",
-                storage_options=location.storage_options,
-                commit_properties=properties,
-            )
-        else:
-            table.create_write_transaction(
-                actions,
-                mode="overwrite",
-                schema=SCORE_SCHEMA,
-                partition_by=["dt"],
-                partition_filters=[("dt", "=", day)],
-                commit_properties=properties,
-            )
-    except CommitFailedError as exc:
-        files.discard()
-        raise RuntimeError(
-            f"another writer committed to {location.uri} while {day} was being published "
-            f"({exc}); nothing of this run is visible. Re-run scoring for {day}."
-        ) from exc
-    return _committed_version(location, files)
-
-
-def _committed_version(location: DeltaLocation, files: _DayFiles) -> int:
-    """The table version that holds exactly this run's files and rows for the day."""
-    table = DeltaTable(location.uri, storage_options=location.storage_options)
-    day = files.day.isoformat()
-    expected = {a.path for a in files.actions}
-    current = {
-        "dt=" + uri.rsplit("/dt=", 1)[-1]
-        for uri in table.file_uris(partition_filters=[("dt", "=", day)])
-    }
-    published = table.to_pyarrow_dataset(partitions=[("dt", "=", day)]).count_rows()
-    if current != expected or published != files.rows:
-        raise ScoreCountMismatch(
-            f"version {table.version()} of {location.uri} holds {published} rows in "
-            f"{len(current)} files for {day}, expected this run's {files.rows} rows in "
-            f"{len(expected)} files (another writer replaced the day meanwhile?). Re-run "
-            f"scoring for {day}: it replaces the day."
-        )
-    return table.version()
-
-
-class _Progress:
-    """Rows done, rate and time left, logged once per chunk."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total = total
-        self.label = label
-        self.started = time.monotonic()
-
-    def update(self, done: int) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = done / elapsed
-        left = (self.total - done) / rate if rate else float("inf")
-        log.info(
-            "scored %d/%d rows of %s (%.0f rows/s, ~%.0fs left)",
-            done,
-            self.total,
-            self.label,
-            rate,
-            max(left, 0.0),
-        )

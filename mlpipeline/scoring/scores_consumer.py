@@ -21,7 +21,7 @@ def summarize(target: Settings | ObjectStore, event: Mapping[str, Any]) -> dict[
     threshold) and the highest score of the day an event names. `event` is a `fraud.scores`
     event's extra (`day`, `table_version`, `no_model_yet`); a day alone reads the current table.
     """
-    from mlpipeline.scoring.score import read_scores
+    from mlpipeline.scoring.score_table import read_scores
 
     if "day" not in event:
         raise ValueError(

@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlpipeline.ops.retention.report import Progress, Report, utc
+from mlpipeline.ops.retention.report import Report, deletions, utc
 from mlpipeline.training import model_registry
 from mlpipeline.training.train import CANDIDATE_TAG
 
@@ -106,7 +106,7 @@ def clean_mlflow_runs(
             report.keep(run_id, "started within the age")
         else:
             doomed.append(run)
-    progress = Progress(report, len(doomed))
+    progress = deletions(report, len(doomed))
     for run in doomed:
         report.delete(
             run.info.run_id,
@@ -116,7 +116,7 @@ def clean_mlflow_runs(
         )
         if not dry_run:
             mlflow_client.delete_run(run.info.run_id)
-            progress.step()
+            progress.add()
     if report.deleted and not dry_run:
         log.info(
             "retention mlflow_runs: %d runs deleted (soft); `mlflow gc --backend-store-uri "

@@ -18,7 +18,7 @@ import duckdb
 
 from mlpipeline.core.objectstore import ObjectStore
 from mlpipeline.ingest import batches
-from mlpipeline.ops.retention.report import Progress, Report, utc
+from mlpipeline.ops.retention.report import Report, deletions, utc
 from mlpipeline.warehouse import lake
 from mlpipeline.warehouse.raw_tables import DATASET_COLUMNS, ensure_raw
 
@@ -80,7 +80,7 @@ def clean_raw_revisions(
     report = Report("raw_revisions", utc(now), max_age, dry_run)
     ensure_raw(con)
     doomed = _plan(con, report)
-    progress = Progress(report, len(doomed))
+    progress = deletions(report, len(doomed))
     for batch_id, revision, dataset, status, prefix in doomed:
         rows = con.execute(
             f"SELECT count(*) FROM raw.{dataset} WHERE batch_id = ? AND revision = ?",
@@ -109,5 +109,5 @@ def clean_raw_revisions(
             batches.set_status(c, batch_id, revision, PURGED, run_id="retention", detail=detail)
 
         lake.run_unit(con, f"purge of {batch_id} revision {revision}", purge)
-        progress.step()
+        progress.add()
     return report

@@ -16,7 +16,7 @@ import redis
 
 from mlpipeline import online
 from mlpipeline.features.export import ExportError, export_time
-from mlpipeline.ops.retention.report import Progress, Report, utc
+from mlpipeline.ops.retention.report import Report, deletions, utc
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,12 @@ def clean_redis_snapshots(
             doomed.append(
                 (export_id, f"{record.get('status') or 'index only'}, staged {staged_at}")
             )
-    progress = Progress(report, len(doomed))
+    progress = deletions(report, len(doomed))
     for export_id, why in doomed:
         rows = int(exports.get(export_id, {}).get("row_count") or 0)
         if dry_run:
             report.delete(export_id, why=why, keys=rows)
             continue
         report.delete(export_id, why=why, keys=online.delete_snapshot(client, export_id))
-        progress.step()
+        progress.add()
     return report

@@ -7,10 +7,11 @@ compared and an operator can read what a run would remove before it does.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from mlpipeline.core.progress import Progress
 
 if TYPE_CHECKING:
     from mlpipeline.core.objectstore import ObjectStore
@@ -73,20 +74,9 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-class Progress:
-    """Logs deletions done out of the planned total, at most every `every` seconds."""
-
-    def __init__(self, report: Report, total: int, every: float = 10.0) -> None:
-        self.report, self.total, self.every = report, total, every
-        self.done = 0
-        self._last = time.monotonic()
-
-    def step(self) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if now - self._last >= self.every or self.done == self.total:
-            self._last = now
-            log.info("retention %s: deleted %d/%d", self.report.kind, self.done, self.total)
+def deletions(report: Report, total: int) -> Progress:
+    """Progress of one kind's deletions, in the log every 10 seconds."""
+    return Progress(f"retention {report.kind}: deleted", total, log, unit="deletions", every=10)
 
 
 def delete_folders(
@@ -95,11 +85,11 @@ def delete_folders(
     """Delete each folder (prefix -> its keys), recording it in `report`; nothing under a dry
     run. The `marker` file (a manifest written last) goes first: a folder without it reads as
     unfinished, so no reader ever picks up a half-deleted one."""
-    progress = Progress(report, len(folders))
+    progress = deletions(report, len(folders))
     for prefix, keys in folders.items():
         report.delete(prefix, files=len(keys))
         if report.dry_run:
             continue
         for key in sorted(keys, key=lambda k: not k.endswith("/" + marker)):
             store.delete(key)
-        progress.step()
+        progress.add()

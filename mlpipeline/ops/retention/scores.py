@@ -19,7 +19,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from mlpipeline.core.objectstore import ObjectStore
 from mlpipeline.ops.retention.report import Report, utc
-from mlpipeline.scoring.score import SCORE_TABLE_KEY, DeltaLocation, score_table_location
+from mlpipeline.scoring.score_table import SCORE_TABLE_KEY, DeltaLocation, score_table_location
 
 log = logging.getLogger(__name__)
 
