@@ -14,6 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     AIRFLOW_HOME=/opt/airflow \
     GIT_COMMIT=${GIT_COMMIT} \
+    DBT_PROJECT_DIR=/opt/mlpipeline/dbt_project \
     DBT_SEND_ANONYMOUS_USAGE_STATS=False \
     DO_NOT_TRACK=1
 
@@ -27,9 +28,8 @@ COPY requirements-stack.txt /tmp/requirements/
 RUN pip install uv==0.13.9 \
     && uv pip install --system --no-cache -r /tmp/requirements/requirements-stack.txt
 
-# The project lives at /opt/mlpipeline and is installed editable on purpose: mlpipeline finds
-# dbt_project/ and conf/ next to its package (mlpipeline.core.config.PROJECT_ROOT), which a
-# site-packages install would not have.
+# The project's files live at /opt/mlpipeline; the package installs like any wheel (its conf/
+# and scripts travel with it) and finds the dbt project by DBT_PROJECT_DIR.
 WORKDIR /opt/mlpipeline
 COPY pyproject.toml ./
 COPY mlpipeline/ mlpipeline/
@@ -41,7 +41,7 @@ COPY docker/ docker/
 # parsed from; airflow-init re-checks it on every start.
 # The Data Docs pages' styles and scripts come from the npm registry here, not from CDNs at
 # view time; DuckDB's extensions from their pinned packages, not from DuckDB's site at run time.
-RUN uv pip install --system --no-cache --no-deps -e . \
+RUN uv pip install --system --no-cache --no-deps . \
     && mlpipeline dbt-manifest \
     && mlpipeline data-docs-assets \
     && mlpipeline duckdb-extensions \

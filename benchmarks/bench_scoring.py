@@ -34,7 +34,7 @@ import pyarrow as pa
 from benchmarks.harness import Result
 from mlpipeline import warehouse
 from mlpipeline.core.config import PROJECT_ROOT, Settings
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project
 from mlpipeline.training import model_registry
 
 ROWS = 1_000_000
@@ -68,7 +68,7 @@ def _feature_value(name: str, kind: str) -> str:
 def features_sql(day: date, rows: int) -> str:
     """`rows` transactions of `day` in the shape dbt gives features.transaction_features."""
     features = ",\n    ".join(
-        f"{_feature_value(f.name, f.type)} AS {f.name}" for f in transform.online_spec().features
+        f"{_feature_value(f.name, f.type)} AS {f.name}" for f in dbt_project.online_spec().features
     )
     second = f"(i * 86400 // {rows})::BIGINT"
     return f"""
@@ -112,12 +112,12 @@ def _prepare(settings: Settings) -> None:
     result = train_candidate(
         split_dataset(training, strategy="random"),
         candidate,
-        feature_columns=transform.online_spec().features,
+        feature_columns=dbt_project.online_spec().features,
         tracking_uri=settings.mlflow_tracking_uri,
         lineage={
             "training_cutoff": TRAIN_DAY,
             "batch_revisions": {f"transactions-{TRAIN_DAY}": "bench0000001"},
-            "dbt_manifest_hash": transform.manifest_hash(),
+            "dbt_manifest_hash": dbt_project.manifest_hash(),
             "git_commit": "benchmark",
         },
     )

@@ -37,7 +37,7 @@ import yaml
 from benchmarks.harness import Result
 from mlpipeline.core.config import CONF_DIR, PROJECT_ROOT
 from mlpipeline.core.objectstore import LocalStore
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project
 from mlpipeline.training import model_registry
 from mlpipeline.training.split import persist_split, split_dataset
 
@@ -139,7 +139,7 @@ def training_set(rows: int = ROWS, customers: int = CUSTOMERS, seed: int = 11) -
             "training_cutoff": CUTOFF,
         }
     )
-    declared = {f.name for f in transform.online_spec().features}
+    declared = {f.name for f in dbt_project.online_spec().features}
     missing = sorted(declared - set(frame.columns))
     if missing:
         raise RuntimeError(f"the benchmark's training set lacks declared features {missing}")
@@ -229,7 +229,7 @@ def run(workdir: Path) -> list[Result]:
         "lineage": {
             "training_cutoff": CUTOFF.isoformat(),
             "batch_revisions": dict.fromkeys(sorted(set(frame["batch_id"])), "r0000001"),
-            "dbt_manifest_hash": transform.manifest_hash(),
+            "dbt_manifest_hash": dbt_project.manifest_hash(),
         },
     }
     shipped = yaml.safe_load((CONF_DIR / "candidates.yaml").read_text())

@@ -21,7 +21,7 @@ import pytest
 from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import LocalStore
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project, transform
 from mlpipeline.features.export import export_snapshot
 from mlpipeline.online import OnlineReader, push_staged, switch, verify_staged
 from mlpipeline.training import model_registry
@@ -104,7 +104,7 @@ def edited(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {
         "settings": settings,
         "project": project,
-        "spec": transform.online_spec(project),
+        "spec": dbt_project.online_spec(project),
         "training": training,
         "snapshot": snapshot,
         "recomputed": recomputed,
@@ -114,7 +114,7 @@ def edited(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_the_column_is_declared_in_the_copy_only(edited: dict) -> None:
     assert COLUMN in [f.name for f in edited["spec"].features]
-    assert COLUMN not in [f.name for f in transform.online_spec().features]
+    assert COLUMN not in [f.name for f in dbt_project.online_spec().features]
 
 
 def test_the_column_reaches_the_snapshot_and_the_training_set(edited: dict) -> None:
@@ -148,7 +148,7 @@ def test_the_column_is_an_input_of_the_trained_model(edited: dict) -> None:
         lineage={
             "training_cutoff": CUTOFF.isoformat(),
             "batch_revisions": "test",
-            "dbt_manifest_hash": transform.manifest_hash(edited["project"]),
+            "dbt_manifest_hash": dbt_project.manifest_hash(edited["project"]),
             "git_commit": "test",
         },
     )
@@ -166,7 +166,7 @@ def test_the_column_reaches_redis(edited: dict, redis_url: str, tmp_path: Path) 
     store = LocalStore(tmp_path / "objectstore")
     with connect(settings, read_only=True) as con:
         manifest = export_snapshot(
-            con, store, CUTOFF, spec, transform.manifest_hash(edited["project"])
+            con, store, CUTOFF, spec, dbt_project.manifest_hash(edited["project"])
         ).manifest
     assert COLUMN in [c["name"] for c in manifest["columns"]]
     push_staged(redis_url, store, manifest)

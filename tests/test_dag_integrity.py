@@ -9,7 +9,7 @@ import pytest
 
 from mlpipeline.core.config import PROJECT_ROOT, Settings
 from mlpipeline.devtools.local_airflow import airflow_env
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project, transform
 from tests.airflow_probe import run_probe
 
 pytestmark = pytest.mark.unit
@@ -130,7 +130,7 @@ def test_every_duckdb_opener_uses_the_warehouse_pool(parsed):
 
 
 def _dbt_nodes() -> dict[str, dict]:
-    manifest = json.loads(transform.manifest_path().read_text())
+    manifest = json.loads(dbt_project.manifest_path().read_text())
     return {
         node["name"]: node
         for node in manifest["nodes"].values()

@@ -20,7 +20,7 @@ import pytest
 from mlpipeline import warehouse
 from mlpipeline.core.config import PROJECT_ROOT, Settings
 from mlpipeline.devtools.local_airflow import airflow_env
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project, transform
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, load_raw
 
@@ -191,14 +191,14 @@ def test_manifest_is_rebuilt_only_when_the_dbt_code_changes(tmp_path: Path) -> N
         project,
         ignore=shutil.ignore_patterns("target", "logs"),
     )
-    assert not transform.manifest_is_current(project)
+    assert not dbt_project.manifest_is_current(project)
     path = transform.ensure_manifest(project)
     nodes = json.loads(path.read_text())["nodes"]
     assert "model.fraud_features.customer_snapshot" in nodes
-    assert transform.manifest_is_current(project)
+    assert dbt_project.manifest_is_current(project)
     parsed_at = path.stat().st_mtime_ns
     assert transform.ensure_manifest(project).stat().st_mtime_ns == parsed_at  # not re-parsed
     model = project / "models" / "marts" / "training_set.sql"
     model.write_text(model.read_text() + "\n-- changed\n")
-    assert not transform.manifest_is_current(project)
+    assert not dbt_project.manifest_is_current(project)
     assert not list(path.parent.glob(".parse-*")), "the parse's work folder is cleaned up"

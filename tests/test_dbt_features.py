@@ -27,7 +27,7 @@ import pytest
 
 from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project, transform
 from mlpipeline.warehouse import connect, dev_db
 from tests.dbt_fixtures import background, chargeback, load_raw, retire, row_day, ts, txn
 
@@ -318,7 +318,7 @@ def test_snapshot_cutoff_follows_the_publication_lag(scenario: dict) -> None:
 
 
 def test_absent_customers_get_the_declared_defaults(scenario: dict) -> None:
-    spec = transform.online_spec()
+    spec = dbt_project.online_spec()
     wh = scenario["full"]
     for transaction_id, cutoff in (
         ("n-1", date(2026, 2, 5)),
@@ -445,14 +445,15 @@ def test_offline_features_equal_what_the_online_store_serves(
     that saw it got, offline, exactly the vector the online reader returns for its customer:
     the stored one, or the manifest's defaults for a customer absent from the snapshot."""
     from mlpipeline.core.objectstore import LocalStore
-    from mlpipeline.features.export import columns_from_spec, export_snapshot
+    from mlpipeline.features.export import export_snapshot
+    from mlpipeline.features.wire_format import columns_from_spec
     from mlpipeline.online import OnlineReader, push_staged, switch, verify_staged
 
     cutoff = date(2026, 2, 9)
-    spec = transform.online_spec()
+    spec = dbt_project.online_spec()
     store = LocalStore(tmp_path / "objectstore")
     with connect(scenario["refreshed"], read_only=True) as con:
-        manifest = export_snapshot(con, store, cutoff, spec, transform.manifest_hash()).manifest
+        manifest = export_snapshot(con, store, cutoff, spec, dbt_project.manifest_hash()).manifest
     push_staged(redis_url, store, manifest)
     verify_staged(redis_url, manifest)
     switch(redis_url, manifest)
@@ -494,7 +495,7 @@ def test_source_freshness_is_measured_against_the_processing_day(scenario: dict)
 
 
 def test_columns_follow_the_online_spec(scenario: dict) -> None:
-    spec = transform.online_spec()
+    spec = dbt_project.online_spec()
     names = [f.name for f in spec.features]
     cols = scenario["full"].columns
     snapshot = cols["features.customer_snapshot"]
@@ -528,7 +529,7 @@ def test_build_summarises_warnings_and_forwards_dbt_logs(scenario: dict) -> None
     summary = scenario["full"].summary
     assert summary["warnings"] == []
     assert summary["processing_day"] == "2026-02-10" and summary["full_refresh"] is True
-    assert summary["dbt_manifest_hash"] == transform.manifest_hash()
+    assert summary["dbt_manifest_hash"] == dbt_project.manifest_hash()
     assert summary["nodes"] > 40
     assert any(m.startswith("Running with dbt=") for m in scenario["dbt_log"])
     assert any("Done. PASS=" in m and "WARN=0" in m for m in scenario["dbt_log"])
@@ -559,15 +560,15 @@ def test_manifest_hash_tracks_the_dbt_code_only(tmp_path: Path) -> None:
         project,
         ignore=shutil.ignore_patterns("target", "logs"),
     )
-    before = transform.manifest_hash(project)
-    assert before == transform.manifest_hash(project) and len(before) == 64
+    before = dbt_project.manifest_hash(project)
+    assert before == dbt_project.manifest_hash(project) and len(before) == 64
     (project / "target").mkdir()
     (project / "target" / "manifest.json").write_text("{}")
     (project / "profiles.yml").write_text((project / "profiles.yml").read_text() + "\n# local\n")
-    assert transform.manifest_hash(project) == before
+    assert dbt_project.manifest_hash(project) == before
     model = project / "models" / "marts" / "training_set.sql"
     model.write_text(model.read_text() + "\n-- changed\n")
-    assert transform.manifest_hash(project) != before
+    assert dbt_project.manifest_hash(project) != before
 
 
 def test_online_spec_rejects_a_feature_without_default(tmp_path: Path) -> None:
@@ -579,7 +580,7 @@ def test_online_spec_rejects_a_feature_without_default(tmp_path: Path) -> None:
         "          features:\n            - {name: txn_count_24h, type: BIGINT}\n"
     )
     with pytest.raises(ValueError, match=r"features\[0\] needs name, type and default"):
-        transform.online_spec(tmp_path)
+        dbt_project.online_spec(tmp_path)
 
 
 def test_the_dev_target_writes_its_own_lake_and_reads_production_read_only(

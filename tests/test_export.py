@@ -19,14 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlpipeline.core.objectstore import ObjectStore
-from mlpipeline.features.export import (
-    ExportError,
-    ExportNotFound,
-    SnapshotCodec,
-    export_snapshot,
-    latest_export,
-    read_manifest,
-)
+from mlpipeline.features.export import ExportNotFound, export_snapshot, latest_export, read_manifest
+from mlpipeline.features.wire_format import ExportError, SnapshotCodec
 
 
 @dataclass(frozen=True)

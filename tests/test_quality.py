@@ -26,7 +26,7 @@ from mlpipeline.core import landing
 from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import LocalStore, ObjectStore
 from mlpipeline.devtools.generate import generate_range
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project, transform
 from mlpipeline.ingest import batches, gates
 from mlpipeline.ingest.revisions import load_revision, prepare_revision
 from mlpipeline.training.split import read_training_set
@@ -402,7 +402,7 @@ def warehouse(built: Settings, tmp_path: Path) -> Settings:
 
 
 def snapshot_check(settings: Settings) -> quality.CheckOutcome:
-    spec = transform.online_spec()
+    spec = dbt_project.online_spec()
     with connect(settings) as con:
         return gates.snapshot_gate(
             con, LAST, feature_columns=[f.name for f in spec.features], ttl_days=spec.ttl_days

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from mlpipeline import online, warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import LocalStore
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project, transform
 from mlpipeline.features.export import export_snapshot
 from mlpipeline.scoring import score, score_table
 from mlpipeline.scoring.serve import make_server
@@ -76,7 +76,7 @@ def _register_champion(settings: Settings) -> model_registry.ChampionRef:
         frame = con.execute("SELECT * FROM features.transaction_features WHERE dt < ?", [DAY]).df()
     label = ((frame["amount"].astype(float) > 250) | (frame["txn_count_24h"] >= 2)).astype(int)
     assert 0 < label.sum() < len(label)
-    columns = select_feature_columns(transform.online_spec().features)
+    columns = select_feature_columns(dbt_project.online_spec().features)
     pipeline = build_pipeline(LogisticRegression(max_iter=2000), columns, scale=True)
     pipeline.fit(frame, label)
     register_champion(settings, pipeline, CUTOFF, trusted_types=_trusted_types(pipeline))
@@ -109,7 +109,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Itera
         store = LocalStore(settings.local_store_root)
         with connect(settings, read_only=True) as con:
             manifest = export_snapshot(
-                con, store, CUTOFF, transform.online_spec(), transform.manifest_hash()
+                con, store, CUTOFF, dbt_project.online_spec(), dbt_project.manifest_hash()
             ).manifest
         online.push_staged(redis_url, store, manifest)
         online.verify_staged(redis_url, manifest)

@@ -47,7 +47,7 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 @dataclass(frozen=True)
 class Feature:
-    """Same shape as mlpipeline.features.transform.FeatureSpec (no dbt needed here)."""
+    """Same shape as mlpipeline.features.dbt_project.FeatureSpec (no dbt needed here)."""
 
     name: str
     type: str

@@ -25,7 +25,7 @@ from mlpipeline.core.config import Settings
 from mlpipeline.core.days import day_range
 from mlpipeline.core.objectstore import LocalStore
 from mlpipeline.devtools.generate import generate_range
-from mlpipeline.features import transform
+from mlpipeline.features import dbt_project, transform
 from mlpipeline.ingest import batches, revisions
 from mlpipeline.pipeline import nightly
 from mlpipeline.scoring import score, score_table
@@ -157,7 +157,7 @@ def test_training_and_scoring_rows_and_scores_match(history: History, candidate:
     assert training["snapshot_cutoff"].isna().any() and training["snapshot_cutoff"].notna().any()
 
     # The raw inputs the model reads (transaction fields, online features, their sources).
-    columns = select_feature_columns(transform.online_spec().features)
+    columns = select_feature_columns(dbt_project.online_spec().features)
     differing = {
         name: list(training.index[~_same_values(training[name], scoring[name])][:3])
         for name in columns.inputs

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from mlpipeline.core.config import PROJECT_ROOT
+from mlpipeline.core.config import Settings
 
 # What any value of a categorical field must look like (after trimming and lower-casing, as
 # staging normalises it): short lower-case words, digits, dots, dashes and underscores.
@@ -51,6 +51,8 @@ def _declared(project_file: Path) -> dict[str, Category]:
     }
 
 
-def declared(field: str, dbt_project_dir: Path = PROJECT_ROOT / "dbt_project") -> Category:
-    """The declared list of a categorical field (`merchant_category`, `channel`, `reason_code`)."""
-    return _declared(dbt_project_dir / "dbt_project.yml")[field]
+def declared(field: str, dbt_project_dir: Path | None = None) -> Category:
+    """The declared list of a categorical field (`merchant_category`, `channel`, `reason_code`),
+    from the configured dbt project (`DBT_PROJECT_DIR`) unless `dbt_project_dir` names one."""
+    root = dbt_project_dir or Settings.from_env().dbt_project_dir
+    return _declared(root / "dbt_project.yml")[field]

@@ -64,6 +64,8 @@ class Settings:
     mlflow_tracking_uri: str
     bucket: str | None
     aws_endpoint_url: str | None
+    # The dbt project (DBT_PROJECT_DIR): a checkout's own by default; an installed package
+    # has none beside it, so a deployment names it.
     dbt_project_dir: Path = field(default=PROJECT_ROOT / "dbt_project")
     # Where a browser reaches the MLflow UI (empty: no links); in docker-compose the tracking
     # URI names the service (http://mlflow:5000) while the browser needs http://localhost:5000.
@@ -107,4 +109,5 @@ class Settings:
             bucket=os.environ.get("MLPIPELINE_BUCKET") or None,
             aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
             mlflow_ui_url=os.environ.get("MLFLOW_UI_URL") or served,
+            dbt_project_dir=_path("DBT_PROJECT_DIR", PROJECT_ROOT / "dbt_project"),
         )

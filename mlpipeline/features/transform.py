@@ -3,8 +3,7 @@
 dbt runs through `dbtRunner` so its events reach this module's logger (and so the Airflow task
 log) instead of a separate console. A failed build raises `DbtBuildError` naming every failing
 model and test with its failing row count and the first failing rows, so on-call sees what broke
-without opening dbt.log. The online feature set is declared once, in the snapshot model's YAML;
-`online_spec()` reads it from there for the exporter, the trainer and the online reader.
+without opening dbt.log.
 
 In Airflow the dbt nodes are tasks rendered by Cosmos from a manifest built ahead
 (`ensure_manifest`, run at setup), so parsing the DAG never runs dbt; after each node
@@ -13,7 +12,6 @@ In Airflow the dbt nodes are tasks rendered by Cosmos from a manifest built ahea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,20 +24,20 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mlpipeline.core.config import Settings
 from mlpipeline.core.days import parse_day
+from mlpipeline.features.dbt_project import (
+    MANIFEST_HASH_FILE,
+    manifest_hash,
+    manifest_is_current,
+    manifest_path,
+    project_root,
+)
 from mlpipeline.warehouse import lake
 
 log = logging.getLogger(__name__)
 dbt_log = logging.getLogger(f"{__name__}.dbt")
 
-SNAPSHOT_MODEL = "customer_snapshot"
-SNAPSHOT_YAML = Path("models/features/customer_snapshot.yml")
-# What defines the data dbt builds; profiles.yml (where it connects) and target/ are left out.
-CODE_FILES = ("dbt_project.yml", "packages.yml", "dependencies.yml")
-CODE_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 FAILED_STATUSES = {"error", "fail", "runtime error"}
 # Builds of one warehouse by several processes: a model whose commit conflicts with another
 # writer's is refused whole, and the build runs again.
@@ -57,34 +55,12 @@ KEY_COLUMNS = (
     "training_cutoff",
     "dt",
 )
-# Where setup writes the manifest the nightly's dbt tasks are rendered from: inside the project's
-# git-ignored target/, apart from the target/manifest.json of analysts' own dbt runs.
-AIRFLOW_MANIFEST_DIR = Path("target/airflow")
-MANIFEST_HASH_FILE = "code.sha256"
 DBT_LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warn": logging.WARNING,
     "error": logging.ERROR,
 }
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One online feature: its column name, DuckDB type and value for an unknown customer."""
-
-    name: str
-    type: str
-    default: Any
-
-
-@dataclass(frozen=True)
-class OnlineSpec:
-    """The online feature set declared in the snapshot model's YAML (`config: meta: online:`)."""
-
-    entity_key: str
-    ttl_days: int
-    features: list[FeatureSpec]
 
 
 @dataclass(frozen=True)
@@ -118,67 +94,6 @@ class DbtBuildError(RuntimeError):
         self.failures = failures
 
 
-def _project_dir(project_dir: Path | str | None) -> Path:
-    return Path(project_dir) if project_dir else Settings.from_env().dbt_project_dir
-
-
-def online_spec(project_dir: Path | str | None = None) -> OnlineSpec:
-    """Read the online feature set from models/features/customer_snapshot.yml."""
-    path = _project_dir(project_dir) / SNAPSHOT_YAML
-    doc = yaml.safe_load(path.read_text())
-    models = [m for m in doc.get("models", []) if m.get("name") == SNAPSHOT_MODEL]
-    if len(models) != 1:
-        raise ValueError(f"{path}: expected one model named {SNAPSHOT_MODEL}, found {len(models)}")
-    online = (models[0].get("config") or {}).get("meta", {}).get("online")
-    if not isinstance(online, dict):
-        raise ValueError(
-            f"{path}: model {SNAPSHOT_MODEL} has no `config: meta: online:` block; declare "
-            "entity_key, ttl_days and features there"
-        )
-    ttl_days = online.get("ttl_days")
-    features = online.get("features")
-    if not online.get("entity_key") or not isinstance(ttl_days, int) or ttl_days < 1:
-        raise ValueError(
-            f"{path}: meta.online needs entity_key and an integer ttl_days >= 1, got "
-            f"entity_key={online.get('entity_key')!r} ttl_days={ttl_days!r}"
-        )
-    if not isinstance(features, list) or not features:
-        raise ValueError(f"{path}: meta.online.features must be a non-empty list")
-    specs = []
-    for position, feature in enumerate(features):
-        if not isinstance(feature, dict) or not {"name", "type", "default"} <= feature.keys():
-            raise ValueError(
-                f"{path}: meta.online.features[{position}] needs name, type and default "
-                f"(default may be null), got {feature!r}"
-            )
-        specs.append(FeatureSpec(str(feature["name"]), str(feature["type"]), feature["default"]))
-    return OnlineSpec(str(online["entity_key"]), ttl_days, specs)
-
-
-def _code_files(root: Path) -> Iterator[Path]:
-    for name in CODE_FILES:
-        if (root / name).is_file():
-            yield root / name
-    for folder in CODE_DIRS:
-        yield from (p for p in (root / folder).rglob("*") if p.is_file())
-
-
-def manifest_hash(project_dir: Path | str | None = None) -> str:
-    """sha256 of the dbt code that builds the data (project file, models, macros, tests).
-
-    Hashing the sources rather than target/manifest.json keeps the value stable across
-    machines and runs: the manifest embeds timestamps, invocation ids and absolute paths.
-    """
-    root = _project_dir(project_dir)
-    digest = hashlib.sha256()
-    for path in sorted(_code_files(root), key=lambda p: p.relative_to(root).as_posix()):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(path.read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 def _forward_event(event: Any) -> None:
     """dbtRunner callback: re-emit a dbt event on the Python log at its own level."""
     level = DBT_LEVELS.get(event.info.level, logging.INFO)
@@ -194,11 +109,12 @@ def _release_warehouse() -> None:
     """
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
-    with DuckDBConnectionManager._LOCK:
-        environment = DuckDBConnectionManager._ENV
-        DuckDBConnectionManager.close_all_connections()
-    if environment is not None:
-        environment.close()
+    try:
+        environment = DuckDBConnectionManager.env()
+    except Exception:  # noqa: BLE001 - dbt-duckdb raises a bare Exception before any connection
+        return
+    DuckDBConnectionManager.close_all_connections()
+    environment.close()
 
 
 @dataclass(frozen=True)
@@ -463,22 +379,6 @@ def source_freshness(
     return found
 
 
-def manifest_path(project_dir: Path | str | None = None) -> Path:
-    """The manifest Cosmos renders the nightly's dbt tasks from (written by `ensure_manifest`)."""
-    return _project_dir(project_dir) / AIRFLOW_MANIFEST_DIR / "manifest.json"
-
-
-def manifest_is_current(project_dir: Path | str | None = None) -> bool:
-    """Whether the manifest was parsed from the dbt code as it is now (see `manifest_hash`)."""
-    path = manifest_path(project_dir)
-    stamp = path.parent / MANIFEST_HASH_FILE
-    return (
-        path.is_file()
-        and stamp.is_file()
-        and stamp.read_text().strip() == manifest_hash(project_dir)
-    )
-
-
 def ensure_manifest(project_dir: Path | str | None = None) -> Path:
     """`dbt parse` the project into `manifest_path()` unless it is current; returns the path.
 
@@ -493,7 +393,7 @@ def ensure_manifest(project_dir: Path | str | None = None) -> Path:
 
     from dbt.cli.main import dbtRunner
 
-    root = _project_dir(project_dir)
+    root = project_root(project_dir)
     target = manifest_path(root)
     if manifest_is_current(root):
         return target

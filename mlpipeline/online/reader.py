@@ -10,10 +10,8 @@ from typing import Any
 
 import redis
 
-from mlpipeline.features.export import (
-    FEATURE_VIEW,
-    SnapshotCodec,
-)
+from mlpipeline.features.export import FEATURE_VIEW
+from mlpipeline.features.wire_format import SnapshotCodec
 from mlpipeline.online.connection import as_client
 from mlpipeline.online.keys import (
     CURRENT_KEY,

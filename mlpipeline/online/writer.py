@@ -16,12 +16,8 @@ import redis
 
 from mlpipeline.core.objectstore import ObjectNotFound, ObjectStore
 from mlpipeline.core.progress import Progress
-from mlpipeline.features.export import (
-    FEATURE_VIEW,
-    Checksum,
-    ExportNotFound,
-    SnapshotCodec,
-)
+from mlpipeline.features.export import FEATURE_VIEW, ExportNotFound
+from mlpipeline.features.wire_format import Checksum, SnapshotCodec
 from mlpipeline.online.connection import as_client
 from mlpipeline.online.exports import purge_retired
 from mlpipeline.online.keys import (

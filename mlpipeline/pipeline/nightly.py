@@ -209,17 +209,17 @@ def dbt_tasks() -> dict[str, Any]:
     """What the DAG's Cosmos task group needs: the dbt project, the manifest its tasks are
     rendered from, the profile, and the environment dbt runs with (the prod target's warehouse).
     Reads files only, so parsing the DAG stays fast; the manifest comes from setup."""
-    from mlpipeline.features import transform
+    from mlpipeline.features import dbt_project, transform
 
     settings = _settings()
     project = settings.dbt_project_dir
-    manifest = transform.manifest_path(project)
+    manifest = dbt_project.manifest_path(project)
     if not manifest.is_file():
         raise FileNotFoundError(
             f"{manifest} is missing: the nightly's dbt tasks are rendered from it. Build it with "
             "`mlpipeline dbt-manifest` (setup does: mlpipeline.devtools.local_airflow.init)"
         )
-    if not transform.manifest_is_current(project):
+    if not dbt_project.manifest_is_current(project):
         log.warning(
             "%s was parsed from older dbt code than %s: the DAG shows the old models and tests "
             "until `mlpipeline dbt-manifest` runs",
@@ -243,11 +243,11 @@ def dbt_tasks() -> dict[str, Any]:
 def check_snapshot(day: str, run_id: str) -> dict[str, Any]:
     """GX gate on cutoff D's snapshot: it gates export, push, training and scoring."""
     from mlpipeline import quality
-    from mlpipeline.features import transform
+    from mlpipeline.features import dbt_project
     from mlpipeline.ingest import gates
     from mlpipeline.warehouse import connect
 
-    settings, spec = _settings(), transform.online_spec()
+    settings, spec = _settings(), dbt_project.online_spec()
     with connect(settings) as con:
         outcome = gates.snapshot_gate(
             con,
@@ -273,7 +273,7 @@ def check_snapshot(day: str, run_id: str) -> dict[str, Any]:
 
 def export_snapshot(day: str) -> dict[str, Any]:
     """Export cutoff D to a new immutable folder; returns where (the manifest stays there)."""
-    from mlpipeline.features import transform
+    from mlpipeline.features import dbt_project
     from mlpipeline.features.export import export_snapshot as export
     from mlpipeline.ingest import batches
     from mlpipeline.warehouse import connect
@@ -301,8 +301,8 @@ def export_snapshot(day: str) -> dict[str, Any]:
             con,
             _store(),
             cutoff,
-            transform.online_spec(),
-            transform.manifest_hash(),
+            dbt_project.online_spec(),
+            dbt_project.manifest_hash(),
             incomplete_history=bool(missing),
             missing_batches=missing,
         )
@@ -434,7 +434,7 @@ def check_training_set(
 
 def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:
     """Split the matured labelled rows and persist the split; training reads it from there."""
-    from mlpipeline.features import transform
+    from mlpipeline.features import dbt_project
     from mlpipeline.training import model_registry
     from mlpipeline.training.split import persist_split, read_training_set, split_dataset
     from mlpipeline.training.train import batch_revisions
@@ -463,7 +463,7 @@ def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:
         "lineage": {
             "training_cutoff": day,
             "batch_revisions": revisions,
-            "dbt_manifest_hash": transform.manifest_hash(),
+            "dbt_manifest_hash": dbt_project.manifest_hash(),
             model_registry.SNAPSHOT_TAG: snapshot,
         },
     }
@@ -478,7 +478,7 @@ def candidates(split_info: dict[str, Any]) -> list[dict[str, Any]]:
 
 def train(job: dict[str, Any]) -> dict[str, Any]:
     """Fit one candidate on the persisted split and log it to MLflow (reused when identical)."""
-    from mlpipeline.features import transform
+    from mlpipeline.features import dbt_project
     from mlpipeline.training.split import load_split
     from mlpipeline.training.train import load_candidates, train_candidate
 
@@ -486,7 +486,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     result = train_candidate(
         load_split(_store(), job["split_id"]),
         candidate,
-        feature_columns=transform.online_spec().features,
+        feature_columns=dbt_project.online_spec().features,
         tracking_uri=_settings().mlflow_tracking_uri,
         lineage=job["lineage"],
     )
@@ -497,7 +497,7 @@ def evaluate_and_promote(
     day: str, split_info: dict[str, Any], results: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Evaluate the candidates; move `champion` / `challenger` as the promotion rules say."""
-    from mlpipeline.features import transform
+    from mlpipeline.features import dbt_project
     from mlpipeline.training import promotion
     from mlpipeline.training.split import load_split
     from mlpipeline.training.train import CandidateResult
@@ -505,7 +505,7 @@ def evaluate_and_promote(
     outcome = promotion.evaluate_and_promote(
         [CandidateResult.from_dict(r) for r in results if r],
         load_split(_store(), split_info["split_id"]),
-        feature_columns=transform.online_spec().features,
+        feature_columns=dbt_project.online_spec().features,
         tracking_uri=_settings().mlflow_tracking_uri,
     )
     log.info("promotion for cutoff %s: %s (%s)", day, outcome.decision, outcome.reason)

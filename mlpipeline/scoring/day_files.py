@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -23,12 +24,15 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from mlpipeline.core.objectstore import ObjectStore
+from mlpipeline.scoring.model_scores import ChampionLike
 from mlpipeline.scoring.score_table import (
     SCORE_SCHEMA,
     SCORE_TABLE_KEY,
     DeltaLocation,
     ScoreCountMismatch,
 )
+from mlpipeline.warehouse import lake
+from mlpipeline.warehouse.meta import update_day
 
 log = logging.getLogger(__name__)
 
@@ -217,3 +221,56 @@ def _committed_version(location: DeltaLocation, files: DayFiles) -> int:
             f"scoring for {day}: it replaces the day."
         )
     return table.version()
+
+
+def copy_to_warehouse(
+    con: duckdb.DuckDBPyConnection,
+    files: DayFiles,
+    location: DeltaLocation,
+    version: int,
+    champion: ChampionLike,
+    rows_to_score: int,
+) -> None:
+    """Replace D in `scores.transaction_scores` with the rows just committed and record the day
+    in `meta.days`, in one transaction: analysts get exactly the published rows.
+
+    DuckDB reads the committed Parquet files from the local staging copies (the same bytes
+    that were uploaded) with one INSERT, so it writes full row groups to disk as they come;
+    appending Arrow data instead would hold the whole day in memory until the commit.
+    """
+    day = files.day
+    names = [name for name in SCORE_SCHEMA.names if name != "dt"]
+
+    def copy(writer: duckdb.DuckDBPyConnection) -> None:
+        writer.execute("DELETE FROM scores.transaction_scores WHERE dt = ?", [day])
+        if files.local:
+            writer.execute(
+                f"INSERT INTO scores.transaction_scores (dt, {', '.join(names)}) "
+                f"SELECT $day::DATE, {', '.join(names)} FROM read_parquet($files)",
+                {"day": day, "files": [str(path) for path in files.local]},
+            )
+        copied = writer.execute(
+            "SELECT count(*) FROM scores.transaction_scores WHERE dt = ?", [day]
+        ).fetchall()[0][0]
+        if copied != files.rows:
+            raise ScoreCountMismatch(f"copied {copied} rows, expected {files.rows}")
+        update_day(
+            writer,
+            day,
+            no_model_yet=False,
+            rows_to_score=rows_to_score,
+            rows_scored=files.rows,
+            model_name=champion.name,
+            model_version=str(champion.version),
+        )
+
+    with lake.cursor(con) as writer:
+        try:
+            lake.run_unit(writer, f"copy of {day}'s scores into the warehouse", copy)
+        except Exception as exc:
+            raise RuntimeError(
+                f"{day} is published as version {version} of {location.uri}, but copying it into "
+                f"scores.transaction_scores failed: {exc}. Readers of the Delta table already see "
+                f"the new scores; re-run scoring for {day} to bring the warehouse copy and "
+                "meta.days in line (it replaces both)."
+            ) from exc

@@ -23,11 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 import duckdb
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from mlpipeline import warehouse
@@ -35,7 +32,16 @@ from mlpipeline.core import objectstore
 from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.core.days import parse_day
 from mlpipeline.core.progress import Progress
-from mlpipeline.scoring.day_files import DayFiles, commit_day
+from mlpipeline.scoring.day_files import DayFiles, commit_day, copy_to_warehouse
+from mlpipeline.scoring.model_scores import (
+    FEATURES_TABLE,
+    ChampionLike,
+    ModelLoader,
+    ProbabilisticModel,
+    model_input,
+    positive_scores,
+    score_rows,
+)
 from mlpipeline.scoring.score_table import (
     SCORE_SCHEMA,
     DeltaLocation,
@@ -49,27 +55,7 @@ from mlpipeline.warehouse.meta import ensure_meta, update_day, utcnow
 
 log = logging.getLogger(__name__)
 
-FEATURES_TABLE = "features.transaction_features"
 _MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|B)$", re.IGNORECASE)
-
-
-class ChampionLike(Protocol):
-    """What scoring needs of `model_registry.ChampionRef`: one exact version and its threshold."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def decision_threshold(self) -> float: ...
-
-
-class ProbabilisticModel(Protocol):
-    def predict_proba(self, X: pd.DataFrame) -> Any: ...  # noqa: N803 - scikit-learn's name
-
-
-class ModelLoader(Protocol):
-    def __call__(self, ref: Any) -> ProbabilisticModel: ...
 
 
 @dataclass(frozen=True)
@@ -187,7 +173,7 @@ def score_day(
                     "model_version": str(champion.version),
                 },
             )
-            _copy_to_warehouse(con, files, location, version, champion, rows_to_score)
+            copy_to_warehouse(con, files, location, version, champion, rows_to_score)
     log.info(
         "published %d scores for %s as version %d of %s", files.rows, day, version, location.uri
     )
@@ -364,125 +350,8 @@ def _scored_chunks(
         # materialised whole by DuckDB 1.5 (all the day's rows in memory before the first chunk).
         features = cursor.execute(_features_query(con), {"day": day}).to_arrow_reader(chunk_rows)
         for chunk in warehouse.tables_of(features, chunk_rows):
-            scores = _positive_scores(model, _model_input(chunk), champion, first_row=done)
-            rows = _score_rows(chunk, scores, threshold, champion, run_id, scored_at)
+            scores = positive_scores(model, model_input(chunk), champion, first_row=done)
+            rows = score_rows(chunk, scores, threshold, champion, run_id, scored_at)
             done += rows.num_rows
             progress.add(rows.num_rows)
             yield rows
-
-
-def _model_input(chunk: pa.Table) -> pd.DataFrame:
-    """A chunk as the DataFrame the model pipeline takes (dates as datetime64, like `.df()`)."""
-    return chunk.to_pandas(date_as_object=False)
-
-
-def _positive_scores(
-    model: ProbabilisticModel, frame: pd.DataFrame, champion: ChampionLike, first_row: int
-) -> np.ndarray:
-    proba = np.asarray(model.predict_proba(frame), dtype=float)
-    if proba.ndim != 2 or proba.shape[0] != len(frame) or proba.shape[1] != 2:
-        raise ValueError(
-            f"{champion.name} version {champion.version} returned predict_proba of shape "
-            f"{proba.shape} for {len(frame)} rows; a binary classifier returns ({len(frame)}, 2). "
-            "Roll the champion back to a binary fraud classifier."
-        )
-    scores = proba[:, 1]
-    bad = np.flatnonzero(~np.isfinite(scores))
-    if bad.size:
-        raise ValueError(
-            f"{champion.name} version {champion.version} returned {bad.size} non-finite scores "
-            f"(first at row {first_row + int(bad[0])} of the day, "
-            f"transaction {frame['transaction_id'].iloc[bad[0]]}); check that row's features."
-        )
-    return scores
-
-
-def _score_rows(
-    chunk: pa.Table,
-    scores: np.ndarray,
-    threshold: float,
-    champion: ChampionLike,
-    run_id: str,
-    scored_at: pa.Scalar,
-) -> pa.Table:
-    """Score rows in the contract's schema; keys and lineage come straight from the features."""
-    n = chunk.num_rows
-    computed = {
-        "score": pa.array(scores, pa.float64()),
-        "decision": pa.array(scores >= threshold, pa.bool_()),
-        "model_name": pa.repeat(pa.scalar(champion.name, pa.string()), n),
-        "model_version": pa.repeat(pa.scalar(str(champion.version), pa.string()), n),
-        "scoring_run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
-        "scored_at": pa.repeat(scored_at, n),
-    }
-    missing = {
-        f.name: chunk.column(f.name).null_count
-        for f in SCORE_SCHEMA
-        if not f.nullable and f.name not in computed and chunk.column(f.name).null_count
-    }
-    if missing:
-        raise ValueError(
-            f"{FEATURES_TABLE} rows without {missing} (column: rows in this chunk); the score "
-            "table requires these keys and lineage columns. Fix the upstream rows, rebuild the "
-            "dbt models, then re-run scoring."
-        )
-    return pa.Table.from_arrays(
-        [
-            (computed[f.name] if f.name in computed else chunk.column(f.name)).cast(f.type)
-            for f in SCORE_SCHEMA
-        ],
-        schema=SCORE_SCHEMA,
-    )
-
-
-def _copy_to_warehouse(
-    con: duckdb.DuckDBPyConnection,
-    files: DayFiles,
-    location: DeltaLocation,
-    version: int,
-    champion: ChampionLike,
-    rows_to_score: int,
-) -> None:
-    """Replace D in `scores.transaction_scores` with the rows just committed and record the day
-    in `meta.days`, in one transaction: analysts get exactly the published rows.
-
-    DuckDB reads the committed Parquet files from the local staging copies (the same bytes
-    that were uploaded) with one INSERT, so it writes full row groups to disk as they come;
-    appending Arrow data instead would hold the whole day in memory until the commit.
-    """
-    day = files.day
-    names = [name for name in SCORE_SCHEMA.names if name != "dt"]
-
-    def copy(writer: duckdb.DuckDBPyConnection) -> None:
-        writer.execute("DELETE FROM scores.transaction_scores WHERE dt = ?", [day])
-        if files.local:
-            writer.execute(
-                f"INSERT INTO scores.transaction_scores (dt, {', '.join(names)}) "
-                f"SELECT $day::DATE, {', '.join(names)} FROM read_parquet($files)",
-                {"day": day, "files": [str(path) for path in files.local]},
-            )
-        copied = writer.execute(
-            "SELECT count(*) FROM scores.transaction_scores WHERE dt = ?", [day]
-        ).fetchall()[0][0]
-        if copied != files.rows:
-            raise ScoreCountMismatch(f"copied {copied} rows, expected {files.rows}")
-        update_day(
-            writer,
-            day,
-            no_model_yet=False,
-            rows_to_score=rows_to_score,
-            rows_scored=files.rows,
-            model_name=champion.name,
-            model_version=str(champion.version),
-        )
-
-    with lake.cursor(con) as writer:
-        try:
-            lake.run_unit(writer, f"copy of {day}'s scores into the warehouse", copy)
-        except Exception as exc:
-            raise RuntimeError(
-                f"{day} is published as version {version} of {location.uri}, but copying it into "
-                f"scores.transaction_scores failed: {exc}. Readers of the Delta table already see "
-                f"the new scores; re-run scoring for {day} to bring the warehouse copy and "
-                "meta.days in line (it replaces both)."
-            ) from exc

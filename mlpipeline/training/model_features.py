@@ -22,7 +22,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 
 class FeatureSpecLike(Protocol):
-    """One declared online feature (`mlpipeline.features.transform.FeatureSpec` has this shape)."""
+    """One declared online feature (`features.dbt_project.FeatureSpec` has this shape)."""
 
     name: str
     type: str

@@ -17,7 +17,8 @@ import redis
 
 from mlpipeline import online
 from mlpipeline.core.objectstore import ObjectStore
-from mlpipeline.features.export import EXPORT_ROOT, MANIFEST_NAME, ExportError, export_time
+from mlpipeline.features.export import EXPORT_ROOT, MANIFEST_NAME, export_time
+from mlpipeline.features.wire_format import ExportError
 from mlpipeline.ops.retention.report import Report, delete_folders, utc
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 import redis
 
 from mlpipeline import online
-from mlpipeline.features.export import ExportError, export_time
+from mlpipeline.features.export import export_time
+from mlpipeline.features.wire_format import ExportError
 from mlpipeline.ops.retention.report import Report, deletions, utc
 
 log = logging.getLogger(__name__)
