@@ -1,0 +1,34 @@
+"""What every stage of the nightly shares: its outcomes and its configured stores."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlpipeline.core.config import Settings
+
+if TYPE_CHECKING:
+    from mlpipeline.core.objectstore import ObjectStore
+
+
+class NothingToDo(Exception):  # noqa: N818 - an outcome, not an error
+    """The stage has nothing to do and says why (cold start, nothing verified to switch)."""
+
+
+class RevisionRejected(ValueError):
+    """A landed revision broke the landing contract; it is registered with `status`
+    (quarantined: an operator may release it; discarded: it never will be)."""
+
+    def __init__(self, message: str, *, batch_id: str, revision: str, status: str) -> None:
+        super().__init__(message)
+        self.batch_id, self.revision, self.status = batch_id, revision, status
+
+
+def configured() -> Settings:
+    """Settings read at each call: a task sees its worker's environment, not the parser's."""
+    return Settings.from_env()
+
+
+def object_store() -> ObjectStore:
+    from mlpipeline.core.objectstore import from_settings
+
+    return from_settings(configured())
