@@ -1,0 +1,5 @@
+"""`python -m mlpipeline.cli`: the `mlpipeline` command."""
+
+from mlpipeline.cli import main
+
+main()
