@@ -39,7 +39,8 @@ from mlpipeline.core.config import CONF_DIR, PROJECT_ROOT
 from mlpipeline.core.objectstore import LocalStore
 from mlpipeline.features import dbt_project
 from mlpipeline.training import model_registry
-from mlpipeline.training.split import persist_split, split_dataset
+from mlpipeline.training.split import split_dataset
+from mlpipeline.training.split_store import persist_split
 
 log = logging.getLogger(__name__)
 

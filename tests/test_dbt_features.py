@@ -27,7 +27,7 @@ import pytest
 
 from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
-from mlpipeline.features import dbt_project, transform
+from mlpipeline.features import dbt_failures, dbt_project, transform
 from mlpipeline.warehouse import connect, dev_db
 from tests.dbt_fixtures import background, chargeback, load_raw, retire, row_day, ts, txn
 
@@ -539,7 +539,7 @@ def test_failed_build_names_the_failing_test_and_its_rows(tmp_path: Path) -> Non
     settings = Settings.under(tmp_path)
     dup = txn("dup-1", "c1", "2026-01-02 10:00:00", "1.00")
     _load(settings, [txn("dup-1", "c1", "2026-01-02 09:00:00", "1.00"), dup], [])
-    with pytest.raises(transform.DbtBuildError) as caught:
+    with pytest.raises(dbt_failures.DbtBuildError) as caught:
         transform.build(
             "2026-01-02", settings=settings, select=["stg_transactions", "stg_chargebacks"]
         )
@@ -631,7 +631,7 @@ def test_the_dev_target_writes_its_own_lake_and_reads_production_read_only(
     (project / "models" / "marts" / "into_prod.sql").write_text(
         "{{ config(database='lake', materialized='table') }}\nselect 1 as x\n"
     )
-    with pytest.raises(transform.DbtBuildError, match="read-only"):
+    with pytest.raises(dbt_failures.DbtBuildError, match="read-only"):
         transform.build(
             day,
             settings=dataclasses.replace(settings, dbt_project_dir=project),
@@ -666,7 +666,7 @@ def test_staging_tests_judge_the_processing_day_so_an_old_bad_value_blocks_no_la
     assert any(
         "accepted_values_stg_transactions_merchant_category" in w for w in summary["warnings"]
     )
-    with pytest.raises(transform.DbtBuildError) as failed:
+    with pytest.raises(dbt_failures.DbtBuildError) as failed:
         transform.build(old, settings=settings)
     assert [f.name for f in failed.value.failures if f.status != "skipped"] == [
         "accepted_values_stg_transactions_channel___var_categories_channel_values_"

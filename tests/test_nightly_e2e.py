@@ -33,7 +33,8 @@ from mlpipeline.features.export import latest_export
 from mlpipeline.scoring import scores_consumer
 from mlpipeline.scoring.score_table import read_scores
 from mlpipeline.training import model_registry
-from mlpipeline.training.split import read_training_set, split_dataset
+from mlpipeline.training.split import split_dataset
+from mlpipeline.training.split_store import read_training_set
 from mlpipeline.warehouse import connect
 from tests import airflow_probe
 from tests.e2e_env import pipeline_env, private_redis

@@ -29,7 +29,7 @@ from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import dbt_project, transform
 from mlpipeline.ingest import batches, gates
 from mlpipeline.ingest.revisions import load_revision, prepare_revision
-from mlpipeline.training.split import read_training_set
+from mlpipeline.training.split_store import read_training_set
 from mlpipeline.warehouse import connect
 from mlpipeline.warehouse import create as create_warehouse
 from tests.dbt_fixtures import background, load_raw

@@ -44,7 +44,8 @@ from mlpipeline.ops.retention.splits import clean_splits
 from mlpipeline.ops.retention.warehouse_snapshots import maintain
 from mlpipeline.scoring.score_table import read_scores, score_table_location
 from mlpipeline.training import model_registry
-from mlpipeline.training.split import load_split, persist_split, split_dataset
+from mlpipeline.training.split import split_dataset
+from mlpipeline.training.split_store import load_split, persist_split
 from mlpipeline.training.train import Candidate, train_candidate
 from mlpipeline.warehouse import connect, lake
 from tests.airflow_probe import run_probe

@@ -10,14 +10,8 @@ import pandas as pd
 import pytest
 
 from mlpipeline import warehouse
-from mlpipeline.training.split import (
-    PARTS,
-    Split,
-    load_split,
-    persist_split,
-    read_training_set,
-    split_dataset,
-)
+from mlpipeline.training.split import PARTS, Split, split_dataset
+from mlpipeline.training.split_store import load_split, persist_split, read_training_set
 
 
 def training_rows(n: int = 3000, *, customers: int = 150, seed: int = 1) -> pd.DataFrame:

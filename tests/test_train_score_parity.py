@@ -31,7 +31,7 @@ from mlpipeline.pipeline import nightly
 from mlpipeline.scoring import score, score_table
 from mlpipeline.training import model_registry
 from mlpipeline.training.model_features import select_feature_columns
-from mlpipeline.training.split import load_split
+from mlpipeline.training.split_store import load_split
 from mlpipeline.warehouse.meta import ensure_meta
 from tests.e2e_env import OVERRIDES
 

@@ -52,8 +52,10 @@ class OnlineSpec:
 
 
 def project_root(project_dir: Path | str | None) -> Path:
-    """`project_dir`, else the configured one (`DBT_PROJECT_DIR`); it must hold a dbt project."""
-    root = Path(project_dir) if project_dir else Settings.from_env().dbt_project_dir
+    """`project_dir`, else the configured one (`DBT_PROJECT_DIR`), which must hold a project."""
+    if project_dir:
+        return Path(project_dir)
+    root = Settings.from_env().dbt_project_dir
     if not (root / "dbt_project.yml").is_file():
         raise ConfigurationError(
             f"no dbt project at {root} (no dbt_project.yml): set DBT_PROJECT_DIR to the "

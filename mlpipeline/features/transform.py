@@ -15,17 +15,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import tenacity
+
 from mlpipeline.core.config import Settings
 from mlpipeline.core.days import parse_day
+from mlpipeline.core.retry import retrying
+from mlpipeline.features.dbt_failures import (
+    FAILED_STATUSES,
+    DbtBuildError,
+    NodeResult,
+    failing_rows,
+    node_results,
+)
 from mlpipeline.features.dbt_project import (
     MANIFEST_HASH_FILE,
     manifest_hash,
@@ -38,60 +48,15 @@ from mlpipeline.warehouse import lake
 log = logging.getLogger(__name__)
 dbt_log = logging.getLogger(f"{__name__}.dbt")
 
-FAILED_STATUSES = {"error", "fail", "runtime error"}
 # Builds of one warehouse by several processes: a model whose commit conflicts with another
 # writer's is refused whole, and the build runs again.
 BUILD_ATTEMPTS = 5
-# Failing rows shown per failing test: a few rows, a few columns, short values (the offending
-# values and the keys that locate them, not whole records).
-SAMPLE_ROWS = 5
-SAMPLE_COLUMNS = 6
-SAMPLE_WIDTH = 60
-KEY_COLUMNS = (
-    "transaction_id",
-    "customer_id",
-    "cutoff_date",
-    "snapshot_cutoff",
-    "training_cutoff",
-    "dt",
-)
 DBT_LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warn": logging.WARNING,
     "error": logging.ERROR,
 }
-
-
-@dataclass(frozen=True)
-class NodeResult:
-    """Outcome of one dbt node (model or test) in a build; `sample` holds the first failing rows
-    of a failed test, one text line each."""
-
-    name: str
-    resource_type: str
-    status: str
-    failing_rows: int | None
-    message: str
-    sample: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        text = f"{self.resource_type} {self.name}: {self.status}"
-        if self.failing_rows:
-            text += f", {self.failing_rows} failing rows"
-        if self.message and (self.resource_type != "test" or self.status == "error"):
-            text += f": {self.message}"
-        for line in self.sample:
-            text += f"\n      {line}"
-        return text
-
-
-class DbtBuildError(RuntimeError):
-    """`dbt build` failed; `failures` lists the failing models and tests."""
-
-    def __init__(self, message: str, failures: list[NodeResult]) -> None:
-        super().__init__(message)
-        self.failures = failures
 
 
 def _forward_event(event: Any) -> None:
@@ -115,6 +80,22 @@ def _release_warehouse() -> None:
         return
     DuckDBConnectionManager.close_all_connections()
     environment.close()
+
+
+@dataclass(frozen=True)
+class BuildAttempt:
+    """One `dbt build` invocation and what its nodes reported."""
+
+    outcome: Any
+    work_dir: Path
+    elapsed: float
+    nodes: list[NodeResult]
+    failures: list[NodeResult]
+
+    @property
+    def only_lost_races(self) -> bool:
+        """Every failure is a commit refused for another writer's: a rerun will pass."""
+        return bool(self.failures) and all(lake.lost_a_race(n.message) for n in self.failures)
 
 
 @dataclass(frozen=True)
@@ -173,58 +154,6 @@ def _dbt_environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _short(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= SAMPLE_WIDTH else text[: SAMPLE_WIDTH - 3] + "..."
-
-
-def failing_rows(
-    settings: Settings, sql: str, column: str | None = None, dev: bool = False
-) -> tuple[str, ...]:
-    """The first rows a failed test's query returns, as `row i: col=value, ...` lines.
-
-    The test's column comes first, then the keys that locate a row, then other columns up to
-    SAMPLE_COLUMNS. Reads the warehouse read-only (with `dev`, the analysts' lake beside it); a
-    sample that cannot be read says why instead of hiding the test's own failure.
-    """
-    from mlpipeline.warehouse import connect
-    from mlpipeline.warehouse.dev_db import connect_dev
-
-    query = f"SELECT * FROM ({sql.strip().rstrip(';')}) AS failing LIMIT {SAMPLE_ROWS}"
-    try:
-        with connect_dev(settings) if dev else connect(settings, read_only=True) as con:
-            cursor = con.execute(query)
-            names = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-    except Exception as exc:  # noqa: BLE001 - the sample is a courtesy; the failure is reported
-        return (f"(failing rows not shown: {type(exc).__name__}: {str(exc)[:200]})",)
-    first = [c for c in (column, *KEY_COLUMNS) if c and c in names]
-    shown = list(dict.fromkeys([*first, *names]))[:SAMPLE_COLUMNS]
-    positions = [names.index(c) for c in shown]
-    return tuple(
-        f"row {i}: " + ", ".join(f"{names[p]}={_short(row[p])}" for p in positions)
-        for i, row in enumerate(rows, start=1)
-    )
-
-
-def _node_results(result: Any, settings: Settings, target: Target) -> list[NodeResult]:
-    nodes = []
-    for item in getattr(result, "results", None) or []:
-        node = item.node
-        name = node.name if node.resource_type == "test" else f"{node.schema}.{node.alias}"
-        status = getattr(item.status, "value", str(item.status))
-        sample: tuple[str, ...] = ()
-        if node.resource_type == "test" and status == "fail":
-            column = getattr(node, "column_name", None)
-            sample = failing_rows(settings, node.compiled_code, column, target.dev)
-        nodes.append(
-            NodeResult(
-                name, str(node.resource_type), status, item.failures, item.message or "", sample
-            )
-        )
-    return nodes
 
 
 def _invoke(
@@ -294,25 +223,40 @@ def build(
     where = f"processing day {processing_day} (target {target}, {_target(settings, target).where})"
     log.info("dbt build for %s%s", where, ", full refresh" if full_refresh else "")
     dbt_vars = {**(variables or {}), "processing_day": processing_day.isoformat()}
-    for attempt in range(1, BUILD_ATTEMPTS + 1):
+
+    def attempt() -> BuildAttempt:
         outcome, dbt_target, work_dir, elapsed = _invoke(command, settings, target, dbt_vars)
-        nodes = _node_results(outcome.result, settings, dbt_target)
+        nodes = node_results(outcome.result, settings, dev=dbt_target.dev)
         failures = [n for n in nodes if n.status in FAILED_STATUSES]
-        raced = [n for n in failures if lake.lost_a_race(n.message)]
-        if not failures or len(raced) < len(failures) or attempt == BUILD_ATTEMPTS:
-            break
-        # Each model replaces its own rows (day D, or all of them): running the build again
-        # is safe, and the other writer has committed by now.
+        return BuildAttempt(outcome, work_dir, elapsed, nodes, failures)
+
+    def on_retry(number: int, _: float, result: Future) -> None:
+        raced = result.result().failures
         log.warning(
             "dbt build for %s: %s lost a commit race with another writer (%s); attempt %d/%d, "
             "running the build again",
             where,
             ", ".join(n.name for n in raced),
             raced[0].message.strip().splitlines()[-1],
-            attempt,
+            number,
             BUILD_ATTEMPTS,
         )
-        time.sleep(attempt * random.uniform(0.5, 1.5))
+
+    # Each model replaces its own rows (day D, or all of them): running the build again is
+    # safe when every failure lost a commit race, and the other writer has committed by then.
+    built = retrying(
+        attempts=BUILD_ATTEMPTS,
+        wait=tenacity.wait_random_exponential(multiplier=1, max=8),
+        retry=tenacity.retry_if_result(lambda done: done.only_lost_races),
+        on_retry=on_retry,
+    )(attempt)
+    outcome, work_dir, elapsed, nodes, failures = (
+        built.outcome,
+        built.work_dir,
+        built.elapsed,
+        built.nodes,
+        built.failures,
+    )
     hint = (
         f"full dbt log: {work_dir / 'logs' / 'dbt.log'}; inspect a failing test's rows with "
         f"`dbt test --select <test> --store-failures` in {project_dir}"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
+from concurrent.futures import Future
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import tenacity
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from mlpipeline.core.config import ConfigurationError, Settings
+from mlpipeline.core.retry import retrying
 from mlpipeline.online.keys import OnlineStoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -33,33 +35,41 @@ def connect(url: str, *, attempts: int = 5, delay: float = 0.5) -> redis.Redis:
         socket_timeout=60,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 3),
     )
-    attempt = 1
-    while True:
-        try:
-            client.ping()
-            return client
-        except redis.AuthenticationError as exc:  # no use retrying
-            raise OnlineStoreUnavailable(
-                f"Redis at {redact(url)} refused the credentials: {exc}. Check the user and "
-                "password in REDIS_URL."
-            ) from exc
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if attempt >= attempts:
-                raise OnlineStoreUnavailable(
-                    f"cannot reach Redis at {redact(url)} after {attempts} attempts: {exc}. "
-                    "Check that the server runs and that REDIS_URL points at it."
-                ) from exc
-            log.warning(
-                "Redis at %s did not answer (attempt %d/%d): %s; retrying in %.1fs",
-                redact(url),
-                attempt,
-                attempts,
-                exc,
-                delay,
-            )
-            time.sleep(delay)
-            delay *= 2
-            attempt += 1
+
+    def on_retry(attempt: int, sleep: float, outcome: Future) -> None:
+        log.warning(
+            "Redis at %s did not answer (attempt %d/%d): %s; retrying in %.1fs",
+            redact(url),
+            attempt,
+            attempts,
+            outcome.exception(),
+            sleep,
+        )
+
+    try:
+        retrying(
+            attempts=attempts,
+            wait=tenacity.wait_exponential(multiplier=delay),
+            # A refused password is no use retrying (AuthenticationError is a ConnectionError).
+            retry=tenacity.retry_if_exception(
+                lambda exc: (
+                    isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+                    and not isinstance(exc, redis.AuthenticationError)
+                )
+            ),
+            on_retry=on_retry,
+        )(client.ping)
+    except redis.AuthenticationError as exc:
+        raise OnlineStoreUnavailable(
+            f"Redis at {redact(url)} refused the credentials: {exc}. Check the user and "
+            "password in REDIS_URL."
+        ) from exc
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise OnlineStoreUnavailable(
+            f"cannot reach Redis at {redact(url)} after {attempts} attempts: {exc}. "
+            "Check that the server runs and that REDIS_URL points at it."
+        ) from exc
+    return client
 
 
 def redis_client(settings_or_url: Settings | str | None = None) -> redis.Redis:

@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
-import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TypeVar
 from urllib.parse import urlparse
 
 import duckdb
+import tenacity
 
+from mlpipeline.core.retry import retrying
 from mlpipeline.warehouse import duckdb_extensions
 
 log = logging.getLogger(__name__)
@@ -190,13 +191,9 @@ def run_unit(
     `unit` joins it: the enclosing unit commits, and runs again as a whole."""
     if id(con) in _IN_UNIT:
         return unit(con)
-    for attempt in range(1, attempts + 1):
-        try:
-            return _once(con, unit)
-        except duckdb.Error as exc:
-            if attempt == attempts or not _retryable(exc):
-                raise
-            reason = str(exc).strip().splitlines()[-1]
+
+    def on_retry(attempt: int, _: float, outcome: Future) -> None:
+        reason = str(outcome.exception()).strip().splitlines()[-1]
         log.info(
             "%s: attempt %d/%d lost a commit race (%s); running it again",
             what,
@@ -204,6 +201,13 @@ def run_unit(
             attempts,
             reason,
         )
+
+    return retrying(
+        attempts=attempts,
         # Jittered, so that two writers that collided do not collide again in step.
-        time.sleep(wait_s * min(2 ** (attempt - 1), 20) * random.uniform(0.5, 1.5))
-    raise AssertionError("unreachable")
+        wait=tenacity.wait_random_exponential(multiplier=wait_s, max=20 * wait_s),
+        retry=tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, duckdb.Error) and _retryable(exc)
+        ),
+        on_retry=on_retry,
+    )(_once, con, unit)

@@ -18,7 +18,8 @@ from mlpipeline.core.objectstore import ObjectStore
 from mlpipeline.ops.retention.mlflow_runs import active_runs, protected_versions
 from mlpipeline.ops.retention.report import Report, delete_folders, utc
 from mlpipeline.training import model_registry
-from mlpipeline.training.split import MANIFEST, PREFIX
+from mlpipeline.training.split import PREFIX
+from mlpipeline.training.split_store import MANIFEST
 
 log = logging.getLogger(__name__)
 

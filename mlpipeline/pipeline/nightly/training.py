@@ -44,7 +44,7 @@ def check_training_set(
     (`training_wanted`) or at cold start, so that scoring goes on with whatever champion exists."""
     from mlpipeline import quality
     from mlpipeline.ingest import gates
-    from mlpipeline.training.split import read_training_set
+    from mlpipeline.training.split_store import read_training_set
     from mlpipeline.training.train import training_skip_reason
     from mlpipeline.warehouse import connect
 
@@ -81,7 +81,8 @@ def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:
     """Split the matured labelled rows and persist the split; training reads it from there."""
     from mlpipeline.features import dbt_project
     from mlpipeline.training import model_registry
-    from mlpipeline.training.split import persist_split, read_training_set, split_dataset
+    from mlpipeline.training.split import split_dataset
+    from mlpipeline.training.split_store import persist_split, read_training_set
     from mlpipeline.training.train import batch_revisions
     from mlpipeline.warehouse import connect, lake
 
@@ -124,7 +125,7 @@ def candidates(split_info: dict[str, Any]) -> list[dict[str, Any]]:
 def train(job: dict[str, Any]) -> dict[str, Any]:
     """Fit one candidate on the persisted split and log it to MLflow (reused when identical)."""
     from mlpipeline.features import dbt_project
-    from mlpipeline.training.split import load_split
+    from mlpipeline.training.split_store import load_split
     from mlpipeline.training.train import load_candidates, train_candidate
 
     candidate = next(c for c in load_candidates() if c.name == job["candidate"])
@@ -144,7 +145,7 @@ def evaluate_and_promote(
     """Evaluate the candidates; move `champion` / `challenger` as the promotion rules say."""
     from mlpipeline.features import dbt_project
     from mlpipeline.training import promotion
-    from mlpipeline.training.split import load_split
+    from mlpipeline.training.split_store import load_split
     from mlpipeline.training.train import CandidateResult
 
     outcome = promotion.evaluate_and_promote(
