@@ -10,7 +10,6 @@ vectors the online reader gets from Redis after the real export, push, verify an
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from datetime import date, timedelta
 from decimal import Decimal
@@ -71,7 +70,7 @@ def edited(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ignore=shutil.ignore_patterns("target", "logs"),
     )
     _add_column(project)
-    settings = dataclasses.replace(Settings.under(root / "data"), dbt_project_dir=project)
+    settings = Settings.under(root / "data").model_copy(update={"dbt_project_dir": project})
     transactions, chargebacks = background(FIRST_DAY, CUTOFF, customers=60, seed=11)
     warehouse.create(settings)
     with connect(settings) as con:

@@ -114,7 +114,8 @@ def _is_getenv(node: ast.AST) -> bool:
 def env_reads(source: str) -> set[str]:
     """Names a module reads with os.environ[...], os.environ.get(...) or os.getenv(...), given
     as a string literal or a module-level string constant, directly or through a helper of the
-    same module that passes one of its parameters on (`_path("DUCKDB_PATH", ...)`)."""
+    same module that passes one of its parameters on (`_path("DUCKDB_PATH", ...)`), and the
+    settings fields' variables (`Field(..., validation_alias="REDIS_URL")`)."""
     tree = ast.parse(source)
     constants = {
         node.targets[0].id: node.value.value
@@ -149,6 +150,8 @@ def env_reads(source: str) -> set[str]:
                     helpers[function.name] = params.index(arg.id)
     found = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            found |= {name(k.value) for k in node.keywords if k.arg == "validation_alias"}
         arg = read_argument(node)
         if arg is not None:
             found.add(name(arg))
@@ -423,8 +426,17 @@ def test_env_var_scanner_finds_reads_only() -> None:
         "os.environ.get(NAME)\nos.environ['WRITTEN'] = '1'\nos.environ.get(unknown)\n"
         "def _path(var, default):\n    return os.environ.get(var) or default\n"
         "_path('THROUGH_HELPER', None)\n"
+        "class S(BaseSettings):\n    url: str = Field('', validation_alias='SETTING')\n"
     )
-    assert env_reads(source) == {"A", "B", "C", "D", "FROM_CONSTANT", "THROUGH_HELPER"}
+    assert env_reads(source) == {
+        "A",
+        "B",
+        "C",
+        "D",
+        "FROM_CONSTANT",
+        "THROUGH_HELPER",
+        "SETTING",
+    }
 
 
 @pytest.mark.unit

@@ -13,7 +13,6 @@ point-in-time join gave each transaction, known customer or not.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 from dataclasses import dataclass
@@ -634,7 +633,7 @@ def test_the_dev_target_writes_its_own_lake_and_reads_production_read_only(
     with pytest.raises(dbt_failures.DbtBuildError, match="read-only"):
         transform.build(
             day,
-            settings=dataclasses.replace(settings, dbt_project_dir=project),
+            settings=settings.model_copy(update={"dbt_project_dir": project}),
             target="dev",
             select="into_prod",
             tests=False,

@@ -15,7 +15,6 @@ import json
 import multiprocessing
 import time
 import uuid
-from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -44,7 +43,7 @@ CURRENT = (
 
 def _host(settings: Settings, name: str) -> Settings:
     """The same warehouse seen from another host: its own working folder."""
-    return replace(settings, data_dir=settings.data_dir.parent / name)
+    return settings.model_copy(update={"data_dir": settings.data_dir.parent / name})
 
 
 def _nightly(settings: Settings, out: str) -> None:
@@ -86,10 +85,11 @@ def shared(postgres_server, tmp_path: Path) -> Settings:  # noqa: ANN001 - the c
     PostgreSQL database."""
     database = f"warehouse_{uuid.uuid4().hex[:10]}"
     postgres_server.psql("postgres", "-c", f"CREATE DATABASE {database}")
-    settings = replace(
-        Settings.under(tmp_path / "host-a"),
-        warehouse_catalog=f"postgres:{postgres_server.libpq(database)}",
-        warehouse_data_path=f"{tmp_path / 'bucket' / 'warehouse'}/",
+    settings = Settings.under(tmp_path / "host-a").model_copy(
+        update={
+            "warehouse_catalog": f"postgres:{postgres_server.libpq(database)}",
+            "warehouse_data_path": f"{tmp_path / 'bucket' / 'warehouse'}/",
+        }
     )
     warehouse.create(settings)
     transactions, chargebacks = background(FIRST, DAY, customers=30)

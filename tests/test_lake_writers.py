@@ -22,7 +22,6 @@ import multiprocessing
 import re
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -179,8 +178,8 @@ def test_a_warehouse_with_its_files_in_s3_serves_every_cursor(
     settings from the variables boto3 reads, for the connection and the cursors made from it."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_store.client.meta.endpoint_url)
     monkeypatch.delenv(warehouse.ACCESS_VAR, raising=False)
-    settings = replace(
-        Settings.under(tmp_path), warehouse_data_path=f"s3://{s3_store.bucket}/warehouse/"
+    settings = Settings.under(tmp_path).model_copy(
+        update={"warehouse_data_path": f"s3://{s3_store.bucket}/warehouse/"}
     )
     warehouse.create(settings)
     with warehouse.connect(settings) as con:

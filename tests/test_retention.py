@@ -9,7 +9,6 @@ the real run keeps what is in use even when old, and a second run deletes nothin
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -567,7 +566,7 @@ def test_retention_dag_parses_with_one_task_per_kind(tmp_path):
 def test_retention_dag_runs_every_task_in_airflow(tmp_path, redis_url):
     """A real `airflow dags test` (dry run): params, pools and reports work inside Airflow."""
     data_dir = tmp_path / "data"
-    settings = dataclasses.replace(Settings.under(data_dir), redis_url=redis_url)
+    settings = Settings.under(data_dir).model_copy(update={"redis_url": redis_url})
     env = local_airflow.airflow_env(settings, {"REDIS_URL": redis_url})
     local_airflow.init(env)
     day = date(2026, 3, 10)

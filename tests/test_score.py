@@ -135,8 +135,8 @@ def any_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings
     if request.param == "local":
         return settings
     store: S3Store = request.getfixturevalue("s3_store")
-    return dataclasses.replace(
-        settings, bucket=store.bucket, aws_endpoint_url=store.client.meta.endpoint_url
+    return settings.model_copy(
+        update={"bucket": store.bucket, "aws_endpoint_url": store.client.meta.endpoint_url}
     )
 
 
@@ -428,8 +428,8 @@ def test_s3_commits_are_put_if_absent(
     s3_store: S3Store, registry: Registry, settings: Settings
 ) -> None:
     """A writer working from a stale table version cannot overwrite a newer commit on S3."""
-    s3_settings = dataclasses.replace(
-        settings, bucket=s3_store.bucket, aws_endpoint_url=s3_store.client.meta.endpoint_url
+    s3_settings = settings.model_copy(
+        update={"bucket": s3_store.bucket, "aws_endpoint_url": s3_store.client.meta.endpoint_url}
     )
     _load_features(s3_settings)
     _score(s3_settings, registry, DAY1, "1", "run-1")

@@ -3,7 +3,6 @@ tasks that declared it may open it (the listener of plugins/warehouse_access.py 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,10 +46,10 @@ def test_a_catalog_setup_did_not_make_is_refused(fresh):
 def test_a_password_in_the_catalog_is_not_shown():
     settings = Settings.under(Path("/data"))
     catalog = "postgres:dbname=lake host=pg user=mlpipeline password=s3cret"
-    shown = warehouse.describe(replace(settings, warehouse_catalog=catalog))
+    shown = warehouse.describe(settings.model_copy(update={"warehouse_catalog": catalog}))
     assert "s3cret" not in shown and "password=***" in shown and "host=pg" in shown
     uri = "postgres:postgresql://mlpipeline:s3cret@pg:5432/warehouse"
-    shown = warehouse.describe(replace(settings, warehouse_catalog=uri))
+    shown = warehouse.describe(settings.model_copy(update={"warehouse_catalog": uri}))
     assert "s3cret" not in shown and "mlpipeline:***@pg:5432/warehouse" in shown
 
 

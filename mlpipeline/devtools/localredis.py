@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -114,4 +113,4 @@ def local_settings(settings: Settings) -> Settings:
     the CLI's online and scoring commands read what `make demo` switched in, starting nothing."""
     if settings.redis_url:
         return settings
-    return replace(settings, redis_url=running_url(settings.data_dir / "redis"))
+    return settings.model_copy(update={"redis_url": running_url(settings.data_dir / "redis")})

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import duckdb
 
-from mlpipeline.core.config import Settings
+from mlpipeline.core.config import WAREHOUSE_ACCESS_VAR, Settings, warehouse_access
 from mlpipeline.warehouse import duckdb_extensions, lake
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ MARKER_TABLE = "meta.warehouse"
 
 # Set by the orchestrator for each task it runs: "declared" when the task declared the warehouse
 # (Airflow: the `warehouse` pool), otherwise the task's name. Unset outside orchestrated tasks.
-ACCESS_VAR = "MLPIPELINE_WAREHOUSE_ACCESS"
+ACCESS_VAR = WAREHOUSE_ACCESS_VAR
 DECLARED = "declared"
 
 
@@ -54,7 +53,7 @@ class UndeclaredWarehouseAccess(RuntimeError):
 
 
 def _check_declared(where: str) -> None:
-    access = os.environ.get(ACCESS_VAR)
+    access = warehouse_access()
     if access is not None and access != DECLARED:
         raise UndeclaredWarehouseAccess(
             f"task {access} opened the warehouse {where} without declaring it: give the task "

@@ -10,10 +10,8 @@ lake, by default `dev.sqlite` and `dev-warehouse/` in the data folder.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -29,18 +27,21 @@ DEV_ALIAS = "dev"
 
 def dev_settings(settings: Settings) -> Settings:
     """The settings with the analyst's lake as the warehouse."""
-    catalog = os.environ.get("DEV_WAREHOUSE_CATALOG")
-    data_path = os.environ.get("DEV_WAREHOUSE_DATA_PATH")
-    return replace(
-        settings,
-        warehouse_catalog=catalog or f"sqlite:{(settings.data_dir / 'dev.sqlite').resolve()}",
-        warehouse_data_path=data_path or f"{(settings.data_dir / 'dev-warehouse').resolve()}/",
+    catalog = settings.dev_warehouse_catalog
+    data_path = settings.dev_warehouse_data_path
+    return settings.model_copy(
+        update={
+            "warehouse_catalog": catalog
+            or f"sqlite:{(settings.data_dir / 'dev.sqlite').resolve()}",
+            "warehouse_data_path": data_path
+            or f"{(settings.data_dir / 'dev-warehouse').resolve()}/",
+        }
     )
 
 
 def reader_catalog(settings: Settings) -> str:
     """Production's catalog as dev reads it: a read-only role's, when the deployment has one."""
-    return os.environ.get("WAREHOUSE_READER_CATALOG") or settings.warehouse_catalog
+    return settings.warehouse_reader_catalog or settings.warehouse_catalog
 
 
 def create_dev(settings: Settings | None = None) -> str:

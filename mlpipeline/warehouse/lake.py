@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from urllib.parse import urlparse
 import duckdb
 import tenacity
 
+from mlpipeline.core.config import Settings
 from mlpipeline.core.retry import retrying
 from mlpipeline.warehouse import duckdb_extensions
 
@@ -58,17 +58,18 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def s3_settings() -> dict[str, str]:
+def s3_settings(settings: Settings | None = None) -> dict[str, str]:
     """DuckDB's settings for a data path in S3, from the variables boto3 reads (an endpoint URL
     such as MinIO's becomes host:port, path-style, TLS as its scheme says)."""
-    endpoint = urlparse(os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com")
+    settings = settings or Settings.from_env()
+    endpoint = urlparse(settings.aws_endpoint_url or "https://s3.amazonaws.com")
     return {
         "s3_endpoint": endpoint.netloc,
         "s3_use_ssl": "true" if endpoint.scheme == "https" else "false",
         "s3_url_style": "vhost" if endpoint.netloc.endswith("amazonaws.com") else "path",
-        "s3_region": os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        "s3_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID") or "",
-        "s3_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or "",
+        "s3_region": settings.aws_region,
+        "s3_access_key_id": settings.aws_access_key_id,
+        "s3_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
     }
 
 
