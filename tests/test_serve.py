@@ -50,10 +50,10 @@ EXTRA = [
 ]
 
 
-def _post(url: str, body: bytes | dict) -> tuple[int, dict]:
+def _post(url: str, body: bytes | dict, content_type: str = "application/json") -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+        url, data=data, headers={"Content-Type": content_type}, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -199,12 +199,26 @@ def test_endpoint_errors_say_what_is_wrong(served):
         url + "/score", {"customer_id": "bg-c01", "amount": -3, "event_ts": "yesterday"}
     )
     assert status == 400
-    for problem in ("amount: expected a positive number", "event_ts", "merchant_category"):
+    for problem in (
+        "amount: expected a positive number, got -3",
+        "event_ts: Invalid isoformat string",
+        "merchant_category: expected a non-empty string, got None",
+        "country: expected a non-empty string, got None",
+    ):
         assert problem in answer["error"]
-    assert _post(url + "/score", b"{not json")[0] == 400
-    assert _post(url + "/score", [1, 2])[0] == 400
-    assert _post(url + "/nowhere", {})[0] == 404
+    status, answer = _post(url + "/score", b"{not json")
+    assert status == 400 and answer["error"].startswith("the body is not JSON")
+    status, answer = _post(url + "/score", [1, 2])
+    assert status == 400 and "one transaction as a JSON object" in answer["error"]
+    assert _post(url + "/nowhere", {}) == (404, {"error": "no such endpoint: POST /nowhere"})
+    assert _get(url + "/score") == (405, {"error": "method not allowed: GET /score"})
     assert _post(url + "/score", b"x" * 70_000)[0] == 413
+    # The OpenAPI schema describes the request model (the page is /docs).
+    status, schema = _get(url + "/openapi.json")
+    assert status == 200
+    required = schema["components"]["schemas"]["Transaction"]["required"]
+    text = {"customer_id", "merchant_category", "country", "channel"}
+    assert set(required) == text | {"amount", "event_ts"}
 
     # No champion yet: 503 "no model yet" rather than a guess; once one is promoted the
     # running server picks it up without a restart.
@@ -233,6 +247,9 @@ def test_endpoint_errors_say_what_is_wrong(served):
         status, answer = _post(server.url + "/score", body)
         assert status == 200 and answer["model_version"] == champion.version
         assert answer["transaction_id"] is None and 0 <= answer["score"] <= 1
+        # The body is JSON whatever its Content-Type (`curl -d` sends a form's).
+        form = _post(server.url + "/score", body, "application/x-www-form-urlencoded")
+        assert form == (200, answer)
     finally:
         registry.set_registered_model_alias(name, alias, champion.version)
         server.shutdown()
