@@ -9,6 +9,7 @@ suites run on a real dbt build.
 from __future__ import annotations
 
 import io
+import json
 import posixpath
 import re
 import shutil
@@ -341,6 +342,9 @@ def test_data_docs_are_built_and_mirrored_and_the_index_lists_other_workers_runs
     assert s3_store.exists(page.key) and s3_store.exists("reports/data_docs/index.html")
     assert s3_store.exists("reports/data_docs/static/styles/data_docs_default_styles.css")
     assert page.key in outcome.describe()
+    # The result behind the page was made by a GX Checkpoint run, and is published beside it.
+    result_key = page.key.replace("/validations/", "/results/").removesuffix(".html") + ".json"
+    assert json.loads(s3_store.get_bytes(result_key))["meta"]["checkpoint_id"]
 
     # Another worker with an empty local folder: its index lists the first worker's run too.
     second = quality.DataDocs(tmp_path / "worker-b", s3_store, index_limit=50)
