@@ -27,8 +27,8 @@ from mlpipeline.features.export import export_snapshot
 from mlpipeline.scoring import score, score_table
 from mlpipeline.scoring.serve import make_server
 from mlpipeline.training import model_registry
+from mlpipeline.training.model_artifact import TRUSTED_TYPES
 from mlpipeline.training.model_features import build_pipeline, select_feature_columns
-from mlpipeline.training.train import _trusted_types
 from mlpipeline.warehouse import connect
 from tests.champion import register_champion
 from tests.dbt_fixtures import background, load_raw, txn
@@ -79,7 +79,7 @@ def _register_champion(settings: Settings) -> model_registry.ChampionRef:
     columns = select_feature_columns(dbt_project.online_spec().features)
     pipeline = build_pipeline(LogisticRegression(max_iter=2000), columns, scale=True)
     pipeline.fit(frame, label)
-    register_champion(settings, pipeline, CUTOFF, trusted_types=_trusted_types(pipeline))
+    register_champion(settings, pipeline, CUTOFF, trusted_types=TRUSTED_TYPES)
     return model_registry.resolve_champion(settings.mlflow_tracking_uri)
 
 

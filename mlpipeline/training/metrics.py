@@ -21,10 +21,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from mlpipeline.training.model_features import (
-    FeatureColumns,
-    model_frame,
-)
+from mlpipeline.training.model_features import FeatureColumns
+from mlpipeline.training.request_features import model_frame
 from mlpipeline.training.split import Split
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
-"""The model's input contract and the request-time features computed inside the model pipeline.
+"""The model's feature columns and the scikit-learn Pipeline that computes them from a raw row.
 
-The saved scikit-learn Pipeline takes a raw row (transaction fields + the online features the
-transaction saw) and derives the request-time features itself, so batch scoring, online scoring
-and training all run this one code path. Everything here is a module-level function so the
-pipeline pickles (and serialises with skops) by reference.
+The saved Pipeline takes a raw row (transaction fields + the online features the transaction
+saw) and derives the request-time features itself, so batch scoring, online scoring and training
+all run one code path. That code lives in `request_features`, a standalone module shipped inside
+each model; this module only chooses columns and assembles the Pipeline at training time.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from mlpipeline.training.request_features import REQUEST_FEATURES, input_columns, model_frame
 
 
 class FeatureSpecLike(Protocol):
@@ -32,20 +33,6 @@ class FeatureSpecLike(Protocol):
 # Transaction fields every row carries, whatever the online feature set declares.
 TRANSACTION_NUMERIC: tuple[str, ...] = ("amount",)
 TRANSACTION_CATEGORICAL: tuple[str, ...] = ("merchant_category", "channel")
-
-# Request-time feature -> the raw columns it is computed from.
-REQUEST_FEATURES: dict[str, tuple[str, ...]] = {
-    "amount_to_mean_30d": ("amount", "amount_mean_30d"),
-    "seconds_since_last_txn": ("event_ts", "last_txn_ts"),
-    "hour_of_day": ("event_ts",),
-    "is_night": ("event_ts",),
-    "is_foreign_country": ("country", "usual_country"),
-    "is_online": ("channel",),
-}
-
-# Night in UTC: the only clock the contract gives us (event_ts is UTC, no customer time zone).
-NIGHT_HOURS = range(0, 6)
-MISSING_CATEGORY = "__missing__"
 
 _NUMERIC_TYPES = (
     "TINYINT",
@@ -81,10 +68,7 @@ class FeatureColumns:
     @property
     def inputs(self) -> tuple[str, ...]:
         """The raw row columns the pipeline reads (its input contract), in a stable order."""
-        needed = [*self.numeric, *self.categorical]
-        for feature in self.request:
-            needed.extend(REQUEST_FEATURES[feature])
-        return tuple(dict.fromkeys(needed))
+        return input_columns(self.numeric, self.categorical, self.request)
 
     @property
     def model_numeric(self) -> tuple[str, ...]:
@@ -151,69 +135,6 @@ def select_feature_columns(
         categorical=tuple(c for c in categorical if c in keep),
         request=tuple(c for c in request if c in keep),
     )
-
-
-def _timestamps(values: pd.Series) -> pd.Series:
-    # Naive values are UTC by contract; strings may carry a zone (e.g. "...Z") in online requests.
-    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-
-
-def _numbers(values: pd.Series) -> pd.Series:
-    return pd.to_numeric(values, errors="coerce").astype("float64")
-
-
-def request_features(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
-    """Compute the named request-time features from raw row columns (NaN where undefined)."""
-    out = pd.DataFrame(index=frame.index)
-    for name in names:
-        if name == "amount_to_mean_30d":
-            mean = _numbers(frame["amount_mean_30d"])
-            out[name] = _numbers(frame["amount"]) / mean.where(mean > 0)
-        elif name == "seconds_since_last_txn":
-            delta = _timestamps(frame["event_ts"]) - _timestamps(frame["last_txn_ts"])
-            out[name] = delta.dt.total_seconds().astype("float64")
-        elif name == "hour_of_day":
-            out[name] = _timestamps(frame["event_ts"]).dt.hour.astype("float64")
-        elif name == "is_night":
-            hour = _timestamps(frame["event_ts"]).dt.hour
-            out[name] = hour.isin(NIGHT_HOURS).astype("float64").where(hour.notna())
-        elif name == "is_foreign_country":
-            country, usual = frame["country"], frame["usual_country"]
-            known = country.notna() & usual.notna()
-            out[name] = (country.astype(object) != usual.astype(object)).astype("float64")
-            out[name] = out[name].where(known)
-        elif name == "is_online":
-            channel = frame["channel"]
-            out[name] = (channel.astype(object) == "online").astype("float64")
-            out[name] = out[name].where(channel.notna())
-        else:
-            raise ValueError(
-                f"unknown request-time feature {name!r}; known: {list(REQUEST_FEATURES)}"
-            )
-    return out
-
-
-def model_frame(
-    frame: pd.DataFrame,
-    numeric: Sequence[str],
-    categorical: Sequence[str],
-    request: Sequence[str],
-) -> pd.DataFrame:
-    """First pipeline step: raw rows -> typed model columns (floats, plain string categories)."""
-    needed = FeatureColumns(tuple(numeric), tuple(categorical), tuple(request)).inputs
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise KeyError(
-            f"model input is missing columns {missing}; the model reads {list(needed)}. "
-            "Pass the transaction_features row (transaction fields + online features)."
-        )
-    out = pd.DataFrame(index=frame.index)
-    for column in numeric:
-        out[column] = _numbers(frame[column])
-    for column in categorical:
-        values = frame[column].astype(object)
-        out[column] = values.where(values.notna(), MISSING_CATEGORY).astype(str).astype(object)
-    return pd.concat([out, request_features(frame, request)], axis=1)
 
 
 def build_pipeline(

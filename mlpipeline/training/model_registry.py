@@ -20,6 +20,7 @@ import getpass
 import json
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from mlpipeline.core.days import parse_day
+from mlpipeline.training import model_artifact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -243,9 +245,11 @@ def resolve_champion(
 
 
 def load_version(tracking_uri: str, version: str, name: str = MODEL_NAME) -> Any:
-    """The scikit-learn Pipeline of one exact registered version."""
-    with tracking(tracking_uri) as mlflow:
-        return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    """The scikit-learn Pipeline of one exact registered version (trusting only
+    `model_artifact.TRUSTED_TYPES`, whatever the model's own MLmodel lists)."""
+    with tracking(tracking_uri) as mlflow, tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+        return model_artifact.load_pipeline(Path(local), what=f"{name} version {version}")
 
 
 def load_model(ref: ChampionRef) -> Any:

@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from mlpipeline.core.config import PROJECT_ROOT, candidates_path, pipeline_conf
 from mlpipeline.core.days import parse_day
-from mlpipeline.training import model_features, model_registry
+from mlpipeline.training import model_artifact, model_features, model_registry, request_features
 from mlpipeline.training.metrics import classification_metrics
 from mlpipeline.training.model_features import FeatureColumns, FeatureSpecLike, build_pipeline
 from mlpipeline.training.split import Split
@@ -47,8 +47,6 @@ ESTIMATORS: dict[str, type[BaseEstimator]] = {
     "random_forest": RandomForestClassifier,
 }
 JOBLIB_ESTIMATORS = {"random_forest"}
-# Distributions the saved model needs; pinned to what trained it so a loader can match them.
-MODEL_REQUIREMENTS = ("scikit-learn", "skops", "pandas", "numpy", "scipy")
 CONFIG_HASH_TAG = "candidate_config_hash"
 CANDIDATE_TAG = "candidate"
 SPLIT_WARNINGS_TAG = "split_warnings"
@@ -241,7 +239,9 @@ def candidate_config_hash(candidate: Candidate, columns: FeatureColumns) -> str:
     payload = {
         "candidate": asdict(candidate),
         "columns": columns.to_dict(),
-        "feature_code": hashlib.sha256(inspect.getsource(model_features).encode()).hexdigest(),
+        "feature_code": hashlib.sha256(
+            "".join(inspect.getsource(m) for m in (model_features, request_features)).encode()
+        ).hexdigest(),
         "sklearn": metadata.version("scikit-learn"),
     }
     text = json.dumps(payload, sort_keys=True, default=str)
@@ -299,10 +299,6 @@ def split_warnings_tag(split: Split) -> str:
         return "none"
     text = f"{len(split.warnings)}: " + " | ".join(split.warnings)
     return text if len(text) <= 4000 else text[:3960] + " ... (see split_summary.json)"
-
-
-def _requirements() -> list[str]:
-    return [f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS]
 
 
 def train_candidate(
@@ -398,8 +394,11 @@ def train_candidate(
         "split.strategy": split.strategy,
         **{f"split.{part}_rows": summary[part]["rows"] for part in summary},
     }
-    with model_registry.tracking(tracking_uri) as mlflow:
+    with model_registry.tracking(tracking_uri) as mlflow, model_artifact.shipped_code() as code:
         from mlflow.models import infer_signature
+
+        # Here, where the tracking block quiets skops' probe of Airflow's deprecated shims.
+        model_artifact.check_trusted(pipeline)
 
         with mlflow.start_run(
             experiment_id=experiment_id,
@@ -416,8 +415,10 @@ def train_candidate(
                 signature=infer_signature(example, example_output),
                 input_example=example,
                 pyfunc_predict_fn="predict_proba",
-                pip_requirements=_requirements(),
-                skops_trusted_types=_trusted_types(pipeline),
+                serialization_format=model_artifact.SERIALIZATION_FORMAT,
+                code_paths=code,
+                pip_requirements=model_artifact.requirements(),
+                skops_trusted_types=list(model_artifact.TRUSTED_TYPES),
                 tags=tag_values,
             )
             mlflow.log_metrics({f"val_{k}": v for k, v in metrics.items()}, model_id=info.model_id)
@@ -447,10 +448,3 @@ def train_candidate(
         validation_metrics=metrics,
         reused=False,
     )
-
-
-def _trusted_types(pipeline: Any) -> list[str]:
-    """Types skops must be told to trust when loading this pipeline (our feature functions...)."""
-    import skops.io
-
-    return skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
