@@ -94,8 +94,9 @@ FROM range({rows}) AS r(i)
 
 def _prepare(settings: Settings) -> None:
     """The day to score, and a champion trained on another day with planted fraud."""
+    from mlpipeline.training.candidates import load_candidates
     from mlpipeline.training.split import split_dataset
-    from mlpipeline.training.train import load_candidates, train_candidate
+    from mlpipeline.training.train import train_candidate
 
     warehouse.create(settings)
     with warehouse.connect(settings) as con:

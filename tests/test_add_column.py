@@ -24,9 +24,10 @@ from mlpipeline.features import dbt_project, transform
 from mlpipeline.features.export import export_snapshot
 from mlpipeline.online import OnlineReader, push_staged, switch, verify_staged
 from mlpipeline.training import model_registry
+from mlpipeline.training.candidates import Candidate
 from mlpipeline.training.split import split_dataset
 from mlpipeline.training.split_store import read_training_set
-from mlpipeline.training.train import Candidate, train_candidate
+from mlpipeline.training.train import train_candidate
 from mlpipeline.warehouse import connect
 from tests.dbt_fixtures import background, load_raw
 

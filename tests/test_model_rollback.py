@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from mlpipeline import cli
-from mlpipeline.training import model_registry
+from mlpipeline.training import champion_alias, model_registry
+from mlpipeline.training.candidates import Candidate
 from mlpipeline.training.evaluate import EvaluationRules
 from mlpipeline.training.promotion import evaluate_and_promote
 from mlpipeline.training.split import Split, split_dataset
-from mlpipeline.training.train import Candidate, CandidateResult, train_candidate
+from mlpipeline.training.train import CandidateResult, train_candidate
 from tests.test_train_evaluate import LINEAGE, SPEC, synthetic_training_set
 
 pytestmark = pytest.mark.unit
@@ -103,7 +104,7 @@ def test_rollback_restores_the_previous_champion_and_pins_it(
     first, second = trained["first"].model_version, trained["second"].model_version
     assert promote(trained, "first", split, tracking_uri).decision == "promoted"
     assert promote(trained, "second", split, tracking_uri).decision == "promoted"
-    assert model_registry.champion_history(tracking_uri) == [first, second]
+    assert champion_alias.champion_history(tracking_uri) == [first, second]
     threshold_of_first = float(version_tags(tracking_uri, first)["decision_threshold"])
 
     out = run_cli(["model", "rollback", "--reason", "scores drifted", "--by", "oncall"], capsys)
@@ -112,7 +113,7 @@ def test_rollback_restores_the_previous_champion_and_pins_it(
     ref = model_registry.resolve_champion(tracking_uri)
     # Scoring resolves the restored version, with its own threshold.
     assert ref is not None and (ref.version, ref.decision_threshold) == (first, threshold_of_first)
-    pin = model_registry.champion_pin(tracking_uri)
+    pin = champion_alias.champion_pin(tracking_uri)
     assert pin is not None
     assert (pin.version, pin.rolled_back_from, pin.pinned_by, pin.reason) == (
         first,
@@ -123,7 +124,7 @@ def test_rollback_restores_the_previous_champion_and_pins_it(
     tags = version_tags(tracking_uri, second)
     assert tags["rolled_back_reason"] == "scores drifted" and tags["rolled_back_by"] == "oncall"
     assert "restored_at" in version_tags(tracking_uri, first)
-    assert model_registry.champion_history(tracking_uri) == [first]
+    assert champion_alias.champion_history(tracking_uri) == [first]
 
 
 def test_pinned_champion_is_evaluated_against_but_not_replaced(
@@ -163,12 +164,12 @@ def test_release_lets_the_nightly_promote_again(
     out = run_cli(["model", "release", "--by", "oncall"], capsys)
 
     assert out["released"] is True and out["champion"] == first
-    assert model_registry.champion_pin(tracking_uri) is None
+    assert champion_alias.champion_pin(tracking_uri) is None
     assert champion(tracking_uri) == first  # release alone moves nothing
     outcome = promote(trained, "third", split, tracking_uri)
     assert (outcome.decision, outcome.champion_before) == ("promoted", first)
     assert champion(tracking_uri) == third
-    assert model_registry.champion_history(tracking_uri) == [first, third]
+    assert champion_alias.champion_history(tracking_uri) == [first, third]
 
 
 def test_a_rolled_back_version_is_never_promoted_again(
@@ -199,19 +200,19 @@ def test_rollback_walks_back_and_stops_at_the_first_champion(
     with pytest.raises(SystemExit, match=f"version {first} is the first champion on record"):
         cli.main(["model", "rollback", "--reason", "still bad"])
     assert champion(tracking_uri) == first
-    assert model_registry.champion_pin(tracking_uri).version == first
+    assert champion_alias.champion_pin(tracking_uri).version == first
 
 
 def test_history_is_rebuilt_from_promotion_tags_when_missing(
     tracking_uri: str, trained: dict[str, CandidateResult]
 ) -> None:
     client = model_registry.client(tracking_uri)
-    recorded = model_registry.champion_history(tracking_uri)
-    client.delete_registered_model_tag(model_registry.MODEL_NAME, model_registry.HISTORY_TAG)
+    recorded = champion_alias.champion_history(tracking_uri)
+    client.delete_registered_model_tag(model_registry.MODEL_NAME, champion_alias.HISTORY_TAG)
 
     # Versions rolled back since their promotion (second, third) are left out.
     assert (
-        model_registry.champion_history(tracking_uri)
+        champion_alias.champion_history(tracking_uri)
         == recorded
         == [trained["first"].model_version]
     )

@@ -22,10 +22,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from mlpipeline.training import model_artifact, model_registry, request_features
+from mlpipeline.training.candidates import ESTIMATORS, Candidate
 from mlpipeline.training.model_features import FeatureColumns, build_pipeline
 from mlpipeline.training.model_features import select_feature_columns as select
 from mlpipeline.training.split import split_dataset
-from mlpipeline.training.train import ESTIMATORS, Candidate, train_candidate
+from mlpipeline.training.train import train_candidate
 from tests.test_train_evaluate import LINEAGE, SPEC, synthetic_training_set
 
 UV = Path(sys.executable).parent / "uv"

@@ -42,10 +42,11 @@ from mlpipeline.ops.retention.scores import vacuum_score_table
 from mlpipeline.ops.retention.splits import clean_splits
 from mlpipeline.ops.retention.warehouse_snapshots import maintain
 from mlpipeline.scoring.score_table import read_scores, score_table_location
-from mlpipeline.training import model_registry
+from mlpipeline.training import champion_alias, model_registry
+from mlpipeline.training.candidates import Candidate
 from mlpipeline.training.split import split_dataset
 from mlpipeline.training.split_store import load_split, persist_split
-from mlpipeline.training.train import Candidate, train_candidate
+from mlpipeline.training.train import train_candidate
 from mlpipeline.warehouse import connect, lake
 from tests.airflow_probe import run_probe
 from tests.test_dag_integrity import PROBE
@@ -299,9 +300,9 @@ def test_splits_and_runs_of_champion_challenger_and_pin_are_kept(tmp_path, local
     client = model_registry.client(uri)
     for version in versions:
         client.set_model_version_tag(name, version, model_registry.THRESHOLD_TAG, "0.5")
-    model_registry.promote(uri, versions[0])
-    model_registry.promote(uri, versions[1])
-    model_registry.rollback_champion(uri, reason="test")  # versions[0] pinned, [1] rolled back
+    champion_alias.promote(uri, versions[0])
+    champion_alias.promote(uri, versions[1])
+    champion_alias.rollback_champion(uri, reason="test")  # versions[0] pinned, [1] rolled back
     client.set_registered_model_alias(name, model_registry.CHALLENGER_ALIAS, versions[2])
     experiment = client.get_experiment_by_name(model_registry.EXPERIMENT).experiment_id
 
@@ -352,7 +353,7 @@ def test_splits_and_runs_of_champion_challenger_and_pin_are_kept(tmp_path, local
     # Registered versions and aliases are untouched; the champion still resolves.
     assert len(client.search_model_versions(f"name = '{name}'")) == 3
     assert model_registry.resolve_champion(uri).version == versions[0]
-    assert model_registry.champion_pin(uri).version == versions[0]
+    assert champion_alias.champion_pin(uri).version == versions[0]
 
 
 # --- score table versions -----------------------------------------------------------------------

@@ -24,17 +24,15 @@ import pytest
 from mlpipeline import warehouse
 from mlpipeline.pipeline import nightly
 from mlpipeline.training import model_registry
+from mlpipeline.training.candidates import Candidate, load_candidates, training_jobs
 from mlpipeline.training.evaluate import EvaluationRules
 from mlpipeline.training.metrics import choose_threshold, classification_metrics, threshold_report
 from mlpipeline.training.promotion import evaluate_and_promote
 from mlpipeline.training.split import Split, split_dataset
 from mlpipeline.training.train import (
-    Candidate,
     CandidateResult,
     batch_revisions,
-    load_candidates,
     train_candidate,
-    training_jobs,
     training_skip_reason,
 )
 from mlpipeline.warehouse import meta

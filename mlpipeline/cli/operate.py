@@ -14,22 +14,22 @@ from mlpipeline.ops.retention import KINDS as RETENTION_KINDS
 
 def cmd_model_rollback(args: argparse.Namespace) -> None:
     """Restore the previous champion and pin it: the nightly stops promoting until release."""
-    from mlpipeline.training import model_registry
+    from mlpipeline.training import champion_alias
 
     try:
-        result = model_registry.rollback_champion(
+        result = champion_alias.rollback_champion(
             Settings.from_env().mlflow_tracking_uri, reason=args.reason, by=args.by
         )
-    except model_registry.RollbackError as exc:
+    except champion_alias.RollbackError as exc:
         sys.exit(f"mlpipeline model rollback: {exc}")
     print(json.dumps(result, indent=2))
 
 
 def cmd_model_release(args: argparse.Namespace) -> None:
     """Remove the rollback pin; the champion stays until a nightly promotes a better model."""
-    from mlpipeline.training import model_registry
+    from mlpipeline.training import champion_alias
 
-    result = model_registry.release_pin(Settings.from_env().mlflow_tracking_uri, by=args.by)
+    result = champion_alias.release_pin(Settings.from_env().mlflow_tracking_uri, by=args.by)
     print(json.dumps(result, indent=2))
 
 

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     candidates_file: Path = Field(
         CONF_DIR / "candidates.yaml", validation_alias="MLPIPELINE_CANDIDATES"
     )
+    # The GX suites (a deployment may keep its own) and the code version models are tagged with
+    # (the image has no .git; a checkout's HEAD when unset).
+    expectations_dir: Path = Field(
+        CONF_DIR / "expectations", validation_alias="MLPIPELINE_EXPECTATIONS_DIR"
+    )
+    git_commit: str | None = Field(None, validation_alias="GIT_COMMIT")
 
     @model_validator(mode="before")
     @classmethod
@@ -125,7 +131,9 @@ class Settings(BaseSettings):
         by_alias = {f.validation_alias: name for name, f in cls.model_fields.items()}
         return by_alias.get(key, key)
 
-    @field_validator("data_dir", "duckdb_path", "dbt_project_dir", "candidates_file")
+    @field_validator(
+        "data_dir", "duckdb_path", "dbt_project_dir", "candidates_file", "expectations_dir"
+    )
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()

@@ -14,11 +14,10 @@ with). Skipped expectations are logged, not recorded.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlpipeline.core.config import CONF_DIR, pipeline_conf
+from mlpipeline.core.config import Settings, pipeline_conf
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -32,8 +31,7 @@ def quality_conf() -> dict[str, Any]:
 
 
 def suites_dir() -> Path:
-    value = os.environ.get(SUITES_ENV)
-    return Path(value).expanduser().resolve() if value else CONF_DIR / "expectations"
+    return Settings.from_env().expectations_dir
 
 
 def load_suite_definition(name: str) -> dict[str, Any]:

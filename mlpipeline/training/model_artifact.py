@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 
 # The types in our pipelines' skops dumps beyond those skops trusts by default (scikit-learn's
 # estimators and transformers, NumPy arrays, builtins): the request-feature function of the first
-# step, NumPy dtypes, and the tree structures of the tree ensembles (ESTIMATORS in train.py).
+# step, NumPy dtypes, and the tree structures of the tree ensembles (ESTIMATORS in candidates.py).
 # tests/test_model_standalone.py checks it covers every estimator; extend it only by review.
 TRUSTED_TYPES: tuple[str, ...] = (
     "mlpipeline.training.request_features.model_frame",

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlpipeline.training import model_registry
+from mlpipeline.training import champion_alias, model_registry
 from mlpipeline.training.evaluate import (
     CandidateEvaluation,
     EvaluationRules,
@@ -179,7 +179,7 @@ def evaluate_and_promote(
     decision, reason = _unless_pinned(tracking_uri, decision, reason)
     champion_version = champion.version if champion else None
     if decision == "promoted":
-        if model_registry.promote(tracking_uri, best.version):
+        if champion_alias.promote(tracking_uri, best.version):
             champion_version = best.version
         else:
             # A rollback pinned the champion while this evaluation ran.
@@ -243,7 +243,7 @@ def _rollback_record(client: Any, version: str) -> str | None:
 
 def _unless_pinned(tracking_uri: str, decision: str, reason: str) -> tuple[str, str]:
     """While a rollback pins the champion nothing is promoted: say so, and what the rules said."""
-    pin = model_registry.champion_pin(tracking_uri)
+    pin = champion_alias.champion_pin(tracking_uri)
     if pin is None or decision in {"already_champion", "pinned"}:
         return decision, reason
     return "pinned", f"{pin.describe()}. Without the pin: {decision}: {reason}"

@@ -13,74 +13,32 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import subprocess
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import duckdb
-import joblib
 import pandas as pd
-import yaml
 from sklearn.base import BaseEstimator
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from mlpipeline.core.config import PROJECT_ROOT, candidates_path, pipeline_conf
+from mlpipeline.core.config import PROJECT_ROOT, Settings, pipeline_conf
 from mlpipeline.core.days import parse_day
 from mlpipeline.training import model_artifact, model_features, model_registry, request_features
+from mlpipeline.training.candidates import ESTIMATORS, JOBLIB_ESTIMATORS, Candidate, training_jobs
 from mlpipeline.training.metrics import classification_metrics
 from mlpipeline.training.model_features import FeatureColumns, FeatureSpecLike, build_pipeline
 from mlpipeline.training.split import Split
 
 log = logging.getLogger(__name__)
 
-ESTIMATORS: dict[str, type[BaseEstimator]] = {
-    "logistic_regression": LogisticRegression,
-    "hist_gradient_boosting": HistGradientBoostingClassifier,
-    "random_forest": RandomForestClassifier,
-}
-JOBLIB_ESTIMATORS = {"random_forest"}
 CONFIG_HASH_TAG = "candidate_config_hash"
 CANDIDATE_TAG = "candidate"
 SPLIT_WARNINGS_TAG = "split_warnings"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One model configuration to train: estimator, hyperparameters, feature selection."""
-
-    name: str
-    estimator: str
-    params: dict[str, Any] = field(default_factory=dict)
-    scale: bool = False
-    include: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(
-                f"candidate {self.name!r}: estimator {self.estimator!r} is unknown; "
-                f"use one of {sorted(ESTIMATORS)}"
-            )
-        accepted = inspect.signature(ESTIMATORS[self.estimator]).parameters
-        unknown = sorted(set(self.params) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"candidate {self.name!r}: {self.estimator} has no parameters {unknown}; "
-                "fix conf/candidates.yaml"
-            )
-        if "n_jobs" in self.params:
-            raise ValueError(
-                f"candidate {self.name!r}: n_jobs comes from resources.parallel_tasks, not a "
-                "candidate"
-            )
 
 
 @dataclass(frozen=True)
@@ -105,55 +63,6 @@ class CandidateResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CandidateResult:
         return cls(**{**data, "training_cutoff": parse_day(data["training_cutoff"])})
-
-
-def _conf(path: Path | None) -> dict[str, Any]:
-    return yaml.safe_load(Path(path or candidates_path()).read_text())
-
-
-def load_candidates(path: Path | None = None) -> list[Candidate]:
-    """The candidates declared in conf/candidates.yaml (validated: unique names, known params)."""
-    entries = _conf(path).get("candidates") or []
-    candidates = []
-    for entry in entries:
-        entry = dict(entry)
-        unknown = sorted(
-            set(entry) - {"name", "estimator", "params", "scale", "include", "exclude"}
-        )
-        if unknown:
-            raise ValueError(f"candidate {entry.get('name')!r} has unknown keys {unknown}")
-        include = entry.get("include")
-        candidates.append(
-            Candidate(
-                name=entry["name"],
-                estimator=entry["estimator"],
-                params=dict(entry.get("params") or {}),
-                scale=bool(entry.get("scale", False)),
-                include=tuple(include) if include else None,
-                exclude=tuple(entry.get("exclude") or ()),
-            )
-        )
-    names = [c.name for c in candidates]
-    if len(set(names)) != len(names) or not names:
-        raise ValueError(f"conf/candidates.yaml needs candidates with unique names, got {names}")
-    return candidates
-
-
-def parallel_tasks(path: Path | None = None) -> int:
-    """How many candidates train at once (resources.parallel_tasks; the DAG maps that many)."""
-    value = int((_conf(path).get("resources") or {}).get("parallel_tasks", 2))
-    if value < 1:
-        raise ValueError(f"resources.parallel_tasks must be at least 1, got {value}")
-    return value
-
-
-def training_jobs(path: Path | None = None) -> int:
-    """Cores one training task may use: its share of the cores this process may run on.
-
-    joblib counts the CPU affinity and a container's CPU quota (cgroups), so a worker pod limited
-    to 2 CPUs on a 64-core node gives each of 2 parallel tasks 1 core, not 32.
-    """
-    return max(1, joblib.cpu_count() // parallel_tasks(path))
 
 
 def training_skip_reason(frame: pd.DataFrame, label: str = "is_fraud") -> str | None:
@@ -181,8 +90,9 @@ def batch_revisions(con: duckdb.DuckDBPyConnection, training_cutoff: date) -> di
 
 def git_commit() -> str:
     """The code version: GIT_COMMIT from the deployment, else the checkout's HEAD."""
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
+    configured = Settings.from_env().git_commit
+    if configured:
+        return configured
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

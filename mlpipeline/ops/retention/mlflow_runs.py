@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlpipeline.ops.retention.report import Report, deletions, utc
-from mlpipeline.training import model_registry
+from mlpipeline.training import champion_alias, model_registry
 from mlpipeline.training.train import CANDIDATE_TAG
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,9 @@ def protected_versions(tracking_uri: str) -> dict[str, tuple[str, Any]]:
             return {}
         raise
     reasons = dict.fromkeys(
-        model_registry.champion_history(tracking_uri, name), "earlier champion (rollback target)"
+        champion_alias.champion_history(tracking_uri, name), "earlier champion (rollback target)"
     )
-    pin = model_registry.champion_pin(tracking_uri, name)
+    pin = champion_alias.champion_pin(tracking_uri, name)
     if pin is not None:
         reasons[pin.rolled_back_from] = "rolled back from (recorded by the pin)"
         reasons[pin.version] = "pinned champion"

@@ -117,7 +117,7 @@ def split(day: str, checked: dict[str, Any]) -> dict[str, Any]:
 
 def candidates(split_info: dict[str, Any]) -> list[dict[str, Any]]:
     """One training job per configured candidate (conf/candidates.yaml)."""
-    from mlpipeline.training.train import load_candidates
+    from mlpipeline.training.candidates import load_candidates
 
     return [{**split_info, "candidate": c.name} for c in load_candidates()]
 
@@ -125,8 +125,9 @@ def candidates(split_info: dict[str, Any]) -> list[dict[str, Any]]:
 def train(job: dict[str, Any]) -> dict[str, Any]:
     """Fit one candidate on the persisted split and log it to MLflow (reused when identical)."""
     from mlpipeline.features import dbt_project
+    from mlpipeline.training.candidates import load_candidates
     from mlpipeline.training.split_store import load_split
-    from mlpipeline.training.train import load_candidates, train_candidate
+    from mlpipeline.training.train import train_candidate
 
     candidate = next(c for c in load_candidates() if c.name == job["candidate"])
     result = train_candidate(
