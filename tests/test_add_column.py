@@ -1,7 +1,7 @@
 """An analyst adds an online feature with dbt alone, and it reaches everything downstream.
 
 On a copy of dbt_project/ the test does what dbt_project/README.md tells an analyst to do: compute
-`amount_min_30d` in customer_snapshot.sql and declare it under meta.online in
+`amount_min_30d` in int_customer_windows.sql and declare it under meta.online in
 customer_snapshot.yml. Then, with no Python change, the column must show up in the training set,
 among the inputs of a model trained by `mlpipeline.training.train` (and move its predictions),
 and in the
@@ -39,16 +39,14 @@ COLUMN = "amount_min_30d"
 
 def _add_column(project: Path) -> None:
     """The analyst's whole change: one aggregate in the SQL, one line in the YAML."""
-    sql = project / "models" / "features" / "customer_snapshot.sql"
-    text = sql.read_text()
+    sql = project / "models" / "intermediate" / "int_customer_windows.sql"
     aggregate = "        max(case when in_30d then amount end) as amount_max_30d,\n"
-    carried = "        active_customers.amount_max_30d,\n"
-    assert aggregate in text and carried in text, "customer_snapshot.sql changed shape"
-    text = text.replace(
-        aggregate, aggregate + f"        min(case when in_30d then amount end) as {COLUMN},\n"
+    assert aggregate in sql.read_text(), "int_customer_windows.sql changed shape"
+    sql.write_text(
+        sql.read_text().replace(
+            aggregate, aggregate + f"        min(case when in_30d then amount end) as {COLUMN},\n"
+        )
     )
-    text = text.replace(carried, carried + f"        active_customers.{COLUMN},\n")
-    sql.write_text(text)
     yml = project / "models" / "features" / "customer_snapshot.yml"
     declared = '            - {name: amount_max_30d, type: "DECIMAL(18,2)", default: null}\n'
     assert declared in yml.read_text(), "customer_snapshot.yml changed shape"
