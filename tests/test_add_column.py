@@ -1,10 +1,10 @@
 """An analyst adds an online feature with dbt alone, and it reaches everything downstream.
 
 On a copy of dbt_project/ the test does what dbt_project/README.md tells an analyst to do: compute
-`amount_min_30d` in customer_snapshot.sql and declare it under meta.online in
-customer_snapshot.yml. Then, with no Python change, the column must show up in the training set,
-among the inputs of a model trained by `mlpipeline.training.train` (and move its predictions),
-and in the
+`amount_min_30d` in int_customer_windows.sql, declare it under meta.online in
+customer_snapshot.yml and add it to the contracts of the three tables that carry the online
+features. Then, with no Python change, the column must show up in the training set, among the
+inputs of a model trained by `mlpipeline.training.train` (and move its predictions), and in the
 vectors the online reader gets from Redis after the real export, push, verify and switch.
 """
 
@@ -38,27 +38,39 @@ CUTOFF = date(2026, 2, 28)
 COLUMN = "amount_min_30d"
 
 
+def _insert_after(path: Path, anchor: str, line: str) -> None:
+    text = path.read_text()
+    assert text.count(anchor) == 1, f"{path.name} changed shape"
+    path.write_text(text.replace(anchor, anchor + line))
+
+
 def _add_column(project: Path) -> None:
-    """The analyst's whole change: one aggregate in the SQL, one line in the YAML."""
-    sql = project / "models" / "features" / "customer_snapshot.sql"
-    text = sql.read_text()
-    aggregate = "        max(case when in_30d then amount end) as amount_max_30d,\n"
-    carried = "        active_customers.amount_max_30d,\n"
-    assert aggregate in text and carried in text, "customer_snapshot.sql changed shape"
-    text = text.replace(
-        aggregate, aggregate + f"        min(case when in_30d then amount end) as {COLUMN},\n"
+    """The analyst's whole change: one aggregate in the SQL, its declaration in meta.online and
+    its line in the contracts of the three tables that carry the online features."""
+    models = project / "models"
+    _insert_after(
+        models / "intermediate" / "int_customer_windows.sql",
+        "        max(case when in_30d then amount end) as amount_max_30d,\n",
+        f"        min(case when in_30d then amount end) as {COLUMN},\n",
     )
-    text = text.replace(carried, carried + f"        active_customers.{COLUMN},\n")
-    sql.write_text(text)
-    yml = project / "models" / "features" / "customer_snapshot.yml"
-    declared = '            - {name: amount_max_30d, type: "DECIMAL(18,2)", default: null}\n'
-    assert declared in yml.read_text(), "customer_snapshot.yml changed shape"
-    yml.write_text(
-        yml.read_text().replace(
-            declared,
-            declared + f'            - {{name: {COLUMN}, type: "DECIMAL(18,2)", default: null}}\n',
+    _insert_after(
+        models / "features" / "customer_snapshot.yml",
+        '            - {name: amount_max_30d, type: "DECIMAL(18,2)", default: null}\n',
+        f'            - {{name: {COLUMN}, type: "DECIMAL(18,2)", default: null}}\n',
+    )
+    contract = f'      - {{name: {COLUMN}, data_type: "DECIMAL(18,2)"}}\n'
+    _insert_after(
+        models / "features" / "customer_snapshot.yml",
+        "      - name: amount_max_30d\n"
+        "        description: Largest amount (EUR) over the last 30 days; null without transactions"
+        " in the window.\n"
+        "        data_type: DECIMAL(18,2)\n",
+        contract,
+    )
+    for table in ("features/transaction_features.yml", "marts/training_set.yml"):
+        _insert_after(
+            models / table, '      - {name: amount_max_30d, data_type: "DECIMAL(18,2)"}\n', contract
         )
-    )
 
 
 @pytest.fixture(scope="module")

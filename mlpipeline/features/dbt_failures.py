@@ -101,7 +101,9 @@ def node_results(result: Any, settings: Settings, *, dev: bool) -> list[NodeResu
     nodes = []
     for item in getattr(result, "results", None) or []:
         node = item.node
-        name = node.name if node.resource_type == "test" else f"{node.schema}.{node.alias}"
+        # Tests and unit tests have no relation; a failed unit test's message holds its diff.
+        is_test = node.resource_type in ("test", "unit_test")
+        name = node.name if is_test else f"{node.schema}.{node.alias}"
         status = getattr(item.status, "value", str(item.status))
         sample: tuple[str, ...] = ()
         if node.resource_type == "test" and status == "fail":
