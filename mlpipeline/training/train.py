@@ -222,7 +222,7 @@ def train_candidate(
 ) -> CandidateResult:
     """Fit the candidate on split.train, log and register it (or reuse an identical earlier run).
 
-    `feature_columns` is the online feature set (`transform.online_spec().features`); the
+    `feature_columns` is the online feature set (`dbt_project.online_spec().features`); the
     candidate's include/exclude narrow it. `lineage` holds training_cutoff, batch_revisions,
     dbt_manifest_hash and optionally git_commit / split_id.
     """
