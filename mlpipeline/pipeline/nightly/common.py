@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING
 from mlpipeline.core.config import Settings
 
 if TYPE_CHECKING:
+    import duckdb
+
     from mlpipeline.core.objectstore import ObjectStore
+    from mlpipeline.quality import CheckOutcome
 
 
 class NothingToDo(Exception):  # noqa: N818 - an outcome, not an error
@@ -32,3 +35,13 @@ def object_store() -> ObjectStore:
     from mlpipeline.core.objectstore import from_settings
 
     return from_settings(configured())
+
+
+def enforced(con: duckdb.DuckDBPyConnection, outcome: CheckOutcome, run_id: str) -> CheckOutcome:
+    """Record a gate's outcome in the warehouse, then stop the run if the gate failed."""
+    from mlpipeline import quality
+
+    quality.record(con, outcome, run_id=run_id)
+    if not outcome.success:
+        raise quality.QualityGateFailed(outcome)
+    return outcome

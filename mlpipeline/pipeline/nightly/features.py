@@ -7,7 +7,7 @@ import os
 from datetime import date
 from typing import Any
 
-from mlpipeline.pipeline.nightly.common import configured, object_store
+from mlpipeline.pipeline.nightly.common import configured, enforced, object_store
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,18 @@ def check_snapshot(day: str, run_id: str) -> dict[str, Any]:
 
     settings, spec = configured(), dbt_project.online_spec()
     with connect(settings) as con:
-        outcome = gates.snapshot_gate(
+        outcome = enforced(
             con,
-            date.fromisoformat(day),
-            feature_columns=[f.name for f in spec.features],
-            ttl_days=spec.ttl_days,
-            docs=quality.DataDocs.from_settings(settings, object_store()),
-            run_name=run_id,
+            gates.snapshot_gate(
+                con,
+                date.fromisoformat(day),
+                feature_columns=[f.name for f in spec.features],
+                ttl_days=spec.ttl_days,
+                docs=quality.DataDocs.from_settings(settings, object_store()),
+                run_name=run_id,
+            ),
+            run_id,
         )
-        quality.record(con, outcome, run_id=run_id)
-    if not outcome.success:
-        raise quality.QualityGateFailed(outcome)
     return {
         "suite": outcome.suite,
         "rows": outcome.rows,

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from mlpipeline.core.config import pipeline_conf
-from mlpipeline.pipeline.nightly.common import NothingToDo, configured, object_store
+from mlpipeline.pipeline.nightly.common import NothingToDo, configured, enforced, object_store
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,18 @@ def check_training_set(
         reason = training_skip_reason(frame)
         if reason:
             raise NothingToDo(f"cold start, training skipped for cutoff {day}: {reason}")
-        outcome = gates.training_set_gate(
+        outcome = enforced(
             con,
-            frame,
-            cutoff,
-            maturity_days=gates.label_maturity_days(settings),
-            docs=quality.DataDocs.from_settings(settings, object_store()),
-            run_name=run_id,
+            gates.training_set_gate(
+                con,
+                frame,
+                cutoff,
+                maturity_days=gates.label_maturity_days(settings),
+                docs=quality.DataDocs.from_settings(settings, object_store()),
+                run_name=run_id,
+            ),
+            run_id,
         )
-        quality.record(con, outcome, run_id=run_id)
-    if not outcome.success:
-        raise quality.QualityGateFailed(outcome)
     return {
         "rows": outcome.rows,
         "positives": int(frame["is_fraud"].sum()),
