@@ -8,7 +8,6 @@ before any model is built.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def test_a_broken_time_rule_fails_the_build_on_its_unit_tests(tmp_path: Path) ->
             CUTOFF_RULE, "dbt.dateadd('hour', 23, 'cast(' ~ day ~ ' as timestamp)')"
         )
     )
-    settings = dataclasses.replace(Settings.under(tmp_path / "data"), dbt_project_dir=project)
+    settings = Settings.under(tmp_path / "data").model_copy(update={"dbt_project_dir": project})
     warehouse.create(settings)
     with connect(settings) as con:
         load_raw(con, "transactions", [txn("T1", "C1", "2026-01-02 10:00:00", "20.00")])

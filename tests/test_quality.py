@@ -14,7 +14,6 @@ import posixpath
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import unquote
@@ -396,10 +395,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture()
 def warehouse(built: Settings, tmp_path: Path) -> Settings:
     """This test's copy of the built warehouse, free to tamper with."""
-    copy = replace(
-        built,
-        warehouse_catalog=Settings.under(tmp_path).warehouse_catalog,
-        warehouse_data_path=Settings.under(tmp_path).warehouse_data_path,
+    copy = built.model_copy(
+        update={
+            "warehouse_catalog": Settings.under(tmp_path).warehouse_catalog,
+            "warehouse_data_path": Settings.under(tmp_path).warehouse_data_path,
+        }
     )
     copy_warehouse(built, copy)
     return copy

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -89,10 +89,11 @@ def init(env: dict[str, str]) -> None:
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     password_file(env)
     warehouse.create(
-        replace(
-            Settings.from_env(),
-            warehouse_catalog=env["WAREHOUSE_CATALOG"],
-            warehouse_data_path=env["WAREHOUSE_DATA_PATH"],
+        Settings.from_env().model_copy(
+            update={
+                "warehouse_catalog": env["WAREHOUSE_CATALOG"],
+                "warehouse_data_path": env["WAREHOUSE_DATA_PATH"],
+            }
         )
     )
     transform.ensure_manifest()
