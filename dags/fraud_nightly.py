@@ -37,7 +37,6 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.task.trigger_rule import TriggerRule
-from alerts import FailureAlert, send
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import (
     ExecutionMode,
@@ -46,7 +45,8 @@ from cosmos.constants import (
     SourceRenderingBehavior,
     TestBehavior,
 )
-from pipeline_assets import (
+from mlpipeline_airflow.alerts import FailureAlert, send
+from mlpipeline_airflow.pipeline_assets import (
     CHAMPION_CHANGES,
     ONLINE_SNAPSHOT,
     RAW_BATCHES,
@@ -60,9 +60,9 @@ from pipeline_assets import (
     scores_extra,
     snapshot_extra,
 )
-from processing_day import ProcessingDayTimetable, ended_processing_day
-from stage_runner import run_id_of, run_stage
-from warehouse_access import WAREHOUSE, require_warehouse
+from mlpipeline_airflow.processing_day import ProcessingDayTimetable, ended_processing_day
+from mlpipeline_airflow.stage_runner import run_id_of, run_stage
+from mlpipeline_airflow.warehouse_access import WAREHOUSE, require_warehouse
 
 from mlpipeline.ops.alerts import expired_pending_alert
 from mlpipeline.pipeline import nightly

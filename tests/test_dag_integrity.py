@@ -46,6 +46,34 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return run_probe(PROBE, env, PROJECT_ROOT / "dags")
 
 
+PLUGINS_PROBE = r"""
+import json, sys
+from airflow import plugins_manager
+info = plugins_manager.get_plugin_info()
+print(json.dumps({
+    "plugins": sorted(p["name"] for p in info),
+    "sources": sorted({str(p["source"]) for p in info}),
+    "errors": plugins_manager.get_import_errors(),
+    "timetables": sorted(plugins_manager.get_timetables_plugins()),
+    "bare": sorted(set(sys.argv[1].split(",")) & set(sys.modules)),
+}))
+"""
+
+
+def test_plugins_register_once_from_one_module_and_nothing_under_a_bare_name(tmp_path):
+    env = airflow_env(Settings.under(tmp_path))
+    bare = "alerts,pipeline_assets,processing_day,stage_runner,ui_links,warehouse_access"
+    loaded = run_probe(PLUGINS_PROBE, env, bare)
+    ours = {"processing_day", "mlpipeline_ui", "warehouse_access"}
+    assert ours <= set(loaded["plugins"])
+    assert loaded["errors"] == {}
+    assert [s for s in loaded["sources"] if "mlpipeline" in s] == [
+        "$PLUGINS_FOLDER/mlpipeline_airflow_plugins.py"
+    ]
+    assert "mlpipeline_airflow.processing_day.ProcessingDayTimetable" in loaded["timetables"]
+    assert loaded["bare"] == []
+
+
 def test_every_dag_file_imports_without_error(parsed):
     assert parsed["errors"] == {}
     assert "fraud_nightly" in parsed["dags"]
