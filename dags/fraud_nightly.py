@@ -100,6 +100,14 @@ default_args = {"owner": "data-platform", "on_failure_callback": FailureAlert()}
             type="boolean",
             description="Push the snapshot to Redis and switch it in (false: export only).",
         ),
+        "full_refresh": Param(
+            False,
+            type="boolean",
+            description=(
+                "Rebuild every cutoff of the dbt features (dbt --full-refresh), after a feature "
+                "was added or retyped."
+            ),
+        ),
     },
 )
 def fraud_nightly() -> None:
@@ -182,8 +190,7 @@ def fraud_nightly() -> None:
             # dbt would create an empty file where it finds no warehouse: fail first instead.
             "pre_execute": require_warehouse,
             "vars": {"processing_day": "{{ ti.xcom_pull(task_ids='resolve_day') }}"},
-            # Trigger with conf {"full_refresh": true} after a feature was added or retyped.
-            "full_refresh": "{{ dag_run.conf.get('full_refresh', false) }}",
+            "full_refresh": "{{ params.full_refresh }}",
             "env": dbt["env"],
             "append_env": True,
             "callback": "mlpipeline.features.transform.after_dbt_node",

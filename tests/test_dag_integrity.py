@@ -33,6 +33,8 @@ for dag_id, dag in bag.dags.items():
         "pools": {t.task_id: t.pool for t in dag.tasks},
         "doc": bool(dag.doc_md),
         "params": sorted(dag.params.keys()),
+        "full_refresh": {t.task_id: t.full_refresh for t in dag.tasks
+                         if hasattr(t, "full_refresh")},
     }
 print(json.dumps({"errors": bag.import_errors, "dags": dags, "heavy": heavy, "seconds": seconds}))
 """
@@ -191,6 +193,13 @@ def test_dbt_models_and_tests_are_tasks_in_dependency_order(parsed):
     freshness = ("raw_transactions_current_source", "raw_chargebacks_current_source")
     for source in freshness:
         assert f"dbt_build.{source}" in _ancestors(tasks, "check_snapshot")
+
+
+def test_the_nightly_declares_its_params(parsed):
+    params = parsed["dags"]["fraud_nightly"]["params"]
+    assert {"day", "train", "push_online", "full_refresh"} <= set(params)
+    refresh = parsed["dags"]["fraud_nightly"]["full_refresh"]
+    assert refresh and set(refresh.values()) == {"{{ params.full_refresh }}"}
 
 
 def test_cosmos_telemetry_is_off_at_parse(parsed):
