@@ -19,8 +19,9 @@ the day of its logical date, or for the `day` param when given.
    `push_online` param false, push, verify and switch are skipped and only the export is written).
 
 `ready_to_score` joins the training branch and the export whatever their outcome, so a failed
-training never leaves the day unscored; `watcher`, last, fails the run when any task failed, since
-the final tasks run whatever happened before them (and is green on a good night).
+training never leaves the day unscored; `watcher` (Airflow's watcher pattern: trigger rule
+ONE_FAILED, downstream of every task) fails the run when any task failed, since the final tasks
+run whatever happened before them; on a good night it is skipped.
 
 **Events.** Promoting a raw batch, the snapshot export, the scores, the online switch and a new
 champion emit Airflow asset events (`fraud.raw.<dataset>`, `fraud.snapshot_export`,
@@ -279,23 +280,14 @@ def fraud_nightly() -> None:
         result = run_stage(nightly.switch_online, manifest, verified)
         return publish(ONLINE_SNAPSHOT, online_extra, result)
 
-    # Runs last whatever happened: green when no task failed, so a good night is green from end
-    # to end; failed otherwise. The failed task already alerted: the watcher's own failure does
-    # not alert again.
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, on_failure_callback=None)
-    def watcher() -> str:
-        context = get_current_context()
-        failed = context["ti"].get_ti_count(
-            dag_id=context["dag_run"].dag_id,
-            run_ids=[context["run_id"]],
-            states=["failed", "upstream_failed"],
+    # Airflow's watcher: downstream of every task, it runs only when one of them failed, and
+    # fails the run, which the final tasks (ALL_DONE) would otherwise leave green; on a good
+    # night it is skipped. The failed task already alerted: the watcher does not alert again.
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, on_failure_callback=None)
+    def watcher() -> None:
+        raise AirflowFailException(
+            "a task of this run failed (or could not run because of a failure); see its log"
         )
-        if failed:
-            raise AirflowFailException(
-                f"{failed} task(s) of this run failed or could not run because of a failure; "
-                "see the failed tasks' logs"
-            )
-        return "no task failed"
 
     manifest, verified = online(day)
     snapshot_ok >> manifest
