@@ -3,7 +3,8 @@
 
 **This DAG is an example** for a downstream team: copy it, keep the schedule, replace the task.
 
-It is scheduled on the asset **`fraud.scores`** (`plugins/pipeline_assets.py`), not on a clock:
+It is scheduled on the asset **`fraud.scores`** (`mlpipeline_airflow.pipeline_assets`),
+not on a clock:
 each successful `score` task of `fraud_nightly` emits an event whose `extra` names the day
 (`day`), the Delta table version its commit created (`table_version`), `rows_scored`,
 `model_version` and `no_model_yet`. The task reads those events from
@@ -23,8 +24,8 @@ import logging
 from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
-from pipeline_assets import SCORES
-from processing_day import processing_day
+from mlpipeline_airflow.pipeline_assets import SCORES
+from mlpipeline_airflow.processing_day import processing_day
 
 from mlpipeline.core.config import Settings
 from mlpipeline.scoring import scores_consumer

@@ -23,7 +23,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
-from alerts import FailureAlert
+from mlpipeline_airflow.alerts import FailureAlert
 
 from mlpipeline.ops import backfill
 

@@ -19,8 +19,9 @@ the day of its logical date, or for the `day` param when given.
    `push_online` param false, push, verify and switch are skipped and only the export is written).
 
 `ready_to_score` joins the training branch and the export whatever their outcome, so a failed
-training never leaves the day unscored; `watcher`, last, fails the run when any task failed, since
-the final tasks run whatever happened before them (and is green on a good night).
+training never leaves the day unscored; `watcher` (Airflow's watcher pattern: trigger rule
+ONE_FAILED, downstream of every task) fails the run when any task failed, since the final tasks
+run whatever happened before them; on a good night it is skipped.
 
 **Events.** Promoting a raw batch, the snapshot export, the scores, the online switch and a new
 champion emit Airflow asset events (`fraud.raw.<dataset>`, `fraud.snapshot_export`,
@@ -34,10 +35,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import Param, dag, get_current_context, task, task_group
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
-from airflow.task.trigger_rule import TriggerRule
-from alerts import FailureAlert, send
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import (
     ExecutionMode,
@@ -46,7 +45,8 @@ from cosmos.constants import (
     SourceRenderingBehavior,
     TestBehavior,
 )
-from pipeline_assets import (
+from mlpipeline_airflow.alerts import FailureAlert, send
+from mlpipeline_airflow.pipeline_assets import (
     CHAMPION_CHANGES,
     ONLINE_SNAPSHOT,
     RAW_BATCHES,
@@ -60,9 +60,9 @@ from pipeline_assets import (
     scores_extra,
     snapshot_extra,
 )
-from processing_day import ProcessingDayTimetable, ended_processing_day
-from stage_runner import run_id_of, run_stage
-from warehouse_access import WAREHOUSE, require_warehouse
+from mlpipeline_airflow.processing_day import ProcessingDayTimetable, ended_processing_day
+from mlpipeline_airflow.stage_runner import run_id_of, run_stage
+from mlpipeline_airflow.warehouse_access import WAREHOUSE, require_warehouse
 
 from mlpipeline.ops.alerts import expired_pending_alert
 from mlpipeline.pipeline import nightly
@@ -100,6 +100,14 @@ default_args = {"owner": "data-platform", "on_failure_callback": FailureAlert()}
             True,
             type="boolean",
             description="Push the snapshot to Redis and switch it in (false: export only).",
+        ),
+        "full_refresh": Param(
+            False,
+            type="boolean",
+            description=(
+                "Rebuild every cutoff of the dbt features (dbt --full-refresh), after a feature "
+                "was added or retyped."
+            ),
         ),
     },
 )
@@ -183,8 +191,7 @@ def fraud_nightly() -> None:
             # dbt would create an empty file where it finds no warehouse: fail first instead.
             "pre_execute": require_warehouse,
             "vars": {"processing_day": "{{ ti.xcom_pull(task_ids='resolve_day') }}"},
-            # Trigger with conf {"full_refresh": true} after a feature was added or retyped.
-            "full_refresh": "{{ dag_run.conf.get('full_refresh', false) }}",
+            "full_refresh": "{{ params.full_refresh }}",
             "env": dbt["env"],
             "append_env": True,
             "callback": "mlpipeline.features.transform.after_dbt_node",
@@ -273,23 +280,14 @@ def fraud_nightly() -> None:
         result = run_stage(nightly.switch_online, manifest, verified)
         return publish(ONLINE_SNAPSHOT, online_extra, result)
 
-    # Runs last whatever happened: green when no task failed, so a good night is green from end
-    # to end; failed otherwise. The failed task already alerted: the watcher's own failure does
-    # not alert again.
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, on_failure_callback=None)
-    def watcher() -> str:
-        context = get_current_context()
-        failed = context["ti"].get_ti_count(
-            dag_id=context["dag_run"].dag_id,
-            run_ids=[context["run_id"]],
-            states=["failed", "upstream_failed"],
+    # Airflow's watcher: downstream of every task, it runs only when one of them failed, and
+    # fails the run, which the final tasks (ALL_DONE) would otherwise leave green; on a good
+    # night it is skipped. The failed task already alerted: the watcher does not alert again.
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, on_failure_callback=None)
+    def watcher() -> None:
+        raise AirflowFailException(
+            "a task of this run failed (or could not run because of a failure); see its log"
         )
-        if failed:
-            raise AirflowFailException(
-                f"{failed} task(s) of this run failed or could not run because of a failure; "
-                "see the failed tasks' logs"
-            )
-        return "no task failed"
 
     manifest, verified = online(day)
     snapshot_ok >> manifest

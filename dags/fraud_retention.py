@@ -33,7 +33,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
-from warehouse_access import WAREHOUSE
+from mlpipeline_airflow.warehouse_access import WAREHOUSE
 
 from mlpipeline.ops import retention
 

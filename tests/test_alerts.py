@@ -36,13 +36,13 @@ ALERT_VARS = (
 
 @pytest.fixture()
 def plugin(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """plugins/alerts.py as Airflow loads it (plugins/ on sys.path), with no destination set."""
+    """The alerts module as DAGs import it (plugins/ on sys.path), with no destination set."""
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     for var in ALERT_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "plugins"))
-    yield importlib.import_module("alerts")
-    sys.modules.pop("alerts", None)
+    yield importlib.import_module("mlpipeline_airflow.alerts")
+    sys.modules.pop("mlpipeline_airflow.alerts", None)
 
 
 @pytest.fixture()
@@ -182,7 +182,7 @@ def test_a_dead_destination_is_logged_and_the_others_still_get_the_alert(
     assert outcomes["slack"] == "sent"
     assert outcomes["webhook"].startswith("failed:") and outcomes["email"].startswith("failed:")
     assert len(http.json_bodies("/slack/T000/B000/XXX")) == 1 and smtp.messages == []
-    logged = [r.getMessage() for r in caplog.records if r.name == "alerts"]
+    logged = [r.getMessage() for r in caplog.records if r.name == plugin.__name__]
     assert any("could not be sent to webhook" in m for m in logged)
     assert any("could not be sent to email" in m for m in logged)
 
@@ -191,7 +191,7 @@ def test_a_dead_destination_is_logged_and_the_others_still_get_the_alert(
 def test_without_a_destination_the_alert_is_only_logged(plugin, caplog):
     with caplog.at_level(logging.WARNING):
         assert plugin.send(_quarantine_alert()) == {}
-    [record] = [r for r in caplog.records if r.name == "alerts"]
+    [record] = [r for r in caplog.records if r.name == plugin.__name__]
     assert "no alert destination configured" in record.getMessage()
     assert BATCH in record.getMessage()
 

@@ -144,8 +144,8 @@ def test_every_task_alerts_on_failure_once(parsed):
 def assets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "plugins"))
-    yield importlib.import_module("pipeline_assets")
-    sys.modules.pop("pipeline_assets", None)
+    yield importlib.import_module("mlpipeline_airflow.pipeline_assets")
+    sys.modules.pop("mlpipeline_airflow.pipeline_assets", None)
 
 
 def test_a_champion_event_only_when_the_champion_changed(assets):

@@ -60,7 +60,7 @@ LAPTOP_ONLY = {
     "AIRFLOW_API_TOKEN",
     # fallback operator name when getpass finds none; the image runs as user `airflow`
     "USER",
-    # set for each task by the plugin's listener (plugins/warehouse_access.py), never deployed
+    # set for each task by the plugin's listener (mlpipeline_airflow.warehouse_access), not deployed
     "MLPIPELINE_WAREHOUSE_ACCESS",
 }
 # Settings every Airflow component must share: one metadata DB, one broker, one set of secrets.

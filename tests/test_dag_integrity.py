@@ -34,6 +34,8 @@ for dag_id, dag in bag.dags.items():
         "operators": {t.task_id: type(t).__name__ for t in dag.tasks},
         "doc": bool(dag.doc_md),
         "params": sorted(dag.params.keys()),
+        "full_refresh": {t.task_id: t.full_refresh for t in dag.tasks
+                         if hasattr(t, "full_refresh")},
     }
 print(json.dumps({"errors": bag.import_errors, "dags": dags, "heavy": heavy, "seconds": seconds}))
 """
@@ -45,6 +47,34 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data_dir = tmp_path_factory.mktemp("dagbag")
     env = airflow_env(Settings.under(data_dir))
     return run_probe(PROBE, env, PROJECT_ROOT / "dags")
+
+
+PLUGINS_PROBE = r"""
+import json, sys
+from airflow import plugins_manager
+info = plugins_manager.get_plugin_info()
+print(json.dumps({
+    "plugins": sorted(p["name"] for p in info),
+    "sources": sorted({str(p["source"]) for p in info}),
+    "errors": plugins_manager.get_import_errors(),
+    "timetables": sorted(plugins_manager.get_timetables_plugins()),
+    "bare": sorted(set(sys.argv[1].split(",")) & set(sys.modules)),
+}))
+"""
+
+
+def test_plugins_register_once_from_one_module_and_nothing_under_a_bare_name(tmp_path):
+    env = airflow_env(Settings.under(tmp_path))
+    bare = "alerts,pipeline_assets,processing_day,stage_runner,ui_links,warehouse_access"
+    loaded = run_probe(PLUGINS_PROBE, env, bare)
+    ours = {"processing_day", "mlpipeline_ui", "warehouse_access"}
+    assert ours <= set(loaded["plugins"])
+    assert loaded["errors"] == {}
+    assert [s for s in loaded["sources"] if "mlpipeline" in s] == [
+        "$PLUGINS_FOLDER/mlpipeline_airflow_plugins.py"
+    ]
+    assert "mlpipeline_airflow.processing_day.ProcessingDayTimetable" in loaded["timetables"]
+    assert loaded["bare"] == []
 
 
 def test_every_dag_file_imports_without_error(parsed):
@@ -111,7 +141,7 @@ def test_final_tasks_run_whatever_happened_before(parsed):
         "online.export_snapshot",
     }
     assert rules["switch_online"] == "all_done"
-    assert rules["watcher"] == "all_done"
+    assert rules["watcher"] == "one_failed"
     assert "check_snapshot" in nightly["tasks"]["score"]
 
 
@@ -183,6 +213,13 @@ def test_dbt_models_and_tests_are_tasks_in_dependency_order(parsed):
     freshness = ("raw_transactions_current_source", "raw_chargebacks_current_source")
     for source in freshness:
         assert f"dbt_build.{source}" in _ancestors(tasks, "check_snapshot")
+
+
+def test_the_nightly_declares_its_params(parsed):
+    params = parsed["dags"]["fraud_nightly"]["params"]
+    assert {"day", "train", "push_online", "full_refresh"} <= set(params)
+    refresh = parsed["dags"]["fraud_nightly"]["full_refresh"]
+    assert refresh and set(refresh.values()) == {"{{ params.full_refresh }}"}
 
 
 def test_cosmos_telemetry_is_off_at_parse(parsed):

@@ -30,7 +30,7 @@ def test_the_nightlys_first_task_refuses_an_unended_day_without_retrying():
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
     try:
-        from processing_day import ended_processing_day
+        from mlpipeline_airflow.processing_day import ended_processing_day
     finally:
         sys.path.pop(0)
     with pytest.raises(AirflowFailException, match="2999-01-01 has not ended"):

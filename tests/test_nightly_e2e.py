@@ -104,8 +104,9 @@ def test_cold_start_skips_training_and_records_no_model_yet(nights):
     assert nights["exit"]["cold"] == 0
     assert states["training.check_training_set"] == "skipped"
     assert states["score"] == "success" and states["switch_online"] == "success"
-    # Skips are not failures: the watcher, last, is green.
-    assert states["watcher"] == "success"
+    # Skips are not failures: the watcher (trigger rule ONE_FAILED) is skipped, not run.
+    assert states["watcher"] == "skipped"
+    assert "failed" not in states.values() and "upstream_failed" not in states.values()
     counts = _day_counts(nights["settings"], COLD_DAY)
     assert counts["no_model_yet"] is True and counts["rows_scored"] is None
     assert counts["rows_to_score"] == counts["transactions"] > 0
@@ -154,7 +155,8 @@ def test_champion_is_registered_with_a_useful_validation_auc(nights):
     settings = nights["settings"]
     champion = nights["champion_after_night"]
     assert nights["exit"]["night"] == 0
-    assert set(nights["states"]["night"].values()) == {"success"}, nights["states"]["night"]
+    not_success = {t: s for t, s in nights["states"]["night"].items() if s != "success"}
+    assert not_success == {"watcher": "skipped"}, nights["states"]["night"]
     assert champion is not None and champion.name == "fraud_detector"
     run = model_registry.client(settings.mlflow_tracking_uri).get_run(champion.run_id)
     assert run.data.metrics["val_roc_auc"] >= 0.75

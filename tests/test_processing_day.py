@@ -21,7 +21,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from pendulum import UTC, DateTime
 from airflow.timetables.base import DataInterval, TimeRestriction
-from processing_day import ProcessingDayTimetable
+from mlpipeline_airflow.processing_day import ProcessingDayTimetable
 
 def day(text):
     return DateTime.fromisoformat(text).replace(tzinfo=UTC)

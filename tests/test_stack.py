@@ -114,7 +114,8 @@ def test_every_task_of_the_scheduled_night_succeeded(night):
     states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in night["tis"]}
     assert night["state"] == "success", {k: v for k, v in states.items() if v != "success"}
     assert len(states) > 40
-    assert {state for state in states.values()} == {"success"}
+    # Every task succeeded; the watcher, which runs only when one failed, was skipped.
+    assert {k: v for k, v in states.items() if v != "success"} == {("watcher", -1): "skipped"}
 
 
 def test_task_instances_ran_on_both_workers(stack, night):

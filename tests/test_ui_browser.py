@@ -390,9 +390,9 @@ def test_the_demo_night_is_a_scheduled_run_with_its_real_duration(demo, night, p
 def test_the_demo_run_is_green_in_the_grid_and_the_api(night, api, page, stack, artifacts):
     run_id = night["run_id"]
     states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in api.task_instances(run_id)}
-    # Every task succeeded, the watcher (which fails the run when anything failed) included.
-    assert set(states.values()) == {"success"}, states
-    assert ("watcher", -1) in states
+    # Every task succeeded; the watcher, which runs (and fails the run) only when one failed,
+    # was skipped.
+    assert {k: v for k, v in states.items() if v != "success"} == {("watcher", -1): "skipped"}
     assert sum(1 for task, _ in states if task == "training.train") >= 2
 
     # The grid as it opens: one row per top-level task or task group (a group's badge sums up its
@@ -405,8 +405,7 @@ def test_the_demo_run_is_green_in_the_grid_and_the_api(night, api, page, stack, 
         for cell in page.locator(f'a[id^="grid-{run_id}-"]').all()
     }
     success = badges["score"]
-    assert {task for task, badge in badges.items() if badge != success} == set(), badges
-    assert "watcher" in badges
+    assert {task for task, badge in badges.items() if badge != success} == {"watcher"}, badges
     assert {"ingest_transactions", "dbt_build", "online", "training", "switch_online"} <= set(
         badges
     )

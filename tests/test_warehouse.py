@@ -1,5 +1,6 @@
 """The warehouse seam: a DuckLake only setup creates, and inside orchestrated tasks only the
-tasks that declared it may open it (the listener of plugins/warehouse_access.py says which did)."""
+tasks that declared it may open it (the listener of
+mlpipeline_airflow.warehouse_access says which did)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def test_the_listener_declares_exactly_the_warehouse_pool():
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
     try:
-        from warehouse_access import access_of
+        from mlpipeline_airflow.warehouse_access import access_of
     finally:
         sys.path.pop(0)
     assert access_of("score", "fraud_nightly", "warehouse") == warehouse.DECLARED

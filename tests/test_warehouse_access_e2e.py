@@ -1,6 +1,6 @@
 """In a real Airflow run, a task that opens the warehouse without declaring it (the `warehouse`
-pool) fails, and a declared one succeeds: the listener of plugins/warehouse_access.py tells the
-library which task is running. A DAG with one of each, beside this checkout's plugins."""
+pool) fails, and a declared one succeeds: the listener of mlpipeline_airflow.warehouse_access
+tells the library which task is running. A DAG with one of each, beside this checkout's plugins."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """What an alert says and where it goes: a failed task of the nightly or the backfill, or a raw
 batch revision quarantined by its checks.
 
-No Airflow here: `plugins/alerts.py` reads the failed task's context into a `FailedTask`, asks
-`quarantine_of` whether the failure is a quarantine, and sends the `Alert` built by
-`build_alert` (or, from a promotion that succeeded, `expired_pending_alert`) through Airflow's
-notifiers to the destinations `AlertConfig` reads from the
-environment. Texts name what failed, for which run and day, where the log is, and what to do next.
+No Airflow here: `mlpipeline_airflow.alerts` reads the failed task's context into a
+`FailedTask`, asks `quarantine_of` whether the failure is a quarantine, and sends the `Alert`
+built by `build_alert` (or, from a promotion that succeeded, `expired_pending_alert`) through
+Airflow's notifiers to the destinations `AlertConfig` reads from the environment.
+Texts name what failed, for which run and day, where the log is, and what to do next.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What the Airflow UI links to: a task's MLflow run, its Data Docs page, the day's score table.
 
 Plain functions over task results (the dicts the nightly's stages return), the object store and
-the score table; `plugins/ui_links.py` wires them to extra links and an HTTP route on the API
-server. Pages are read from the object store, so they show wherever the workers wrote them.
+the score table; `mlpipeline_airflow.ui_links` wires them to extra links and an HTTP route on the
+API server. Pages are read from the object store, so they show wherever the workers wrote them.
 """
 
 from __future__ import annotations

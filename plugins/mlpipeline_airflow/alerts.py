@@ -14,9 +14,8 @@ import logging
 import os
 from typing import Any
 
-from processing_day import processing_day
-
 from mlpipeline.ops.alerts import Alert, AlertConfig, FailedTask, build_alert, quarantine_of
+from mlpipeline_airflow.processing_day import processing_day
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from airflow.plugins_manager import AirflowPlugin
-from airflow.sdk import BaseOperatorLink
+from airflow.sdk import BaseOperatorLink, conf
 
 from mlpipeline.core.config import Settings
 from mlpipeline.ops import reports
@@ -32,7 +32,8 @@ URL_PREFIX = "/mlpipeline"
 
 
 def _task_result(ti_key: Any) -> Any:  # noqa: ANN401 - Airflow's TaskInstanceKey / any value
-    """The task instance's XCom return value, read from the metadata DB (API server side)."""
+    """The task instance's XCom return value, read from the metadata DB (API server side: the
+    Task SDK's XCom reads go through a running task's supervisor, which links have none of)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -57,8 +58,6 @@ def _task_result(ti_key: Any) -> Any:  # noqa: ANN401 - Airflow's TaskInstanceKe
 
 def _route(path: str) -> str:
     """An absolute path on the API server, under its base URL's path when it has one."""
-    from airflow.configuration import conf
-
     base = urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
     return f"{base}{URL_PREFIX}/{path}"
 

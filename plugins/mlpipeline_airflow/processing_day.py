@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+# Timetables and plugins are scheduler-side: the Task SDK has neither, and Airflow 3.3 documents
+# these two imports for them.
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
