@@ -64,7 +64,8 @@ for task_id, sql_before in steps:
             con.execute(sql_before)
     task = dag.get_task(task_id)
     context = {
-        "ti": TaskInstance(), "dag_run": DagRun(), "run_id": f"test__{day}", "params": {},
+        "ti": TaskInstance(), "dag_run": DagRun(), "run_id": f"test__{day}",
+        "params": dag.params.dump(),
         "task": task,
     }
     task.render_template_fields(context)

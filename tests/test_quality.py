@@ -18,6 +18,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import unquote
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -450,6 +451,10 @@ def test_snapshot_passes_on_the_real_build(warehouse):
             ["expect_column_values_to_be_between on online_share_30d"],
         ),
         (
+            # The model's contract refuses a NULL here; a warehouse built before the contract
+            # (it binds at the next full refresh) has no such constraint, and the gate still
+            # catches the NULL.
+            "ALTER TABLE features.customer_snapshot ALTER COLUMN txn_count_30d DROP NOT NULL; "
             "UPDATE features.customer_snapshot SET txn_count_30d = NULL WHERE {cut} "
             "AND customer_id = 'bg-c01'",
             ["expect_column_values_to_not_be_null on txn_count_30d"],
@@ -469,6 +474,15 @@ def test_snapshot_defects_fail_the_gate(warehouse, sql, expected):
     tamper_snapshot(warehouse, sql)
     outcome = snapshot_check(warehouse)
     assert failed(outcome) == sorted(expected), outcome.describe()
+
+
+def test_the_snapshot_contract_refuses_a_null_feature_before_any_gate(warehouse):
+    with pytest.raises(duckdb.ConstraintException, match="NOT NULL.*txn_count_30d"):
+        tamper_snapshot(
+            warehouse,
+            "UPDATE features.customer_snapshot SET txn_count_30d = NULL WHERE {cut} "
+            "AND customer_id = 'bg-c01'",
+        )
 
 
 def test_snapshot_row_count_is_compared_with_recent_cutoffs(warehouse):
