@@ -31,6 +31,6 @@ def retrying(
         before_sleep=lambda state: on_retry(
             state.attempt_number, state.next_action.sleep, state.outcome
         ),
+        # On the last attempt: its result, or its error raised as it was (not a RetryError).
         retry_error_callback=lambda state: state.outcome.result(),
-        reraise=True,
     )
