@@ -32,6 +32,7 @@ sends one alert to each destination configured in the environment (`MLPIPELINE_A
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -64,8 +65,11 @@ from mlpipeline_airflow.processing_day import ProcessingDayTimetable, ended_proc
 from mlpipeline_airflow.stage_runner import run_id_of, run_stage
 from mlpipeline_airflow.warehouse_access import WAREHOUSE, require_warehouse
 
+from mlpipeline.ops import nightly_backfill
 from mlpipeline.ops.alerts import expired_pending_alert
 from mlpipeline.pipeline import nightly
+
+log = logging.getLogger(__name__)
 
 # Retries come from Airflow's configuration (core.default_task_retries): none on a laptop, so a
 # failure shows at once; production sets them in its environment. A task's final failure alerts.
@@ -283,8 +287,11 @@ def fraud_nightly() -> None:
     # Airflow's watcher: downstream of every task, it runs only when one of them failed, and
     # fails the run, which the final tasks (ALL_DONE) would otherwise leave green; on a good
     # night it is skipped. The failed task already alerted: the watcher does not alert again.
+    # In a backfill it also cancels the backfill: Airflow would start the next day regardless.
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, on_failure_callback=None)
     def watcher() -> None:
+        if get_current_context()["dag_run"].run_type == "backfill":
+            log.warning(nightly_backfill.stop_after_failed_run())
         raise AirflowFailException(
             "a task of this run failed (or could not run because of a failure); see its log"
         )

@@ -21,6 +21,7 @@ from tests.stack_compose import ROOT, Machine, Stack
 log = logging.getLogger(__name__)
 
 DAG = "fraud_nightly"
+BACKFILL = "fraud_backfill"
 WORKERS = ("airflow-worker-1", "airflow-worker-2")
 RUN_TIMEOUT_S = 12 * 60
 SECRETS = (
@@ -46,6 +47,8 @@ def dotenv(machine: Machine) -> dict[str, str]:
     values["AIRFLOW_BASE_URL"] = machine.url("airflow-apiserver")
     values["MLFLOW_UI_URL"] = machine.url("mlflow")
     values["AIRFLOW_WORKER_CONCURRENCY"] = "2"
+    # The backfill test waits for a retry: seconds, not the deployment's minutes.
+    values["AIRFLOW_TASK_RETRY_DELAY_SECONDS"] = "20"
     return values
 
 
@@ -75,12 +78,23 @@ class Api:
     def post(self, path: str, body: Any) -> Any:  # noqa: ANN401
         return self._call("POST", "/api/v2/" + path, body)
 
-    def runs(self) -> list[dict]:
-        return self.get(f"dags/{DAG}/dagRuns?limit=50")["dag_runs"]
+    def runs(self, dag: str = DAG) -> list[dict]:
+        return self.get(f"dags/{dag}/dagRuns?limit=50")["dag_runs"]
 
-    def task_instances(self, run_id: str) -> list[dict]:
+    def task_instances(self, run_id: str, dag: str = DAG) -> list[dict]:
         quoted = urllib.parse.quote(run_id, safe="")
-        return self.get(f"dags/{DAG}/dagRuns/{quoted}/taskInstances?limit=500")["task_instances"]
+        return self.get(f"dags/{dag}/dagRuns/{quoted}/taskInstances?limit=500")["task_instances"]
+
+    def wait_for_end(self, run_id: str, timeout: float, dag: str = DAG) -> str:
+        """The run's final state, whatever its tasks went through."""
+        quoted = urllib.parse.quote(run_id, safe="")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.get(f"dags/{dag}/dagRuns/{quoted}")["state"]
+            if state in {"success", "failed"}:
+                return state
+            time.sleep(5)
+        raise AssertionError(f"{dag} run {run_id} still {state} after {timeout:.0f}s")
 
     def wait_for_run(self, run_id: str, timeout: float, stack: Stack) -> str:
         """The run's final state; a task that failed an attempt on this clean night ends the

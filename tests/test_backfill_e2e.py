@@ -233,7 +233,7 @@ def test_push_online_false_exports_but_leaves_redis_alone(story):
 def test_backfill_fails_at_once_naming_the_paused_nightly_it_would_wait_for(story):
     code, output, states = story["paused_backfill"]
     assert code != 0
-    assert states["validate_range"] == "failed" and states["run_nightly"] == "upstream_failed"
+    assert states["validate_range"] == "failed" and states["create_backfill"] == "upstream_failed"
     assert "fraud_nightly is paused" in output
     assert "mlpipeline airflow dags unpause fraud_nightly" in output
 
@@ -241,4 +241,4 @@ def test_backfill_fails_at_once_naming_the_paused_nightly_it_would_wait_for(stor
 def test_backfill_refuses_a_reversed_range_before_any_run(story):
     assert story["backfill_code"] != 0
     assert story["backfill_states"]["validate_range"] == "failed"
-    assert story["backfill_states"]["run_nightly"] == "upstream_failed"
+    assert story["backfill_states"]["create_backfill"] == "upstream_failed"

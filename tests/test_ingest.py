@@ -483,20 +483,12 @@ def test_release_cli_prints_the_rerun_commands_without_an_airflow_api(
 
 
 @pytest.mark.unit
-def test_backfill_range_rules_and_runs_oldest_first():
+def test_backfill_range_rules():
     from mlpipeline.ops import backfill
 
     today = date(2026, 4, 1)
     days = backfill.validate_range("2026-03-29", "2026-03-31", today=today, max_days=5)
     assert days == ["2026-03-29", "2026-03-30", "2026-03-31"]
-    runs = backfill.nightly_runs(
-        list(reversed(days)), retrain=False, push_online=False, parent_run_id="manual__x"
-    )
-    assert [r["conf"]["day"] for r in runs] == days
-    assert runs[0] == {
-        "trigger_run_id": "fraud_backfill__2026-03-29__manual__x",
-        "conf": {"day": "2026-03-29", "train": False, "push_online": False},
-    }
     for start, end, message in [
         ("2026-03-31", "2026-03-29", "after end"),
         ("2026-03-30", "2026-04-01", "has not ended yet"),
@@ -504,6 +496,25 @@ def test_backfill_range_rules_and_runs_oldest_first():
     ]:
         with pytest.raises(backfill.BackfillRangeInvalid, match=message):
             backfill.validate_range(start, end, today=today, max_days=5)
+
+
+@pytest.mark.unit
+def test_backfill_progress_names_the_failed_day_and_the_days_it_left_out():
+    from mlpipeline.ops.nightly_backfill import Progress
+
+    d1, d2, d3 = date(2026, 3, 29), date(2026, 3, 30), date(2026, 3, 31)
+    running = Progress({d1: "success", d2: "running", d3: "queued"}, complete=False)
+    assert running.failure() is None and running.summary() == "1/3 days done"
+    retried = Progress({d1: "success", d2: "success", d3: "success"}, complete=True)
+    assert retried.failure() is None
+    # The watcher cancelled the backfill: Airflow marks the queued day failed too.
+    stopped = Progress({d1: "success", d2: "failed", d3: "failed"}, complete=True)
+    assert stopped.failed_day == d2
+    assert "failed for 2026-03-30" in stopped.failure()
+    assert "did not run 2026-03-31" in stopped.failure()
+    assert "trigger fraud_backfill again from 2026-03-30" in stopped.failure()
+    left_out = Progress({d1: "success", d2: None, d3: "success"}, complete=True)
+    assert left_out.failure() == "the backfill completed without running 2026-03-30"
 
 
 @pytest.mark.unit

@@ -29,7 +29,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import pytest
 from mlpipeline.warehouse import lake
 from tests.stack_compose import Machine, Stack
 from tests.stack_driver import (
+    BACKFILL,
     DAG,
     RUN_TIMEOUT_S,
     WORKERS,
@@ -160,8 +161,19 @@ def test_the_days_scores_are_in_the_delta_table_on_s3(stack, night):
     assert day["model_version"].notna().all()
 
 
-def test_a_champion_with_its_artifacts_in_s3(stack, night):
+def _s3(env: dict[str, str]) -> Any:  # noqa: ANN401 - a boto3 client
     import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+
+
+def test_a_champion_with_its_artifacts_in_s3(stack, night):
     from mlflow import MlflowClient
 
     env = _project_env(stack)
@@ -171,13 +183,7 @@ def test_a_champion_with_its_artifacts_in_s3(stack, night):
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("fraud_detector", "champion")
     assert client.get_run(champion.run_id).data.tags["training_cutoff"] == NIGHT.isoformat()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_DEFAULT_REGION"],
-    )
+    s3 = _s3(env)
     bucket = stack.dotenv["MLFLOW_BUCKET"]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert any(key.endswith("MLmodel") for key in keys), keys[:20]
@@ -255,6 +261,92 @@ def test_the_analysts_role_reads_the_warehouse_and_writes_nothing(stack, night, 
             con.execute("DELETE FROM raw.transactions")
 
 
+BACKFILLED = [NIGHT - timedelta(days=2), NIGHT - timedelta(days=1)]
+WAIT = "ingest_transactions.wait_for_transactions"
+
+
+def _backfill(stack: Stack, api: Api, broken_until: str) -> dict[str, Any]:
+    """Trigger fraud_backfill over BACKFILLED with the first day's transactions `_SUCCESS`
+    unreadable (a producer rewriting it) until `broken_until`: "retry" (the first attempt of
+    the task reading it has failed) or "end" (the backfill is over). What the runs did."""
+    env = _project_env(stack)
+    s3, bucket = _s3(env), env["MLPIPELINE_BUCKET"]
+    key = f"landing/transactions/dt={BACKFILLED[0]}/_SUCCESS"
+    good = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=b"{half a marker")
+    conf = {"start": str(BACKFILLED[0]), "end": str(BACKFILLED[-1]), "push_online": False}
+    run_id = f"stack-backfill-{secrets.token_hex(3)}"
+    api.post(f"dags/{BACKFILL}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf})
+    try:
+        if broken_until == "retry":
+            stack.wait_until(f"{WAIT} to fail an attempt", lambda: _retrying(api), timeout=600)
+            s3.put_object(Bucket=bucket, Key=key, Body=good)
+        state = api.wait_for_end(run_id, RUN_TIMEOUT_S * 3, dag=BACKFILL)
+    finally:
+        s3.put_object(Bucket=bucket, Key=key, Body=good)
+    runs = {day: _nightly_run(api, day) for day in BACKFILLED}
+    return {
+        "state": state,
+        "runs": runs,
+        "tis": {day: api.task_instances(r["dag_run_id"]) for day, r in runs.items() if r},
+        "log": task_log(stack, run_id, "await_backfill"),
+    }
+
+
+def _retrying(api: Api) -> bool:
+    run = _nightly_run(api, BACKFILLED[0])
+    states = (
+        {ti["task_id"]: ti["state"] for ti in api.task_instances(run["dag_run_id"])} if run else {}
+    )
+    return states.get(WAIT) == "up_for_retry"
+
+
+def _nightly_run(api: Api, day: date) -> dict | None:
+    """The nightly's backfill run of `day` (its data interval is the day, as scheduled)."""
+    found = [
+        r
+        for r in api.runs()
+        if r["run_type"] == "backfill" and r["data_interval_start"].startswith(day.isoformat())
+    ]
+    return found[0] if found else None
+
+
+@pytest.fixture(scope="module")
+def backfills(stack: Stack, api: Api, night: dict[str, Any]) -> dict[str, Any]:
+    """The two days before last night, backfilled twice: once with a day that fails an attempt
+    and passes on retry, once with a day that fails for good."""
+    api.patch(f"dags/{BACKFILL}", {"is_paused": False})
+    return {"retried": _backfill(stack, api, "retry"), "failed": _backfill(stack, api, "end")}
+
+
+def test_a_backfill_runs_its_days_oldest_first_through_a_retry(backfills):
+    retried = backfills["retried"]
+    first, second = (retried["runs"][day] for day in BACKFILLED)
+    assert retried["state"] == "success", retried["log"][-3000:]
+    assert first["state"] == "success" and second["state"] == "success"
+    # One at a time, oldest first: the second day started after the first had finished, the
+    # first day's retry included.
+    assert second["start_date"] >= first["end_date"]
+    attempts = {ti["task_id"]: ti["try_number"] for ti in retried["tis"][BACKFILLED[0]]}
+    assert attempts[WAIT] == 2, attempts
+    assert "2/2 days done" in retried["log"]
+
+
+def test_a_backfill_stops_at_a_failed_day_and_names_it(backfills):
+    failed = backfills["failed"]
+    first, second = (failed["runs"][day] for day in BACKFILLED)
+    assert failed["state"] == "failed"
+    assert first["state"] == "failed"
+    first_states = {ti["task_id"]: ti["state"] for ti in failed["tis"][BACKFILLED[0]]}
+    assert first_states[WAIT] == "failed" and first_states["watcher"] == "failed"
+    # The failed run's watcher cancelled the backfill: the second day never started a task.
+    assert second["state"] == "failed"
+    # (Its task instances were cleared when the backfill was created and never queued again.)
+    assert all(ti["state"] is None for ti in failed["tis"][BACKFILLED[1]]), failed["tis"]
+    assert f"fraud_nightly failed for {BACKFILLED[0]}" in failed["log"]
+    assert f"did not run {BACKFILLED[1]}" in failed["log"]
+
+
 def test_a_worker_pointed_at_another_catalog_fails_loudly_and_creates_nothing(stack, api, night):
     """A third worker whose WAREHOUSE_CATALOG names a database setup never made a warehouse in
     (Airflow's own): its warehouse task fails naming that catalog, and DuckLake makes no
@@ -266,7 +358,7 @@ def test_a_worker_pointed_at_another_catalog_fails_loudly_and_creates_nothing(st
     env["WAREHOUSE_CATALOG"] = env["WAREHOUSE_CATALOG"].replace("/warehouse", "/airflow")
     stack.start("airflow-worker", container=container, env=env)
     run_id = f"stack-elsewhere-{secrets.token_hex(3)}"
-    day = NIGHT - timedelta(days=1)
+    day = BACKFILLED[0] - timedelta(days=1)  # a day no run has yet
     api.post(
         f"dags/{DAG}/dagRuns",
         {"dag_run_id": run_id, "logical_date": f"{day}T00:00:00Z", "conf": {"train": False}},

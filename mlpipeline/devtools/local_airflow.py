@@ -29,8 +29,9 @@ POOL_NAME = "warehouse"
 # ("database is locked"), so its tasks take turns; a PostgreSQL catalog serves them all at once,
 # a conflicting commit running its unit again.
 POOL_SLOTS = {"sqlite": 1, "postgres": 16}
-# Where SimpleAuthManager keeps the generated passwords (the user `admin` unless configured).
+# Where SimpleAuthManager keeps the passwords of its users (only `admin` here).
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+USER = "admin"
 
 
 def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -117,6 +118,17 @@ def password_file(env: dict[str, str]) -> Path:
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
     return path
+
+
+def admin_password(env: dict[str, str]) -> str:
+    """The local `admin` password, written on first use where SimpleAuthManager reads it (it
+    keeps a password it finds): the tasks that call the REST API log in with it."""
+    path = password_file(env)
+    passwords = json.loads(path.read_text() or "{}")
+    if USER not in passwords:
+        passwords[USER] = secrets.token_urlsafe(12)
+        path.write_text(json.dumps(passwords))
+    return passwords[USER]
 
 
 def set_connection(conn_id: str, fields: dict, env: dict[str, str]) -> None:
@@ -218,7 +230,8 @@ def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
 
 def services_env(env: dict[str, str], port: int) -> dict[str, str]:
     """`env` plus what the services need to find each other: the API server's port and URL
-    (also the Execution API the task processes report to) and one JWT secret for all of them.
+    (also the Execution API the task processes report to), one JWT secret for all of them, and
+    the REST API's address and account for the tasks that call it (fraud_backfill).
     The executor is the caller's choice (LocalExecutor runs tasks on this machine, with SQLite)."""
     url = f"http://127.0.0.1:{port}"
     return {
@@ -228,6 +241,9 @@ def services_env(env: dict[str, str], port: int) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW_API_URL": url,
+        "AIRFLOW_API_USERNAME": USER,
+        "AIRFLOW_API_PASSWORD": admin_password(env),
     }
 
 

@@ -28,7 +28,6 @@ from mlpipeline.devtools import local_airflow
 
 log = logging.getLogger(__name__)
 
-USER = "admin"
 
 # What unpausing each DAG does, for the banner (local_airflow creates every DAG paused).
 UNPAUSE_EFFECT = {
@@ -135,10 +134,12 @@ def start(settings: Settings, *, airflow_port: int = 8080, mlflow_port: int = 50
 
 
 def banner(ui: Ui, paused: dict[str, bool]) -> str:
-    password = json.loads(ui.password_file.read_text() or "{}").get(USER, "(see the file)")
+    password = json.loads(ui.password_file.read_text() or "{}").get(
+        local_airflow.USER, "(see the file)"
+    )
     lines = [
         "",
-        f"Airflow UI:  {ui.airflow_url}    user {USER}, password {password}",
+        f"Airflow UI:  {ui.airflow_url}    user {local_airflow.USER}, password {password}",
         f"             (kept in {ui.password_file}; the same on every start)",
         f"MLflow UI:   {ui.mlflow_url or '(set MLFLOW_UI_URL to link it)'}",
         f"Logs of the services: {ui.services.log_dir}",

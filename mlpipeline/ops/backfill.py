@@ -1,23 +1,18 @@
-"""Re-running day ranges of `fraud_nightly`, oldest first: what `fraud_backfill` validates and
-triggers, and how a release or late data starts the re-run (Airflow's REST API when configured,
-otherwise the exact commands to type).
-
-Plain Python: the REST calls use the standard library, so the library still never imports
-Airflow.
+"""Re-running day ranges of `fraud_nightly`, oldest first: the range `fraud_backfill` accepts,
+and how a release or late data starts the re-run (a `fraud_backfill` run through Airflow's REST
+API when AIRFLOW_API_URL is set, otherwise the exact commands to type). The Airflow backfill
+itself is `ops.nightly_backfill`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import urllib.error
-import urllib.request
 from datetime import UTC, date, datetime, time
-from typing import Any
 
 from mlpipeline.core.config import pipeline_conf
 from mlpipeline.core.days import DayNotEnded, day_range, parse_day, require_ended
+from mlpipeline.ops.airflow_api import AirflowApi, AirflowApiError
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +55,6 @@ def validate_range(
     return [d.isoformat() for d in days]
 
 
-def nightly_runs(
-    days: list[str], *, retrain: bool, push_online: bool, parent_run_id: str
-) -> list[dict[str, Any]]:
-    """One `fraud_nightly` trigger per day, oldest first: run id and params of each run.
-
-    The runs carry no logical date (the `day` param names D), so they never collide with the
-    scheduled run of the same day."""
-    return [
-        {
-            "trigger_run_id": f"{BACKFILL}__{day}__{parent_run_id}",
-            "conf": {"day": day, "train": retrain, "push_online": push_online},
-        }
-        for day in sorted(days)
-    ]
-
-
 def rerun_commands(days: list[date]) -> list[str]:
     """What an operator types to recompute `days` in order (one backfill trigger, or one
     in-process run per day)."""
@@ -88,59 +67,15 @@ def rerun_commands(days: list[date]) -> list[str]:
     ]
 
 
-def _api_headers(base: str) -> dict[str, str]:
-    """Bearer token for Airflow's REST API: AIRFLOW_API_TOKEN, or one fetched from /auth/token
-    with AIRFLOW_API_USERNAME / AIRFLOW_API_PASSWORD."""
-    token = os.environ.get("AIRFLOW_API_TOKEN")
-    if not token:
-        user, password = (
-            os.environ.get("AIRFLOW_API_USERNAME"),
-            os.environ.get("AIRFLOW_API_PASSWORD"),
-        )
-        if not user or not password:
-            raise RuntimeError(
-                "AIRFLOW_API_URL is set but no credentials: set AIRFLOW_API_TOKEN, or "
-                "AIRFLOW_API_USERNAME and AIRFLOW_API_PASSWORD"
-            )
-        body = json.dumps({"username": user, "password": password}).encode()
-        request = urllib.request.Request(
-            f"{base}/auth/token",
-            data=body,
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - configured URL
-            token = json.loads(response.read())["access_token"]
-    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-
-def trigger_backfill(days: list[date], *, retrain: bool = False) -> dict[str, Any]:
-    """Start one `fraud_backfill` run over `days` through Airflow's REST API (AIRFLOW_API_URL).
-
-    Returns the created run; raises with the commands to type when the API refuses."""
-    base = os.environ["AIRFLOW_API_URL"].rstrip("/")
+def trigger_backfill(days: list[date], api: AirflowApi, *, retrain: bool = False) -> dict:
+    """Start one `fraud_backfill` run over `days`; returns the created run."""
     conf = {
         "start": min(days).isoformat(),
         "end": max(days).isoformat(),
         "retrain": retrain,
         "push_online": True,
     }
-    payload = json.dumps({"logical_date": None, "conf": conf}).encode()
-    try:
-        request = urllib.request.Request(
-            f"{base}/api/v2/dags/{BACKFILL}/dagRuns",
-            data=payload,
-            headers=_api_headers(base),
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - configured URL
-            run = json.loads(response.read())
-    except urllib.error.HTTPError as exc:  # a refused login or a refused run
-        detail = exc.read().decode(errors="replace")[:500]
-        raise RuntimeError(
-            f"Airflow API at {base} refused to trigger {BACKFILL} ({exc.code}: {detail}); "
-            "run instead:\n" + "\n".join(rerun_commands(days))
-        ) from exc
+    run = api.call("POST", f"dags/{BACKFILL}/dagRuns", {"logical_date": None, "conf": conf})
     log.info("triggered %s run %s for %s", BACKFILL, run.get("dag_run_id"), conf)
     return run
 
@@ -150,8 +85,16 @@ def start_rerun(days: list[date]) -> list[str]:
     the exact commands. Returns the lines to show the operator."""
     if not days:
         return ["no processed day is affected; nothing to re-run"]
-    if os.environ.get("AIRFLOW_API_URL"):
-        run = trigger_backfill(days)
+    try:
+        api = AirflowApi.configured()
+        run = trigger_backfill(days, api) if api is not None else None
+    except AirflowApiError as exc:
+        raise AirflowApiError(
+            f"Airflow did not trigger {BACKFILL} ({exc}); run instead:\n"
+            + "\n".join(rerun_commands(days)),
+            exc.status,
+        ) from exc
+    if run is not None:
         return [f"triggered {BACKFILL} run {run.get('dag_run_id')} for {min(days)}..{max(days)}"]
     return [
         "AIRFLOW_API_URL is not set; re-run the stale days in order with:",

@@ -1,0 +1,86 @@
+"""A small client of Airflow's REST API (v2): what the backfill and the release commands call.
+
+Plain `urllib`, so the library still never imports Airflow and a release on an analyst's laptop
+needs no Airflow client. Credentials are a token, or a user and password exchanged for one at
+`/auth/token` (SimpleAuthManager and FAB both serve it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class AirflowApiError(RuntimeError):
+    """Airflow's API refused a call or could not be reached; the message says which call."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AirflowApi:
+    """Calls under `/api/v2`, each with the bearer token this client logged in with."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self._token = token
+
+    @classmethod
+    def login(cls, url: str, *, token: str | None, username: str | None, password: str | None):
+        """A client with `token`, or with one fetched for `username` / `password`."""
+        if not token:
+            if not username or not password:
+                raise AirflowApiError(
+                    f"no credentials for the Airflow API at {url}: set AIRFLOW_API_TOKEN, or "
+                    "AIRFLOW_API_USERNAME and AIRFLOW_API_PASSWORD"
+                )
+            body = {"username": username, "password": password}
+            token = _request("POST", url.rstrip("/") + "/auth/token", body, {})["access_token"]
+        return cls(url, token)
+
+    @classmethod
+    def configured(cls) -> AirflowApi | None:
+        """The client of AIRFLOW_API_URL with its credentials, or None when no URL is set."""
+        url = os.environ.get("AIRFLOW_API_URL")
+        if not url:
+            return None
+        return cls.login(
+            url,
+            token=os.environ.get("AIRFLOW_API_TOKEN"),
+            username=os.environ.get("AIRFLOW_API_USERNAME"),
+            password=os.environ.get("AIRFLOW_API_PASSWORD"),
+        )
+
+    def call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:  # noqa: ANN401
+        """`method /api/v2/<path>?<query>` with a JSON body; the decoded JSON answer."""
+        params = {k: v for k, v in query.items() if v is not None}
+        address = f"{self.url}/api/v2/{path}" + (
+            "?" + urllib.parse.urlencode(params, doseq=True) if params else ""
+        )
+        return _request(method, address, body, {"Authorization": f"Bearer {self._token}"})
+
+
+def _request(method: str, address: str, body: Any, headers: dict[str, str]) -> Any:  # noqa: ANN401
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        address, data, {"Content-Type": "application/json", **headers}, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - configured URL
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:800]
+        raise AirflowApiError(
+            f"{method} {address} answered {exc.code}: {detail}", status=exc.code
+        ) from exc
+    except urllib.error.URLError as exc:
+        raise AirflowApiError(
+            f"{method} {address} failed: {exc.reason}; is the Airflow API server running and "
+            "AIRFLOW_API_URL its address?"
+        ) from exc
+    return json.loads(payload) if payload else None
