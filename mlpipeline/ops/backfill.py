@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from mlpipeline.core.config import pipeline_conf
+from mlpipeline.core.config import AirflowApiSettings, pipeline_conf
 from mlpipeline.core.days import DayNotEnded, day_range, parse_day, require_ended
 
 log = logging.getLogger(__name__)
@@ -88,21 +87,18 @@ def rerun_commands(days: list[date]) -> list[str]:
     ]
 
 
-def _api_headers(base: str) -> dict[str, str]:
+def _api_headers(base: str, api: AirflowApiSettings) -> dict[str, str]:
     """Bearer token for Airflow's REST API: AIRFLOW_API_TOKEN, or one fetched from /auth/token
     with AIRFLOW_API_USERNAME / AIRFLOW_API_PASSWORD."""
-    token = os.environ.get("AIRFLOW_API_TOKEN")
+    token = api.token.get_secret_value() if api.token else None
     if not token:
-        user, password = (
-            os.environ.get("AIRFLOW_API_USERNAME"),
-            os.environ.get("AIRFLOW_API_PASSWORD"),
-        )
+        user, password = api.username, api.password
         if not user or not password:
             raise RuntimeError(
                 "AIRFLOW_API_URL is set but no credentials: set AIRFLOW_API_TOKEN, or "
                 "AIRFLOW_API_USERNAME and AIRFLOW_API_PASSWORD"
             )
-        body = json.dumps({"username": user, "password": password}).encode()
+        body = json.dumps({"username": user, "password": password.get_secret_value()}).encode()
         request = urllib.request.Request(
             f"{base}/auth/token",
             data=body,
@@ -114,11 +110,13 @@ def _api_headers(base: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
-def trigger_backfill(days: list[date], *, retrain: bool = False) -> dict[str, Any]:
-    """Start one `fraud_backfill` run over `days` through Airflow's REST API (AIRFLOW_API_URL).
+def trigger_backfill(
+    days: list[date], *, api: AirflowApiSettings, retrain: bool = False
+) -> dict[str, Any]:
+    """Start one `fraud_backfill` run over `days` through Airflow's REST API (`api.url`).
 
     Returns the created run; raises with the commands to type when the API refuses."""
-    base = os.environ["AIRFLOW_API_URL"].rstrip("/")
+    base = str(api.url).rstrip("/")
     conf = {
         "start": min(days).isoformat(),
         "end": max(days).isoformat(),
@@ -130,7 +128,7 @@ def trigger_backfill(days: list[date], *, retrain: bool = False) -> dict[str, An
         request = urllib.request.Request(
             f"{base}/api/v2/dags/{BACKFILL}/dagRuns",
             data=payload,
-            headers=_api_headers(base),
+            headers=_api_headers(base, api),
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - configured URL
@@ -145,13 +143,13 @@ def trigger_backfill(days: list[date], *, retrain: bool = False) -> dict[str, An
     return run
 
 
-def start_rerun(days: list[date]) -> list[str]:
+def start_rerun(days: list[date], api: AirflowApiSettings) -> list[str]:
     """Recompute `days` in order: through the API when AIRFLOW_API_URL is set, otherwise return
     the exact commands. Returns the lines to show the operator."""
     if not days:
         return ["no processed day is affected; nothing to re-run"]
-    if os.environ.get("AIRFLOW_API_URL"):
-        run = trigger_backfill(days)
+    if api.url:
+        run = trigger_backfill(days, api=api)
         return [f"triggered {BACKFILL} run {run.get('dag_run_id')} for {min(days)}..{max(days)}"]
     return [
         "AIRFLOW_API_URL is not set; re-run the stale days in order with:",
