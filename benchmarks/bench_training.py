@@ -5,10 +5,10 @@ Each training task runs as its own process calling `mlpipeline.pipeline.nightly.
 exactly what an Airflow mapped `train` task runs: it reads the persisted split from the object
 store, fits one candidate with its share of the cores, and logs and registers it in MLflow.
 
-- parallel: `resources.parallel_tasks: 2` (the shipped configuration): both tasks start at once,
+- parallel: `MLPIPELINE_TRAINING_PARALLEL_TASKS=2` (the default): both tasks start at once,
   each limited to cores // 2 threads;
-- one after another: `parallel_tasks: 1`, each task alone with every core (what the DAG does
-  with one training slot): the honest baseline, not a one-core straw man.
+- one after another: `MLPIPELINE_TRAINING_PARALLEL_TASKS=1`, each task alone with every core
+  (what the DAG does with one training slot): the honest baseline, not a one-core straw man.
 
 Each phase gets its own MLflow store (a second phase on the same store would reuse the first
 phase's runs). The CPU time of every task (from `wait4`) shows what each way costs the machine.
@@ -147,15 +147,7 @@ def training_set(rows: int = ROWS, customers: int = CUSTOMERS, seed: int = 11) -
     return frame
 
 
-def _candidates_conf(workdir: Path, parallel_tasks: int) -> Path:
-    conf = yaml.safe_load((CONF_DIR / "candidates.yaml").read_text())
-    conf["resources"] = {"parallel_tasks": parallel_tasks}
-    path = workdir / f"candidates-{parallel_tasks}.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    return path
-
-
-def _env(workdir: Path, phase: str, candidates: Path) -> dict[str, str]:
+def _env(workdir: Path, phase: str, parallel_tasks: int) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -166,7 +158,7 @@ def _env(workdir: Path, phase: str, candidates: Path) -> dict[str, str]:
     env.update(
         MLPIPELINE_DATA_DIR=str(workdir / "data"),
         MLFLOW_TRACKING_URI=uri,
-        MLPIPELINE_CANDIDATES=str(candidates),
+        MLPIPELINE_TRAINING_PARALLEL_TASKS=str(parallel_tasks),
         MLFLOW_DISABLE_TELEMETRY="true",
     )
     # The store exists before the clock starts, as it does for a nightly run.
@@ -245,8 +237,8 @@ def run(workdir: Path) -> list[Result]:
         os.cpu_count(),
     )
 
-    parallel_env = _env(workdir, "parallel", _candidates_conf(workdir, 2))
-    sequential_env = _env(workdir, "sequential", _candidates_conf(workdir, 1))
+    parallel_env = _env(workdir, "parallel", 2)
+    sequential_env = _env(workdir, "sequential", 1)
     logs = workdir / "logs"
     logs.mkdir()
     parallel_wall, parallel_tasks = _parallel(jobs, parallel_env, logs)

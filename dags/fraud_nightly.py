@@ -47,6 +47,7 @@ from cosmos.constants import (
     TestBehavior,
 )
 from mlpipeline_airflow.alerts import FailureAlert, send
+from mlpipeline_airflow.dbt_nodes import before_dbt_node
 from mlpipeline_airflow.pipeline_assets import (
     CHAMPION_CHANGES,
     ONLINE_SNAPSHOT,
@@ -63,7 +64,7 @@ from mlpipeline_airflow.pipeline_assets import (
 )
 from mlpipeline_airflow.processing_day import ProcessingDayTimetable, ended_processing_day
 from mlpipeline_airflow.stage_runner import run_id_of, run_stage
-from mlpipeline_airflow.warehouse_access import WAREHOUSE, require_warehouse
+from mlpipeline_airflow.warehouse_access import WAREHOUSE
 
 from mlpipeline.ops import nightly_backfill
 from mlpipeline.ops.alerts import expired_pending_alert
@@ -192,8 +193,9 @@ def fraud_nightly() -> None:
         ),
         operator_args={
             "pool": WAREHOUSE,
-            # dbt would create an empty file where it finds no warehouse: fail first instead.
-            "pre_execute": require_warehouse,
+            # dbt would create an empty file where it finds no warehouse: fail first instead; and
+            # warn when the manifest is older than the dbt code (no parse-time check).
+            "pre_execute": before_dbt_node,
             "vars": {"processing_day": "{{ ti.xcom_pull(task_ids='resolve_day') }}"},
             "full_refresh": "{{ params.full_refresh }}",
             "env": dbt["env"],

@@ -27,18 +27,22 @@ class HttpSink:
 
 
 @contextmanager
-def http_sink() -> Iterator[HttpSink]:
-    """Answers every POST with 200 `ok` (what Slack answers) and records path and body."""
+def http_sink(answers: dict[str, Any] | None = None) -> Iterator[HttpSink]:
+    """Answers every POST with 200 `ok` (what Slack answers), or with the JSON `answers` gives
+    for its path (an API), and records path, body and Authorization header."""
     sink = HttpSink(url="")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            sink.requests.append({"path": self.path, "body": body})
+            sink.requests.append(
+                {"path": self.path, "body": body, "authorization": self.headers["Authorization"]}
+            )
+            answer = (answers or {}).get(self.path)
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", "text/plain" if answer is None else "application/json")
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(b"ok" if answer is None else json.dumps(answer).encode())
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+from pydantic import SecretStr
 
-from mlpipeline.core.config import PROJECT_ROOT
+from mlpipeline.core.config import PROJECT_ROOT, AlertSettings
 from mlpipeline.core.objectstore import from_settings
 from mlpipeline.ops import alerts
 from mlpipeline.pipeline import nightly
@@ -23,15 +24,7 @@ SENDER = "fraud-pipeline@example.com"
 BATCH, REVISION = "transactions-2026-01-07", "0123456789ab"
 LANDED = "landing/transactions/dt=2026-01-07/part-00000.csv"
 RULE = "expect_table_row_count_to_be_between: reject rate within quality.raw.max_reject_rate"
-ALERT_VARS = (
-    alerts.EMAIL_TO,
-    alerts.EMAIL_FROM,
-    alerts.SMTP_CONN_ID,
-    alerts.SLACK_CONN_ID,
-    alerts.SLACK_WEBHOOK_URL,
-    alerts.WEBHOOK_CONN_ID,
-    alerts.WEBHOOK_URL,
-)
+ALERT_VARS = [f.validation_alias for f in AlertSettings.model_fields.values()]
 
 
 @pytest.fixture()
@@ -46,15 +39,18 @@ def plugin(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
 
 @pytest.fixture()
-def sinks(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[HttpSink, SmtpSink]]:
-    """Both servers, configured as the three destinations the way an operator would."""
+def sinks(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[HttpSink, SmtpSink, AlertSettings]]:
+    """Both servers, and the settings naming them as the three destinations (the SMTP one
+    through an Airflow connection, as airflow-init registers it)."""
     with http_sink() as http, smtp_sink() as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_ALERTS_SMTP", smtp.connection(SENDER))
-        monkeypatch.setenv(alerts.SMTP_CONN_ID, "alerts_smtp")
-        monkeypatch.setenv(alerts.EMAIL_TO, "oncall@example.com, fraud-team@example.com")
-        monkeypatch.setenv(alerts.SLACK_WEBHOOK_URL, f"{http.url}/slack/T000/B000/XXX")
-        monkeypatch.setenv(alerts.WEBHOOK_URL, f"{http.url}/hooks/pipeline")
-        yield http, smtp
+        destinations = AlertSettings(
+            smtp_conn_id="alerts_smtp",
+            email_to="oncall@example.com, fraud-team@example.com",
+            slack_webhook_url=f"{http.url}/slack/T000/B000/XXX",
+            webhook_url=f"{http.url}/hooks/pipeline",
+        )
+        yield http, smtp, destinations
 
 
 def _failed(task_id: str, error: str) -> alerts.FailedTask:
@@ -103,8 +99,8 @@ def _quarantine_alert() -> alerts.Alert:
 
 @pytest.mark.integration
 def test_a_quarantine_alert_names_batch_file_rule_and_next_steps_everywhere(plugin, sinks):
-    http, smtp = sinks
-    outcomes = plugin.send(_quarantine_alert())
+    http, smtp, destinations = sinks
+    outcomes = plugin.send(_quarantine_alert(), destinations)
 
     assert outcomes == {"email": "sent", "slack": "sent", "webhook": "sent"}
     [slack] = http.json_bodies("/slack/T000/B000/XXX")
@@ -126,10 +122,10 @@ def test_a_quarantine_alert_names_batch_file_rule_and_next_steps_everywhere(plug
 
 @pytest.mark.integration
 def test_a_task_failure_alert_names_task_run_day_and_log(plugin, sinks):
-    http, smtp = sinks
+    http, smtp, destinations = sinks
     failed = _failed("score", "RuntimeError: cannot read features.transaction_features")
     alert = alerts.build_alert(failed, alerts.quarantine_of(None, RuntimeError("x")))
-    assert plugin.send(alert) == {"email": "sent", "slack": "sent", "webhook": "sent"}
+    assert plugin.send(alert, destinations) == {"email": "sent", "slack": "sent", "webhook": "sent"}
 
     [slack] = http.json_bodies("/slack/T000/B000/XXX")
     [hook] = http.json_bodies("/hooks/pipeline")
@@ -146,7 +142,7 @@ def test_a_task_failure_alert_names_task_run_day_and_log(plugin, sinks):
 @pytest.mark.integration
 def test_chargebacks_that_waited_too_long_are_alerted_with_their_rows(plugin, sinks):
     """The rows a settle rejected reach every destination, named by batch, file and row."""
-    http, smtp = sinks
+    http, smtp, destinations = sinks
     expired = [
         {
             "batch_id": "chargebacks-2026-01-07",
@@ -158,7 +154,7 @@ def test_chargebacks_that_waited_too_long_are_alerted_with_their_rows(plugin, si
         }
     ]
     alert = alerts.expired_pending_alert("2026-02-06", "scheduled__x", expired, 30)
-    assert plugin.send(alert) == {"email": "sent", "slack": "sent", "webhook": "sent"}
+    assert plugin.send(alert, destinations) == {"email": "sent", "slack": "sent", "webhook": "sent"}
     [hook] = http.json_bodies("/hooks/pipeline")
     [mail] = smtp.messages
     for text in (hook["text"], mail.get_body().get_content()):
@@ -172,12 +168,12 @@ def test_chargebacks_that_waited_too_long_are_alerted_with_their_rows(plugin, si
 def test_a_dead_destination_is_logged_and_the_others_still_get_the_alert(
     plugin, sinks, monkeypatch, caplog
 ):
-    http, smtp = sinks
-    monkeypatch.setenv(alerts.WEBHOOK_URL, dead_url())
+    http, smtp, destinations = sinks
+    dead_webhook = destinations.model_copy(update={"webhook_url": SecretStr(dead_url())})
     closed = SmtpSink(port=int(dead_url().split(":")[2].split("/")[0]))
     monkeypatch.setenv("AIRFLOW_CONN_ALERTS_SMTP", closed.connection(SENDER))
     with caplog.at_level(logging.ERROR):
-        outcomes = plugin.send(_quarantine_alert())
+        outcomes = plugin.send(_quarantine_alert(), dead_webhook)
 
     assert outcomes["slack"] == "sent"
     assert outcomes["webhook"].startswith("failed:") and outcomes["email"].startswith("failed:")
@@ -206,17 +202,19 @@ def test_other_failures_of_a_raw_batch_task_are_not_quarantines():
 
 
 @pytest.mark.unit
-def test_destinations_come_from_the_environment():
-    config = alerts.AlertConfig.from_env(
-        {
-            alerts.EMAIL_TO: " a@example.com ,b@example.com,",
-            alerts.SLACK_CONN_ID: "slack_oncall",
-            alerts.WEBHOOK_URL: "",
-        }
-    )
+def test_destinations_come_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    for var in ALERT_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert AlertSettings.from_env().destinations == []
+    monkeypatch.setenv("MLPIPELINE_ALERT_EMAIL_TO", " a@example.com ,b@example.com,")
+    monkeypatch.setenv("MLPIPELINE_ALERT_SLACK_CONN_ID", "slack_oncall")
+    monkeypatch.setenv("MLPIPELINE_ALERT_WEBHOOK_URL", " ")
+    monkeypatch.setenv("MLPIPELINE_ALERT_SLACK_WEBHOOK_URL", "https://hooks.slack.com/T0/B0/s3cret")
+    config = AlertSettings.from_env()
     assert config.email_to == ("a@example.com", "b@example.com")
+    assert config.webhook_url is None
     assert config.destinations == ["email", "slack"]
-    assert alerts.AlertConfig.from_env({}).destinations == []
+    assert "s3cret" not in repr(config)  # a webhook URL carries its token: kept out of logs
 
 
 @pytest.mark.unit

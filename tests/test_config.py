@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpipeline.core.config import ConfigurationError, Settings
+from mlpipeline.core.config import AirflowApiSettings, ConfigurationError, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +47,34 @@ def test_a_wrong_value_fails_at_start_naming_its_variable(monkeypatch: pytest.Mo
     monkeypatch.setenv("REDIS_URL", "http://redis:6379")
     with pytest.raises(ConfigurationError, match="REDIS_URL must start with one of"):
         Settings.from_env()
+
+
+def test_what_shapes_the_dag_comes_from_the_environment_with_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sensor timing and training slots are read at DAG parse: settings, not a file."""
+    for var in ("MLPIPELINE_LANDING_POKE_SECONDS", "MLPIPELINE_TRAINING_PARALLEL_TASKS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLPIPELINE_LANDING_TIMEOUT_MINUTES", "90")
+    settings = Settings.from_env()
+    assert (settings.landing_poke_seconds, settings.landing_timeout_minutes) == (300, 90)
+    assert settings.training_parallel_tasks == 2
+    assert Settings.under(tmp_path).landing_timeout_minutes == 360
+    monkeypatch.setenv("MLPIPELINE_LANDING_POKE_SECONDS", "0")
+    with pytest.raises(ConfigurationError, match="MLPIPELINE_LANDING_POKE_SECONDS"):
+        Settings.from_env()
+
+
+def test_airflow_api_credentials_are_typed_and_stay_out_of_logs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIRFLOW_API_TOKEN", raising=False)
+    monkeypatch.setenv("AIRFLOW_API_URL", "http://airflow-apiserver:8080")
+    monkeypatch.setenv("AIRFLOW_API_USERNAME", "admin")
+    monkeypatch.setenv("AIRFLOW_API_PASSWORD", "pa55word")
+    api = AirflowApiSettings.from_env()
+    assert api.url == "http://airflow-apiserver:8080" and api.token is None
+    assert api.password is not None and api.password.get_secret_value() == "pa55word"
+    assert "pa55word" not in repr(api)
+    monkeypatch.setenv("AIRFLOW_API_URL", "")
+    assert AirflowApiSettings.from_env().url is None  # empty: no API, commands are printed

@@ -1,5 +1,5 @@
 """DAG integrity: every DAG file imports cleanly, the nightly has its stages in order, and
-parsing does no heavy work."""
+parsing does no heavy work and reads no file of ours but the dbt manifest Cosmos renders from."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mlpipeline.core.config import PROJECT_ROOT, Settings
+from mlpipeline.core.config import CONF_DIR, PROJECT_ROOT, Settings
 from mlpipeline.devtools.local_airflow import airflow_env
 from mlpipeline.features import dbt_project, transform
 from tests.airflow_probe import run_probe
@@ -15,7 +15,18 @@ from tests.airflow_probe import run_probe
 pytestmark = pytest.mark.unit
 
 PROBE = r"""
-import json, sys, time
+import json, sys, time, traceback
+# Every file opened under the watched folders (configuration, dbt project, data; not Airflow's
+# home), and whether Cosmos opened it.
+watched, skipped = tuple(sys.argv[2].split(",")), sys.argv[3]
+opened = set()
+def audit(event, args):
+    if event == "open" and isinstance(args[0], str):
+        path = args[0]
+        if path.startswith(watched) and not path.startswith(skipped):
+            cosmos = any("/cosmos/" in f.filename for f in traceback.extract_stack())
+            opened.add((path, "cosmos" if cosmos else "other"))
+sys.addaudithook(audit)
 from airflow.dag_processing.dagbag import DagBag
 started = time.monotonic()
 bag = DagBag(dag_folder=sys.argv[1])
@@ -36,8 +47,11 @@ for dag_id, dag in bag.dags.items():
         "params": sorted(dag.params.keys()),
         "full_refresh": {t.task_id: t.full_refresh for t in dag.tasks
                          if hasattr(t, "full_refresh")},
+        "pre_execute": {t.task_id: getattr(getattr(t, "_pre_execute_hook", None), "__name__", None)
+                        for t in dag.tasks},
     }
-print(json.dumps({"errors": bag.import_errors, "dags": dags, "heavy": heavy, "seconds": seconds}))
+print(json.dumps({"errors": bag.import_errors, "dags": dags, "heavy": heavy, "seconds": seconds,
+                  "opened": sorted(opened)}))
 """
 
 
@@ -45,8 +59,11 @@ print(json.dumps({"errors": bag.import_errors, "dags": dags, "heavy": heavy, "se
 def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     transform.ensure_manifest()  # setup's step: the nightly's dbt tasks are rendered from it
     data_dir = tmp_path_factory.mktemp("dagbag")
-    env = airflow_env(Settings.under(data_dir))
-    return run_probe(PROBE, env, PROJECT_ROOT / "dags")
+    settings = Settings.under(data_dir)
+    watched = ",".join(str(p) for p in (CONF_DIR, settings.dbt_project_dir, settings.data_dir))
+    return run_probe(
+        PROBE, airflow_env(settings), PROJECT_ROOT / "dags", watched, settings.data_dir / "airflow"
+    )
 
 
 PLUGINS_PROBE = r"""
@@ -65,7 +82,7 @@ print(json.dumps({
 
 def test_plugins_register_once_from_one_module_and_nothing_under_a_bare_name(tmp_path):
     env = airflow_env(Settings.under(tmp_path))
-    bare = "alerts,pipeline_assets,processing_day,stage_runner,ui_links,warehouse_access"
+    bare = "alerts,dbt_nodes,pipeline_assets,processing_day,stage_runner,ui_links,warehouse_access"
     loaded = run_probe(PLUGINS_PROBE, env, bare)
     ours = {"processing_day", "mlpipeline_ui", "warehouse_access"}
     assert ours <= set(loaded["plugins"])
@@ -84,6 +101,17 @@ def test_every_dag_file_imports_without_error(parsed):
 
 def test_parsing_does_no_heavy_work(parsed):
     assert parsed["heavy"] == []
+
+
+def test_parsing_reads_no_file_but_the_dbt_manifest(parsed):
+    """A parse (every DAG processor loop) opens no configuration, dbt code or data file: only
+    Cosmos reads, the manifest setup wrote and the dbt_project.yml beside it."""
+    project = dbt_project.project_root(None)
+    cosmos = {(str(dbt_project.manifest_path(project)), "cosmos")}
+    assert cosmos <= {tuple(o) for o in parsed["opened"]}
+    assert {tuple(o) for o in parsed["opened"]} <= cosmos | {
+        (str(project / "dbt_project.yml"), "cosmos")
+    }
 
 
 def _ancestors(tasks: dict[str, list[str]], task_id: str) -> set[str]:
@@ -161,6 +189,10 @@ def test_every_duckdb_opener_uses_the_warehouse_pool(parsed):
     ):
         assert pools[task_id] == "warehouse", task_id
     assert pools["ingest_transactions.prepare_transactions"] != "warehouse"
+    # dbt opens the warehouse itself: each dbt task checks it first (and warns of a stale
+    # manifest, which no parse checks).
+    hooks = parsed["dags"]["fraud_nightly"]["pre_execute"]
+    assert {hooks[t] for t in dbt_tasks} == {"before_dbt_node"}
 
 
 def _dbt_nodes() -> dict[str, dict]:

@@ -10,6 +10,7 @@ write to the warehouse, and the failing task's log must name the test and its fa
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from datetime import date
@@ -183,7 +184,9 @@ def test_a_failing_dbt_test_fails_its_task_naming_the_test_and_rows(nightly: dic
     assert "row 1: unique_field='bg-" in line and "n_records=2" in line
 
 
-def test_manifest_is_rebuilt_only_when_the_dbt_code_changes(tmp_path: Path) -> None:
+def test_manifest_is_rebuilt_only_when_the_dbt_code_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import shutil
 
     project = tmp_path / "dbt_project"
@@ -199,7 +202,15 @@ def test_manifest_is_rebuilt_only_when_the_dbt_code_changes(tmp_path: Path) -> N
     assert dbt_project.manifest_is_current(project)
     parsed_at = path.stat().st_mtime_ns
     assert transform.ensure_manifest(project).stat().st_mtime_ns == parsed_at  # not re-parsed
+    assert transform.warn_if_manifest_stale(project)
     model = project / "models" / "marts" / "training_set.sql"
     model.write_text(model.read_text() + "\n-- changed\n")
     assert not dbt_project.manifest_is_current(project)
+    # A DAG parse no longer checks; each dbt task says so in its log before dbt runs.
+    with caplog.at_level(logging.WARNING, logger=transform.log.name):
+        assert not transform.warn_if_manifest_stale(project)
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == transform.log.name]
+    assert "older dbt code" in warning and "`mlpipeline dbt-manifest`" in warning
+    assert transform.ensure_manifest(project).stat().st_mtime_ns != parsed_at  # setup re-parses
+    assert transform.warn_if_manifest_stale(project)
     assert not list(path.parent.glob(".parse-*")), "the parse's work folder is cleaned up"

@@ -31,7 +31,6 @@ from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import ObjectStore, from_settings
 from mlpipeline.devtools import local_airflow
 from mlpipeline.devtools.generate import generate_range
-from mlpipeline.ops import alerts
 from mlpipeline.pipeline import nightly
 from mlpipeline.scoring import score_table
 from mlpipeline.training import model_registry
@@ -164,12 +163,12 @@ def nights(
         _publish(CLEAN)
         seen = {"before": _observable(settings, redis_url)}
         runs, output = {}, {}
-        hooked = {**env, alerts.WEBHOOK_URL: f"{alert_hook.url}/alerts"}
+        hooked = {**env, "MLPIPELINE_ALERT_WEBHOOK_URL": f"{alert_hook.url}/alerts"}
         runs["bad_raw"], output["bad_raw"] = _dags_test(BAD_RAW, hooked)
         alerts_received = alert_hook.json_bodies("/alerts")
         seen["after_bad_raw"] = _observable(settings, redis_url)
         tight = {**env, quality.SUITES_ENV: str(_tight_suites(data_dir / "suites"))}
-        tight[alerts.WEBHOOK_URL] = f"{alert_hook.url}/snapshot-alerts"
+        tight["MLPIPELINE_ALERT_WEBHOOK_URL"] = f"{alert_hook.url}/snapshot-alerts"
         runs["bad_snapshot"], _ = _dags_test(BAD_SNAPSHOT, tight)
         seen["after_bad_snapshot"] = _observable(settings, redis_url)
         states = {

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from mlpipeline import warehouse
+from mlpipeline.core.config import ConfigurationError, Settings
 from mlpipeline.pipeline import nightly
 from mlpipeline.training import model_registry
 from mlpipeline.training.candidates import Candidate, load_candidates, training_jobs
@@ -623,18 +624,32 @@ def test_split_warnings_reach_the_log_and_the_mlflow_run(
     assert client.get_run(result.run_id).data.tags["training_cores"] == str(training_jobs())
 
 
-def test_each_training_task_gets_its_share_of_the_cores(tmp_path: Path) -> None:
+def test_each_training_task_gets_its_share_of_the_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import joblib
 
+    settings = Settings.under(tmp_path)
+    assert training_jobs(settings) == max(1, joblib.cpu_count() // 2)
+    one_at_a_time = settings.model_copy(update={"training_parallel_tasks": 1})
+    assert training_jobs(one_at_a_time) == joblib.cpu_count()
+    crowded = settings.model_copy(update={"training_parallel_tasks": joblib.cpu_count() * 4})
+    assert training_jobs(crowded) == 1
+    # The DAG maps as many train tasks at once as the environment says (2 unless set).
+    monkeypatch.delenv("MLPIPELINE_TRAINING_PARALLEL_TASKS", raising=False)
+    assert nightly.training_parallelism() == 2
+    monkeypatch.setenv("MLPIPELINE_TRAINING_PARALLEL_TASKS", "3")
+    assert nightly.training_parallelism() == 3
+    monkeypatch.setenv("MLPIPELINE_TRAINING_PARALLEL_TASKS", "0")
+    with pytest.raises(ConfigurationError, match="MLPIPELINE_TRAINING_PARALLEL_TASKS"):
+        nightly.training_parallelism()
+
+
+def test_a_candidates_file_still_holding_resources_is_refused(tmp_path: Path) -> None:
     conf = tmp_path / "candidates.yaml"
     conf.write_text("resources: {parallel_tasks: 2}\ncandidates: []\n")
-    assert training_jobs(conf) == max(1, joblib.cpu_count() // 2)
-    conf.write_text("resources: {parallel_tasks: 1}\ncandidates: []\n")
-    assert training_jobs(conf) == joblib.cpu_count()
-    conf.write_text(f"resources: {{parallel_tasks: {joblib.cpu_count() * 4}}}\n")
-    assert training_jobs(conf) == 1
-    # The DAG maps as many train tasks at once as the shipped configuration says.
-    assert nightly.training_parallelism() == 2
+    with pytest.raises(ValueError, match="MLPIPELINE_TRAINING_PARALLEL_TASKS"):
+        load_candidates(conf)
 
 
 def test_backfill_runs_do_not_train_unless_asked(settings) -> None:

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
-from mlpipeline.core.config import PROJECT_ROOT
+from mlpipeline.core.config import PROJECT_ROOT, AirflowApiSettings
 from mlpipeline.devtools import localredis
 from mlpipeline.devtools.localredis import free_port
 from mlpipeline.ops import backfill
@@ -531,16 +532,15 @@ def test_score_table_link_shows_the_days_scores(night, api, page, stack, artifac
     }
 
 
-def test_a_released_batch_starts_its_backfill_through_the_rest_api(night, api, stack, monkeypatch):
+def test_a_released_batch_starts_its_backfill_through_the_rest_api(night, api, stack):
     """What `mlpipeline batches release` does with AIRFLOW_API_URL set (as in docker-compose):
     log in with the configured user, create one fraud_backfill run over the stale days."""
-    monkeypatch.setenv("AIRFLOW_API_URL", stack["url"])
-    monkeypatch.setenv("AIRFLOW_API_USERNAME", USER)
-    monkeypatch.setenv("AIRFLOW_API_PASSWORD", stack["password"])
-    monkeypatch.delenv("AIRFLOW_API_TOKEN", raising=False)
+    configured = AirflowApiSettings.model_construct(
+        url=stack["url"], username=USER, password=SecretStr(stack["password"]), token=None
+    )
     days = [night["day"] - timedelta(days=2), night["day"] - timedelta(days=1)]
 
-    (line,) = backfill.start_rerun(days)
+    (line,) = backfill.start_rerun(days, configured)
 
     (run,) = [r for r in api.runs(backfill.BACKFILL) if r["dag_run_id"] in line]
     # fraud_backfill is still paused: the run waits, and is removed before the README's backfill.
@@ -553,9 +553,9 @@ def test_a_released_batch_starts_its_backfill_through_the_rest_api(night, api, s
     }
     assert run["run_type"] == "manual"
 
-    monkeypatch.setenv("AIRFLOW_API_PASSWORD", "wrong")
+    wrong = configured.model_copy(update={"password": SecretStr("wrong")})
     with pytest.raises(RuntimeError, match="did not trigger fraud_backfill .*401"):
-        backfill.start_rerun(days)
+        backfill.start_rerun(days, wrong)
 
 
 def _readme_backfill() -> str:

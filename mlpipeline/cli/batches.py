@@ -8,10 +8,17 @@ import sys
 from typing import Any
 
 
+def _start_rerun(days: list) -> str:
+    """Re-run `days` in order through Airflow's API when configured, else the commands."""
+    from mlpipeline.core.config import AirflowApiSettings
+    from mlpipeline.ops import backfill
+
+    return "\n".join(backfill.start_rerun(days, AirflowApiSettings.from_env()))
+
+
 def cmd_batches_change(args: argparse.Namespace) -> None:
     """release / discard a revision; a release then re-runs the days it affects, in order."""
     from mlpipeline.ingest import batches
-    from mlpipeline.ops import backfill
     from mlpipeline.warehouse import connect
 
     change = batches.release if args.action == "release" else batches.discard
@@ -22,7 +29,7 @@ def cmd_batches_change(args: argparse.Namespace) -> None:
             sys.exit(f"mlpipeline batches {args.action}: {exc}")
     print(json.dumps(result, indent=2, default=str))
     if args.action == "release":
-        print("\n".join(backfill.start_rerun(result["stale_days"])))
+        print(_start_rerun(result["stale_days"]))
 
 
 def cmd_batches_supersede(args: argparse.Namespace) -> None:
@@ -31,7 +38,6 @@ def cmd_batches_supersede(args: argparse.Namespace) -> None:
 
     from mlpipeline.core.objectstore import from_settings
     from mlpipeline.ingest import supersede
-    from mlpipeline.ops import backfill
     from mlpipeline.warehouse import connect
 
     with connect() as con:
@@ -49,7 +55,7 @@ def cmd_batches_supersede(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2, default=str))
     if result["status"] == "quarantined":
         sys.exit(1)
-    print("\n".join(backfill.start_rerun(result["stale_days"])))
+    print(_start_rerun(result["stale_days"]))
 
 
 def cmd_batches_stale(args: argparse.Namespace) -> None:
@@ -63,7 +69,7 @@ def cmd_batches_stale(args: argparse.Namespace) -> None:
     print(json.dumps({"stale_days": days}, default=str))
     if not days:
         return
-    print("\n".join(backfill.start_rerun(days) if args.rerun else backfill.rerun_commands(days)))
+    print(_start_rerun(days) if args.rerun else "\n".join(backfill.rerun_commands(days)))
 
 
 def _show(con, title: str, sql: str, params: list, rows: int = 1000) -> None:  # noqa: ANN001

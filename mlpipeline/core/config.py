@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ConfigurationError(RuntimeError):
@@ -57,14 +57,38 @@ def _local_data_path(data_dir: Path) -> str:
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-class Settings(BaseSettings):
-    """Everything the project reads from the environment, typed and checked when read: a wrong
-    value fails at start naming its variable, not later inside a task. Fields are named as in
-    code; each reads the environment variable given as its alias."""
+class _FromEnv(BaseSettings):
+    """Settings read from the environment, typed and checked when read: a wrong value fails at
+    start naming its variable, not later inside a task. Fields are named as in code; each reads
+    the environment variable given as its alias (or takes it by name when built in code)."""
 
     model_config = SettingsConfigDict(
         frozen=True, env_ignore_empty=True, extra="ignore", populate_by_name=True
     )
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """The settings of this process's environment, read now (a task sees its own). A wrong
+        value is reported by its variable, without the value (it may be a secret)."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{cls._variable(str(error['loc'][0]) if error['loc'] else '')}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise ConfigurationError(f"invalid configuration: {problems}") from exc
+
+    @classmethod
+    def _variable(cls, field_name: str) -> str:
+        field = cls.model_fields.get(field_name)
+        return str(field.validation_alias) if field and field.validation_alias else field_name
+
+
+class Settings(_FromEnv):
+    """Everything the pipeline's stages read from the environment. The alert destinations
+    (`AlertSettings`) and Airflow's REST API (`AirflowApiSettings`) are apart: only the alert
+    callback and `batches release` read them."""
 
     data_dir: Path = Field(PROJECT_ROOT / "data", validation_alias="MLPIPELINE_DATA_DIR")
     # The warehouse, a DuckLake: its catalog database ("sqlite:<file>" or "postgres:<libpq
@@ -104,6 +128,19 @@ class Settings(BaseSettings):
         CONF_DIR / "expectations", validation_alias="MLPIPELINE_EXPECTATIONS_DIR"
     )
     git_commit: str | None = Field(None, validation_alias="GIT_COMMIT")
+    # What Airflow schedules by, read where the DAG is parsed: the landing sensors' poke interval
+    # and timeout, and how many candidates train at once (the mapped `train` tasks' limit; each
+    # limits its threads to cores // this, see mlpipeline.training.candidates). Environment
+    # variables, not files, because the scheduler acts on them from the parsed DAG: a parse then
+    # opens nothing but the dbt manifest Cosmos renders from, and every Airflow component of a
+    # deployment shares one environment.
+    landing_poke_seconds: int = Field(300, ge=1, validation_alias="MLPIPELINE_LANDING_POKE_SECONDS")
+    landing_timeout_minutes: int = Field(
+        360, ge=1, validation_alias="MLPIPELINE_LANDING_TIMEOUT_MINUTES"
+    )
+    training_parallel_tasks: int = Field(
+        2, ge=1, validation_alias="MLPIPELINE_TRAINING_PARALLEL_TASKS"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -160,10 +197,71 @@ class Settings(BaseSettings):
         }
         return cls.model_construct(**cls._local_defaults(local))
 
+
+def _unset_when_blank(value: Any) -> Any:  # noqa: ANN401 - whatever the field is given
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
+class AlertSettings(_FromEnv):
+    """Where failure and quarantine alerts go. Email goes through an Airflow SMTP connection
+    (`smtp_conn_id`, else Airflow's `[email] email_conn_id`); Slack and the webhook through an
+    Airflow connection id or, simpler, a URL (a connection id wins when both are set). The URLs
+    carry their credentials (a Slack webhook's token), so they are secrets."""
+
+    # Comma-separated recipients; none: no email.
+    email_to: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="MLPIPELINE_ALERT_EMAIL_TO"
+    )
+    email_from: str | None = Field(None, validation_alias="MLPIPELINE_ALERT_EMAIL_FROM")
+    smtp_conn_id: str | None = Field(None, validation_alias="MLPIPELINE_ALERT_SMTP_CONN_ID")
+    slack_conn_id: str | None = Field(None, validation_alias="MLPIPELINE_ALERT_SLACK_CONN_ID")
+    slack_webhook_url: SecretStr | None = Field(
+        None, validation_alias="MLPIPELINE_ALERT_SLACK_WEBHOOK_URL"
+    )
+    webhook_conn_id: str | None = Field(None, validation_alias="MLPIPELINE_ALERT_WEBHOOK_CONN_ID")
+    webhook_url: SecretStr | None = Field(None, validation_alias="MLPIPELINE_ALERT_WEBHOOK_URL")
+
+    @field_validator("email_to", mode="before")
     @classmethod
-    def from_env(cls) -> Settings:
-        """The settings of this process's environment, read now (a task sees its own)."""
-        try:
-            return cls()
-        except ValidationError as exc:
-            raise ConfigurationError(f"invalid configuration: {exc}") from exc
+    def _recipients(cls, value: Any) -> Any:  # noqa: ANN401 - a string or a sequence
+        if isinstance(value, str):
+            return tuple(a.strip() for a in value.split(",") if a.strip())
+        return value
+
+    @field_validator(
+        "email_from",
+        "smtp_conn_id",
+        "slack_conn_id",
+        "slack_webhook_url",
+        "webhook_conn_id",
+        "webhook_url",
+        mode="before",
+    )
+    @classmethod
+    def _blank(cls, value: Any) -> Any:  # noqa: ANN401 - a string or None
+        return _unset_when_blank(value)
+
+    @property
+    def destinations(self) -> list[str]:
+        """The configured destinations, in sending order."""
+        wanted = {
+            "email": bool(self.email_to),
+            "slack": bool(self.slack_conn_id or self.slack_webhook_url),
+            "webhook": bool(self.webhook_conn_id or self.webhook_url),
+        }
+        return [name for name, on in wanted.items() if on]
+
+
+class AirflowApiSettings(_FromEnv):
+    """Airflow's REST API, through which `mlpipeline batches release` starts the re-runs itself
+    (no URL: it prints the commands instead). A token, or a user and password to fetch one."""
+
+    url: str | None = Field(None, validation_alias="AIRFLOW_API_URL")
+    token: SecretStr | None = Field(None, validation_alias="AIRFLOW_API_TOKEN")
+    username: str | None = Field(None, validation_alias="AIRFLOW_API_USERNAME")
+    password: SecretStr | None = Field(None, validation_alias="AIRFLOW_API_PASSWORD")
+
+    @field_validator("url", "token", "username", "password", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:  # noqa: ANN401 - a string or None
+        return _unset_when_blank(value)

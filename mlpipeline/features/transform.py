@@ -372,6 +372,25 @@ def ensure_manifest(project_dir: Path | str | None = None) -> Path:
     return target
 
 
+def warn_if_manifest_stale(project_dir: Path | str | None = None) -> bool:
+    """Before a dbt task of the nightly: whether the manifest its DAG was rendered from matches
+    the dbt code this worker runs; logs, in the task's log, what to do when it does not.
+
+    A warning, not a failure: dbt runs the current code either way, and a deployment ships the
+    manifest with that code (the image builds it); a stale one means a checkout's dbt code was
+    edited after setup, and the DAG lacks or still shows the changed models and tests."""
+    root = project_root(project_dir)
+    if manifest_is_current(root):
+        return True
+    log.warning(
+        "%s was parsed from older dbt code than %s: this DAG shows the old models and tests. "
+        "Run `mlpipeline dbt-manifest` (setup does), then let the DAG be parsed again",
+        manifest_path(root),
+        root,
+    )
+    return False
+
+
 def after_dbt_node(project_dir: str, **_: Any) -> None:
     """Cosmos callback after each dbt node's invocation, whether it passed or failed.
 

@@ -8,11 +8,12 @@ needs no Airflow client. Credentials are a token, or a user and password exchang
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from mlpipeline.core.config import AirflowApiSettings
 
 
 class AirflowApiError(RuntimeError):
@@ -44,16 +45,17 @@ class AirflowApi:
         return cls(url, token)
 
     @classmethod
-    def configured(cls) -> AirflowApi | None:
-        """The client of AIRFLOW_API_URL with its credentials, or None when no URL is set."""
-        url = os.environ.get("AIRFLOW_API_URL")
-        if not url:
+    def configured(cls, settings: AirflowApiSettings | None = None) -> AirflowApi | None:
+        """The client of the configured API (the environment's by default), or None when no
+        URL is set."""
+        settings = settings or AirflowApiSettings.from_env()
+        if not settings.url:
             return None
         return cls.login(
-            url,
-            token=os.environ.get("AIRFLOW_API_TOKEN"),
-            username=os.environ.get("AIRFLOW_API_USERNAME"),
-            password=os.environ.get("AIRFLOW_API_PASSWORD"),
+            settings.url,
+            token=settings.token.get_secret_value() if settings.token else None,
+            username=settings.username,
+            password=settings.password.get_secret_value() if settings.password else None,
         )
 
     def call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:  # noqa: ANN401

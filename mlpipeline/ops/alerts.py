@@ -4,67 +4,17 @@ batch revision quarantined by its checks.
 No Airflow here: `mlpipeline_airflow.alerts` reads the failed task's context into a
 `FailedTask`, asks `quarantine_of` whether the failure is a quarantine, and sends the `Alert`
 built by `build_alert` (or, from a promotion that succeeded, `expired_pending_alert`) through
-Airflow's notifiers to the destinations `AlertConfig` reads from the environment.
+Airflow's notifiers to the destinations of `mlpipeline.core.config.AlertSettings`.
 Texts name what failed, for which run and day, where the log is, and what to do next.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-EMAIL_TO = "MLPIPELINE_ALERT_EMAIL_TO"
-EMAIL_FROM = "MLPIPELINE_ALERT_EMAIL_FROM"
-SMTP_CONN_ID = "MLPIPELINE_ALERT_SMTP_CONN_ID"
-SLACK_CONN_ID = "MLPIPELINE_ALERT_SLACK_CONN_ID"
-SLACK_WEBHOOK_URL = "MLPIPELINE_ALERT_SLACK_WEBHOOK_URL"
-WEBHOOK_CONN_ID = "MLPIPELINE_ALERT_WEBHOOK_CONN_ID"
-WEBHOOK_URL = "MLPIPELINE_ALERT_WEBHOOK_URL"
 _ERROR_CHARS = 2000
-
-
-@dataclass(frozen=True)
-class AlertConfig:
-    """Alert destinations. Email goes through an Airflow SMTP connection (`smtp_conn_id`, else
-    Airflow's `[email] email_conn_id`); Slack and the webhook through an Airflow connection id
-    or, simpler, a plain URL (a connection id wins when both are set)."""
-
-    email_to: tuple[str, ...] = ()
-    email_from: str | None = None
-    smtp_conn_id: str | None = None
-    slack_conn_id: str | None = None
-    slack_webhook_url: str | None = None
-    webhook_conn_id: str | None = None
-    webhook_url: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> AlertConfig:
-        env = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            return (env.get(name) or "").strip() or None
-
-        return cls(
-            email_to=tuple(a.strip() for a in (get(EMAIL_TO) or "").split(",") if a.strip()),
-            email_from=get(EMAIL_FROM),
-            smtp_conn_id=get(SMTP_CONN_ID),
-            slack_conn_id=get(SLACK_CONN_ID),
-            slack_webhook_url=get(SLACK_WEBHOOK_URL),
-            webhook_conn_id=get(WEBHOOK_CONN_ID),
-            webhook_url=get(WEBHOOK_URL),
-        )
-
-    @property
-    def destinations(self) -> list[str]:
-        """The configured destinations, in sending order."""
-        wanted = {
-            "email": bool(self.email_to),
-            "slack": bool(self.slack_conn_id or self.slack_webhook_url),
-            "webhook": bool(self.webhook_conn_id or self.webhook_url),
-        }
-        return [name for name, on in wanted.items() if on]
 
 
 @dataclass(frozen=True)

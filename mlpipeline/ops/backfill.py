@@ -10,7 +10,7 @@ import json
 import logging
 from datetime import UTC, date, datetime, time
 
-from mlpipeline.core.config import pipeline_conf
+from mlpipeline.core.config import AirflowApiSettings, pipeline_conf
 from mlpipeline.core.days import DayNotEnded, day_range, parse_day, require_ended
 from mlpipeline.ops.airflow_api import AirflowApi, AirflowApiError
 
@@ -80,13 +80,13 @@ def trigger_backfill(days: list[date], api: AirflowApi, *, retrain: bool = False
     return run
 
 
-def start_rerun(days: list[date]) -> list[str]:
+def start_rerun(days: list[date], settings: AirflowApiSettings) -> list[str]:
     """Recompute `days` in order: through the API when AIRFLOW_API_URL is set, otherwise return
     the exact commands. Returns the lines to show the operator."""
     if not days:
         return ["no processed day is affected; nothing to re-run"]
     try:
-        api = AirflowApi.configured()
+        api = AirflowApi.configured(settings)
         run = trigger_backfill(days, api) if api is not None else None
     except AirflowApiError as exc:
         raise AirflowApiError(

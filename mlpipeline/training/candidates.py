@@ -1,5 +1,6 @@
 """The model candidates a night trains (conf/candidates.yaml or MLPIPELINE_CANDIDATES): their
-estimators and parameters, and how many trainings run at once on how many cores."""
+estimators and parameters, and how many cores each training takes (its share of the cores, as
+many trainings running at once as MLPIPELINE_TRAINING_PARALLEL_TASKS says)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from mlpipeline.core.config import candidates_path
+from mlpipeline.core.config import Settings, candidates_path
 
 ESTIMATORS: dict[str, type[BaseEstimator]] = {
     "logistic_regression": LogisticRegression,
@@ -52,8 +53,8 @@ class Candidate:
             )
         if "n_jobs" in self.params:
             raise ValueError(
-                f"candidate {self.name!r}: n_jobs comes from resources.parallel_tasks, not a "
-                "candidate"
+                f"candidate {self.name!r}: n_jobs comes from MLPIPELINE_TRAINING_PARALLEL_TASKS, "
+                "not a candidate"
             )
 
 
@@ -63,7 +64,13 @@ def _conf(path: Path | None) -> dict[str, Any]:
 
 def load_candidates(path: Path | None = None) -> list[Candidate]:
     """The candidates declared in conf/candidates.yaml (validated: unique names, known params)."""
-    entries = _conf(path).get("candidates") or []
+    conf = _conf(path)
+    if "resources" in conf:
+        raise ValueError(
+            f"{path or candidates_path()}: `resources` is no longer read here; remove it and set "
+            "MLPIPELINE_TRAINING_PARALLEL_TASKS to the candidates trained at once"
+        )
+    entries = conf.get("candidates") or []
     candidates = []
     for entry in entries:
         entry = dict(entry)
@@ -89,18 +96,12 @@ def load_candidates(path: Path | None = None) -> list[Candidate]:
     return candidates
 
 
-def parallel_tasks(path: Path | None = None) -> int:
-    """How many candidates train at once (resources.parallel_tasks; the DAG maps that many)."""
-    value = int((_conf(path).get("resources") or {}).get("parallel_tasks", 2))
-    if value < 1:
-        raise ValueError(f"resources.parallel_tasks must be at least 1, got {value}")
-    return value
-
-
-def training_jobs(path: Path | None = None) -> int:
-    """Cores one training task may use: its share of the cores this process may run on.
+def training_jobs(settings: Settings | None = None) -> int:
+    """Cores one training task may use: its share of the cores this process may run on, with
+    `training_parallel_tasks` trainings at once.
 
     joblib counts the CPU affinity and a container's CPU quota (cgroups), so a worker pod limited
     to 2 CPUs on a 64-core node gives each of 2 parallel tasks 1 core, not 32.
     """
-    return max(1, joblib.cpu_count() // parallel_tasks(path))
+    parallel = (settings or Settings.from_env()).training_parallel_tasks
+    return max(1, joblib.cpu_count() // parallel)

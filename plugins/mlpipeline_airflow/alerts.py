@@ -14,7 +14,10 @@ import logging
 import os
 from typing import Any
 
-from mlpipeline.ops.alerts import Alert, AlertConfig, FailedTask, build_alert, quarantine_of
+from pydantic import SecretStr
+
+from mlpipeline.core.config import AlertSettings
+from mlpipeline.ops.alerts import Alert, FailedTask, build_alert, quarantine_of
 from mlpipeline_airflow.processing_day import processing_day
 
 log = logging.getLogger(__name__)
@@ -83,12 +86,16 @@ def _day(context: Any) -> str | None:
         return None
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
+
+
 def _url_connection(conn_id: str, fields: dict[str, Any]) -> str:
     os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(fields)
     return conn_id
 
 
-def _notifier(destination: str, alert: Alert, config: AlertConfig) -> Any:
+def _notifier(destination: str, alert: Alert, config: AlertSettings) -> Any:
     """The provider notifier for one destination (imported here: only a failure needs them)."""
     if destination == "email":
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -104,7 +111,8 @@ def _notifier(destination: str, alert: Alert, config: AlertConfig) -> Any:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
         conn_id = config.slack_conn_id or _url_connection(
-            SLACK_URL_CONN_ID, {"conn_type": "slackwebhook", "password": config.slack_webhook_url}
+            SLACK_URL_CONN_ID,
+            {"conn_type": "slackwebhook", "password": _secret(config.slack_webhook_url)},
         )
         return SlackWebhookNotifier(
             slack_webhook_conn_id=conn_id, text=alert.text, timeout=TIMEOUT_SECONDS
@@ -113,7 +121,7 @@ def _notifier(destination: str, alert: Alert, config: AlertConfig) -> Any:
         from airflow.providers.http.notifications.http import HttpNotifier
 
         conn_id = config.webhook_conn_id or _url_connection(
-            WEBHOOK_URL_CONN_ID, {"conn_type": "http", "host": config.webhook_url}
+            WEBHOOK_URL_CONN_ID, {"conn_type": "http", "host": _secret(config.webhook_url)}
         )
         return HttpNotifier(
             http_conn_id=conn_id,
@@ -123,9 +131,10 @@ def _notifier(destination: str, alert: Alert, config: AlertConfig) -> Any:
     raise ValueError(f"unknown alert destination {destination!r}")
 
 
-def send(alert: Alert, config: AlertConfig | None = None) -> dict[str, str]:
-    """Deliver `alert` to each configured destination; returns destination → outcome."""
-    config = config or AlertConfig.from_env()
+def send(alert: Alert, config: AlertSettings | None = None) -> dict[str, str]:
+    """Deliver `alert` to each destination of `config` (by default the environment's, read
+    now: a task sees its worker's); returns destination → outcome."""
+    config = config or AlertSettings.from_env()
     if not config.destinations:
         log.warning(
             "no alert destination configured (set MLPIPELINE_ALERT_EMAIL_TO, "

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from datetime import date
 from typing import Any
 
 from mlpipeline.pipeline.nightly.common import configured, enforced, object_store
-
-log = logging.getLogger(__name__)
 
 
 def build_features(day: str, *, full_refresh: bool = False) -> dict[str, Any]:
@@ -24,7 +21,11 @@ def build_features(day: str, *, full_refresh: bool = False) -> dict[str, Any]:
 def dbt_tasks() -> dict[str, Any]:
     """What the DAG's Cosmos task group needs: the dbt project, the manifest its tasks are
     rendered from, the profile, and the environment dbt runs with (the prod target's warehouse).
-    Reads files only, so parsing the DAG stays fast; the manifest comes from setup."""
+
+    Called at every parse, so it opens no file: Cosmos reads the manifest setup wrote. Whether
+    that manifest still matches the dbt code is checked where it matters, not here (hashing the
+    project on every parse): setup re-parses a stale one (`transform.ensure_manifest`) and each
+    dbt task warns in its log before it runs (`transform.warn_if_manifest_stale`)."""
     from mlpipeline.features import dbt_project, transform
 
     settings = configured()
@@ -34,13 +35,6 @@ def dbt_tasks() -> dict[str, Any]:
         raise FileNotFoundError(
             f"{manifest} is missing: the nightly's dbt tasks are rendered from it. Build it with "
             "`mlpipeline dbt-manifest` (setup does: mlpipeline.devtools.local_airflow.init)"
-        )
-    if not dbt_project.manifest_is_current(project):
-        log.warning(
-            "%s was parsed from older dbt code than %s: the DAG shows the old models and tests "
-            "until `mlpipeline dbt-manifest` runs",
-            manifest,
-            project,
         )
     return {
         "project_dir": str(project),

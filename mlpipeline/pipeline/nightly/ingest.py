@@ -6,7 +6,6 @@ import logging
 from datetime import date
 from typing import Any
 
-from mlpipeline.core.config import pipeline_conf
 from mlpipeline.pipeline.nightly.common import RevisionRejected, configured, object_store
 
 log = logging.getLogger(__name__)
@@ -27,11 +26,13 @@ def landing_ready(dataset: str, day: str) -> bool:
 
 
 def landing_wait() -> dict[str, int]:
-    """The sensor's poke interval and timeout (seconds) from pipeline.yaml."""
-    conf = pipeline_conf()["ingest"]["wait_for_landing"]
+    """The sensor's poke interval and timeout (seconds), for the DAG at parse time: from the
+    settings (the environment), since the scheduler reschedules and times out the sensor from
+    the parsed DAG and parsing reads no configuration file."""
+    settings = configured()
     return {
-        "poke_interval": int(conf["poke_interval_seconds"]),
-        "timeout": int(conf["timeout_minutes"]) * 60,
+        "poke_interval": settings.landing_poke_seconds,
+        "timeout": settings.landing_timeout_minutes * 60,
     }
 
 

@@ -24,17 +24,11 @@ def training_wanted(train: bool | None, run_type: object) -> tuple[bool, str]:
 
 
 def training_parallelism() -> int:
-    """Candidates trained at once (candidates.yaml resources.parallel_tasks): the DAG's limit on
-    mapped `train` tasks, read at parse time without importing the training stack."""
-    import yaml
-
-    from mlpipeline.core.config import candidates_path
-
-    resources = yaml.safe_load(candidates_path().read_text()).get("resources") or {}
-    value = int(resources.get("parallel_tasks", 2))
-    if value < 1:
-        raise ValueError(f"resources.parallel_tasks must be at least 1, got {value}")
-    return value
+    """Candidates trained at once: the DAG's limit on mapped `train` tasks, which the scheduler
+    enforces from the parsed DAG. A setting (MLPIPELINE_TRAINING_PARALLEL_TASKS) rather than a
+    key of candidates.yaml, so that parsing reads no file; each `train` task reads the same value
+    to take its share of the cores."""
+    return configured().training_parallel_tasks
 
 
 def check_training_set(
