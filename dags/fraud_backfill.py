@@ -98,12 +98,14 @@ def fraud_backfill() -> None:
         api = _api()
         status = nightly_backfill.progress(api, backfill_id, [date.fromisoformat(d) for d in days])
         log.info("backfill %s: %s", backfill_id, status.summary())
+        if status.failed_day is not None and not status.complete:
+            # The failed run's watcher cancels the backfill; this covers a watcher that could
+            # not reach the API.
+            nightly_backfill.cancel(api, backfill_id)
         failure = status.failure()
         if failure is not None:
-            if not status.complete:
-                nightly_backfill.cancel(api, backfill_id)
             raise AirflowFailException(failure)
-        return PokeReturnValue(is_done=status.complete, xcom_value=status.summary())
+        return PokeReturnValue(is_done=status.finished, xcom_value=status.summary())
 
     days = validate_range()
     await_backfill(create_backfill(days), days)

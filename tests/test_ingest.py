@@ -507,8 +507,12 @@ def test_backfill_progress_names_the_failed_day_and_the_days_it_left_out():
     assert running.failure() is None and running.summary() == "1/3 days done"
     retried = Progress({d1: "success", d2: "success", d3: "success"}, complete=True)
     assert retried.failure() is None
-    # The watcher cancelled the backfill: Airflow marks the queued day failed too.
+    # The watcher cancelled the backfill: Airflow marks the queued day failed at once and the
+    # backfill complete, while the failed day's run is still finishing its final tasks.
+    cancelled = Progress({d1: "success", d2: "running", d3: "failed"}, complete=True)
+    assert cancelled.failure() is None and not cancelled.finished
     stopped = Progress({d1: "success", d2: "failed", d3: "failed"}, complete=True)
+    assert stopped.finished
     assert stopped.failed_day == d2
     assert "failed for 2026-03-30" in stopped.failure()
     assert "did not run 2026-03-31" in stopped.failure()

@@ -69,10 +69,16 @@ def create(api: AirflowApi, days: list[date], *, retrain: bool, push_online: boo
 @dataclass(frozen=True)
 class Progress:
     """Where a backfill stands: each day's run state (None: no run yet), and whether Airflow
-    considers the backfill complete (every run finished, or cancelled)."""
+    considers the backfill complete (every run finished, or cancelled: a cancelled backfill is
+    complete at once, while the run that failed may still be finishing its final tasks)."""
 
     states: dict[date, str | None]
     complete: bool
+
+    @property
+    def finished(self) -> bool:
+        """Complete, and no run of it still queued or running."""
+        return self.complete and not any(s in {"queued", "running"} for s in self.states.values())
 
     @property
     def failed_day(self) -> date | None:
@@ -90,11 +96,13 @@ class Progress:
         )
 
     def failure(self) -> str | None:
-        """Why the backfill did not recompute every day, naming the failed day and the days it
-        then left out; None while it is on track or once every day succeeded."""
+        """Once finished, why the backfill did not recompute every day, naming the failed day
+        and the days it then left out; None while it runs or when every day succeeded."""
+        if not self.finished:
+            return None
         failed = self.failed_day
         if failed is None:
-            if not self.complete or len(self.succeeded) == len(self.states):
+            if len(self.succeeded) == len(self.states):
                 return None
             missing = [str(d) for d, s in sorted(self.states.items()) if s != "success"]
             return f"the backfill completed without running {', '.join(missing)}"
