@@ -24,18 +24,18 @@ from mlpipeline.cli import main
 from mlpipeline.core.config import Settings
 from mlpipeline.core.days import day_range
 from mlpipeline.core.landing import day_prefix
-from mlpipeline.core.objectstore import LocalStore
+from mlpipeline.core.objectstore import LocalStore, S3Store
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import transform
 from mlpipeline.ingest import batches, revisions
 from mlpipeline.monitoring.conf import MonitoringConf
 from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
-from mlpipeline.monitoring.metrics_table import read_metrics
+from mlpipeline.monitoring.metrics_table import METRICS_TABLE_KEY, read_metrics
 from mlpipeline.monitoring.monitor import monitor_day
 from mlpipeline.monitoring.summary import MonitoringSummary
 from mlpipeline.pipeline import nightly
 from mlpipeline.scoring import score
-from mlpipeline.scoring.score_table import read_scores
+from mlpipeline.scoring.score_table import delta_location, read_scores
 from mlpipeline.training import model_registry
 from mlpipeline.training.evaluate import EvaluationRules, evaluate_candidate, validation_scores
 from mlpipeline.training.split_store import load_split
@@ -287,15 +287,18 @@ def test_no_reference_without_a_model(settings: Settings) -> None:
     assert len(read_metrics(settings, DRIFT_DAY)) == len(summary.rows)
 
 
-def test_monitor_show_prints_the_summary(
+def test_monitor_run_and_show_print_the_summary(
     world: World,
     monitored: Monitored,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(world.settings.data_dir))
+    main(["monitor", "run", DRIFT_DAY.isoformat()])
+    ran = capsys.readouterr().out
     main(["monitor", "show", DRIFT_DAY.isoformat()])
     out = capsys.readouterr().out
+    assert out == ran
     assert f"scored day {DRIFT_DAY}" in out and "failed" in out
     assert f"drift share {monitored.drift.drift_share:.3f}" in out
     for name in PLANTED:
@@ -330,3 +333,23 @@ def test_a_version_evaluated_before_has_no_validation_scores(settings: Settings)
     client = model_registry.client(uri)
     run = client.create_run(model_registry.ensure_experiment(client, "older", uri))
     assert validation_scores(uri, run.info.run_id) is None
+
+
+@pytest.fixture()
+def s3_settings(settings: Settings, s3_store: S3Store) -> Settings:
+    """The metrics table in an S3 bucket over HTTP (moto), the warehouse still local."""
+    return settings.model_copy(
+        update={"bucket": s3_store.bucket, "aws_endpoint_url": s3_store.client.meta.endpoint_url}
+    )
+
+
+def test_run_days_are_replaced_one_by_one_in_s3(s3_settings: Settings) -> None:
+    first, second = DRIFT_DAY, DRIFT_DAY + timedelta(days=1)
+    kept = monitor_day(s3_settings, DRIFT_DAY, run_day=first).rows
+    monitor_day(s3_settings, DRIFT_DAY, run_day=second)
+    again = monitor_day(s3_settings, DRIFT_DAY, run_day=second).rows
+    assert delta_location(s3_settings, METRICS_TABLE_KEY).uri.startswith("s3://")
+    rows = read_metrics(s3_settings)
+    assert rows.groupby("run_day").size().to_dict() == {first: len(kept), second: len(again)}
+    assert set(rows.loc[rows["run_day"] == first, "computed_at"]) == set(kept["computed_at"])
+    assert set(rows.loc[rows["run_day"] == second, "computed_at"]) == set(again["computed_at"])
