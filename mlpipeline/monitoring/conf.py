@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from mlpipeline.core.config import pipeline_conf
+from mlpipeline.monitoring.drift_tests import METHODS
 
 CHECKS = ("input_drift", "score_drift", "decision_rate")
 
@@ -37,9 +38,10 @@ class MonitoringConf:
                 "pipeline.yaml has no `monitoring:` section; copy it from the project's "
                 "mlpipeline/conf/pipeline.yaml"
             )
-        missing = [name for name in CHECKS if name not in conf["checks"]]
+        missing = [f"checks.{name}" for name in CHECKS if name not in conf["checks"]]
+        missing += [f"drift_thresholds.{m}" for m in METHODS if m not in conf["drift_thresholds"]]
         if missing:
-            raise ValueError(f"pipeline.yaml monitoring.checks lacks {missing}")
+            raise ValueError(f"pipeline.yaml monitoring lacks {missing}; add them to `monitoring:`")
         checks = {
             name: CheckThresholds(
                 float(conf["checks"][name]["warning"]), float(conf["checks"][name]["failure"])

@@ -136,3 +136,4 @@ _STATISTICS: dict[str, Callable[[pd.Series, pd.Series, str], float]] = {
     "wasserstein": _wasserstein,
     "jensenshannon": _jensenshannon,
 }
+METHODS = tuple(_STATISTICS)

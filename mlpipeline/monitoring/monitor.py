@@ -149,5 +149,9 @@ def _day_features(
             f"SELECT * FROM (SELECT {names} FROM {FEATURES_TABLE} WHERE dt = ?) {sample}", [day]
         ).df()
     if frame.empty:
-        raise ReferenceUnavailable(f"{FEATURES_TABLE} has no rows for {day}")
+        raise RuntimeError(
+            f"{FEATURES_TABLE} has no rows for {day}, yet the score table has scores for it: "
+            "the day's features were rebuilt or removed after scoring. Rebuild the day's "
+            "features, re-run scoring for it, then monitoring."
+        )
     return frame
