@@ -19,7 +19,9 @@ same tests run here on SciPy, with Evidently's default choice of test and thresh
   Drift at or above 0.1.
 
 Missing values are dropped first, as Evidently does. Thresholds come from pipeline.yaml
-(`monitoring.drift_thresholds`).
+(`monitoring.drift_thresholds`). Checked once against Evidently 0.7.23 itself (shimmed, in a
+throwaway environment) on numerical, few-valued, binary and categorical columns with small and
+large references: all six tests gave the same values.
 """
 
 from __future__ import annotations
