@@ -24,9 +24,9 @@ import pytest
 from mlpipeline import warehouse
 from mlpipeline.core.config import ConfigurationError, Settings
 from mlpipeline.pipeline import nightly
-from mlpipeline.training import model_registry
+from mlpipeline.training import evaluate, model_registry
 from mlpipeline.training.candidates import Candidate, load_candidates, training_jobs
-from mlpipeline.training.evaluate import EvaluationRules
+from mlpipeline.training.evaluate import VALIDATION_SCORES, EvaluationRules
 from mlpipeline.training.metrics import choose_threshold, classification_metrics, threshold_report
 from mlpipeline.training.promotion import evaluate_and_promote
 from mlpipeline.training.split import Split, split_dataset
@@ -290,7 +290,13 @@ def test_first_promotion_sets_champion_threshold_and_challenger(
         version = registry.get_model_version(model_registry.MODEL_NAME, evaluation.version)
         assert float(version.tags["decision_threshold"]) == evaluation.threshold
         artifacts = {a.path for a in registry.list_artifacts(evaluation.run_id, "evaluation")}
-        assert artifacts == {"evaluation/roc_pr_curves.png", "evaluation/confusion_matrix.png"}
+        assert artifacts == {
+            "evaluation/roc_pr_curves.png",
+            "evaluation/confusion_matrix.png",
+            VALIDATION_SCORES,
+        }
+        kept = evaluate.validation_scores(tracking_uri, evaluation.run_id)
+        assert kept is not None and len(kept) == len(split.validation)
         run = registry.get_run(evaluation.run_id)
         assert run.data.metrics["test_pr_auc"] == pytest.approx(evaluation.test["pr_auc"])
     assert (

@@ -8,14 +8,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mlpipeline.cli import batches, local, online, operate, setup
+from mlpipeline.cli import batches, local, monitor, online, operate, setup
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlpipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (local, batches, setup, online, operate):
+    for group in (local, batches, setup, online, operate, monitor):
         group.register(sub)
     return parser
 

@@ -90,7 +90,12 @@ class DeltaLocation:
 
 
 def score_table_location(target: Settings | ObjectStore) -> DeltaLocation:
-    """Where the score table lives for these settings or this store, and how delta-rs reaches it.
+    """Where the score table lives for these settings or this store, and how delta-rs reaches it."""
+    return delta_location(target, SCORE_TABLE_KEY)
+
+
+def delta_location(target: Settings | ObjectStore, key: str) -> DeltaLocation:
+    """Where the Delta table at `key` of the object store lives, and how delta-rs reaches it.
 
     The folder store gives a local path. S3 gives `s3://bucket/...` plus the endpoint, plain
     HTTP when the endpoint is `http://` (MinIO, moto) and the region boto3 resolved, so
@@ -102,25 +107,25 @@ def score_table_location(target: Settings | ObjectStore) -> DeltaLocation:
             import boto3
 
             return _s3_location(
-                target.bucket, target.aws_endpoint_url, boto3.session.Session().region_name
+                target.bucket, key, target.aws_endpoint_url, boto3.session.Session().region_name
             )
-        return DeltaLocation(str(target.local_store_root.resolve() / SCORE_TABLE_KEY), None)
+        return DeltaLocation(str(target.local_store_root.resolve() / key), None)
     if isinstance(target, LocalStore):
-        return DeltaLocation(str(target.root.resolve() / SCORE_TABLE_KEY), None)
+        return DeltaLocation(str(target.root.resolve() / key), None)
     if isinstance(target, S3Store):
         endpoint = target.client.meta.endpoint_url
         # boto3 names AWS's own endpoint even when none was configured; delta-rs picks the
         # right one for the region itself, so only a custom endpoint is passed on.
         if (urlparse(endpoint).hostname or "").endswith(".amazonaws.com"):
             endpoint = None
-        return _s3_location(target.bucket, endpoint, target.client.meta.region_name)
+        return _s3_location(target.bucket, key, endpoint, target.client.meta.region_name)
     raise TypeError(
-        f"cannot locate the score table for {type(target).__name__}: pass Settings, a "
+        f"cannot locate the Delta table {key} for {type(target).__name__}: pass Settings, a "
         "LocalStore or an S3Store"
     )
 
 
-def _s3_location(bucket: str, endpoint: str | None, region: str | None) -> DeltaLocation:
+def _s3_location(bucket: str, key: str, endpoint: str | None, region: str | None) -> DeltaLocation:
     # deltalake 1.x commits each log entry with a put-if-absent (If-None-Match: *), so two
     # writers can never both claim a version and no locking provider or unsafe rename is
     # needed. `aws_conditional_put: etag` also allows If-Match updates where delta-rs uses them.
@@ -131,7 +136,7 @@ def _s3_location(bucket: str, endpoint: str | None, region: str | None) -> Delta
         options["AWS_ENDPOINT_URL"] = endpoint
         if endpoint.startswith("http://"):
             options["AWS_ALLOW_HTTP"] = "true"
-    return DeltaLocation(f"s3://{bucket}/{SCORE_TABLE_KEY}", options)
+    return DeltaLocation(f"s3://{bucket}/{key}", options)
 
 
 def ensure_score_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -41,6 +41,10 @@ from mlpipeline.training.train import CandidateResult
 
 log = logging.getLogger(__name__)
 
+# The version's scores on the validation rows, kept on its run: monitoring compares each scored
+# day with them (prediction drift).
+VALIDATION_SCORES = "evaluation/validation_scores.json"
+
 
 @dataclass(frozen=True)
 class EvaluationRules:
@@ -190,6 +194,7 @@ def evaluate_candidate(
     client.set_model_version_tag(
         model_registry.MODEL_NAME, result.model_version, "threshold_rule", rule_text(rules)
     )
+    client.log_dict(result.run_id, {"validation": p_val.tolist()}, VALIDATION_SCORES)
     title = f"{result.name} v{result.model_version}"
     client.log_figure(
         result.run_id,
@@ -211,6 +216,19 @@ def evaluate_candidate(
         format_metrics(evaluation.test),
     )
     return evaluation
+
+
+def validation_scores(tracking_uri: str, run_id: str) -> np.ndarray | None:
+    """The scores evaluation kept for the run's validation rows; None for a version evaluated
+    before they were kept (or not by the pipeline)."""
+    from mlflow.exceptions import MlflowException
+
+    with model_registry.tracking(tracking_uri) as mlflow:
+        try:
+            kept = mlflow.artifacts.load_dict(f"runs:/{run_id}/{VALIDATION_SCORES}")
+        except (MlflowException, OSError):
+            return None
+    return np.asarray(kept["validation"], dtype=float)
 
 
 def rule_text(rules: EvaluationRules) -> str:

@@ -1,0 +1,43 @@
+"""`mlpipeline monitor`: monitor a scored day, print a run day's monitoring summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mlpipeline.core.config import Settings
+
+
+def cmd_monitor_show(args: argparse.Namespace) -> None:
+    """Print the drift share, the drifted inputs and the prediction drift of a run day."""
+    from mlpipeline.core.days import parse_day
+    from mlpipeline.monitoring.metrics_table import read_metrics
+    from mlpipeline.monitoring.summary import MonitoringSummary
+
+    rows = read_metrics(Settings.from_env(), parse_day(args.day))
+    if rows.empty:
+        sys.exit(
+            f"mlpipeline monitor show: no monitoring rows for run day {args.day}; run "
+            f"`mlpipeline monitor run {args.day}` after the day was scored"
+        )
+    print(MonitoringSummary.from_rows(rows).text())
+
+
+def cmd_monitor_run(args: argparse.Namespace) -> None:
+    """Monitor a scored day now (what the nightly does after scoring) and print its summary."""
+    from mlpipeline.monitoring.monitor import monitor_day
+
+    print(monitor_day(Settings.from_env(), args.day).text())
+
+
+def register(sub: Any) -> None:
+    """Add this module's commands to the `mlpipeline` parser (`sub`: its subparsers)."""
+    p = sub.add_parser("monitor", help="input and prediction drift of scored days")
+    msub = p.add_subparsers(dest="action", required=True)
+    show = msub.add_parser("show", help="print a run day's monitoring summary")
+    show.add_argument("day", help="run day, YYYY-MM-DD")
+    show.set_defaults(func=cmd_monitor_show)
+    run = msub.add_parser("run", help="monitor a scored day and print its summary")
+    run.add_argument("day", help="scored day, YYYY-MM-DD")
+    run.set_defaults(func=cmd_monitor_run)

@@ -1,0 +1,122 @@
+"""The day's checks as metric rows: input drift per feature plus its share, prediction drift.
+
+A row is a dict of the metric table's columns without the day and version (the caller adds
+those). A drifted feature is a `warning`; the check's status comes from its share of drifted
+features (pipeline.yaml `monitoring.checks`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlpipeline.monitoring.conf import MonitoringConf
+from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
+
+Row = dict[str, Any]
+INPUT_DRIFT, PREDICTION_DRIFT = "input_drift", "prediction_drift"
+DRIFT_SHARE = "drift_share"
+
+
+def input_drift_rows(
+    reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str], conf: MonitoringConf
+) -> list[Row]:
+    rows: list[Row] = []
+    for name, kind in kinds.items():
+        result = column_drift(reference[name], current[name], kind, conf.drift_thresholds)
+        rows.append(
+            {
+                "check": INPUT_DRIFT,
+                "feature_or_metric": name,
+                "method": result.method,
+                "value": result.value,
+                "threshold": result.threshold,
+                "drifted": result.drifted,
+                "status": "warning" if result.drifted else "ok",
+            }
+        )
+    share = sum(row["drifted"] for row in rows) / len(rows) if rows else math.nan
+    thresholds = conf.checks["input_drift"]
+    rows.append(
+        {
+            "check": INPUT_DRIFT,
+            "feature_or_metric": DRIFT_SHARE,
+            "method": f"share of {len(kinds)} inputs drifted",
+            "value": share,
+            "threshold": thresholds.warning,
+            "drifted": share >= thresholds.warning,
+            "status": thresholds.status(share),
+        }
+    )
+    return rows
+
+
+def prediction_drift_rows(
+    reference_scores: np.ndarray,
+    scores: np.ndarray,
+    decisions: np.ndarray,
+    decision_threshold: float | None,
+    conf: MonitoringConf,
+) -> list[Row]:
+    """The day's score distribution and share flagged against the validation scores'."""
+    distance = normed_wasserstein(reference_scores, scores)
+    score_check = conf.checks["score_drift"]
+    rows = [
+        {
+            "check": PREDICTION_DRIFT,
+            "feature_or_metric": "score",
+            "method": "wasserstein",
+            "value": distance,
+            "threshold": score_check.warning,
+            "drifted": distance >= score_check.warning,
+            "status": score_check.status(distance),
+        }
+    ]
+    if decision_threshold is not None:
+        expected = float(np.mean(reference_scores >= decision_threshold))
+        observed = float(np.mean(decisions))
+        change = _relative_change(observed, expected)
+        rate_check = conf.checks["decision_rate"]
+        rows.append(
+            {
+                "check": PREDICTION_DRIFT,
+                "feature_or_metric": "decision_rate",
+                "method": f"|day {observed:.4f} / validation {expected:.4f} - 1|",
+                "value": change,
+                "threshold": rate_check.warning,
+                "drifted": change >= rate_check.warning,
+                "status": rate_check.status(change),
+            }
+        )
+    return rows
+
+
+def _relative_change(observed: float, expected: float) -> float:
+    if expected == 0:
+        return 0.0 if observed == 0 else math.inf
+    return abs(observed / expected - 1)
+
+
+def no_reference_row(check: str, metric: str, reason: str) -> Row:
+    """A check that could not be computed; `reason` (the row's reference) says why."""
+    return {
+        "check": check,
+        "feature_or_metric": metric,
+        "method": None,
+        "value": None,
+        "threshold": None,
+        "drifted": None,
+        "status": "no_reference",
+        "reference": reason,
+    }
+
+
+def no_reference_rows(reason: str) -> list[Row]:
+    """Nothing to compare the day with: one row per check."""
+    return [
+        no_reference_row(INPUT_DRIFT, DRIFT_SHARE, reason),
+        no_reference_row(PREDICTION_DRIFT, "score", reason),
+    ]

@@ -1,0 +1,157 @@
+"""Monitor one scored day: its inputs and scores against the model version that scored it.
+
+`monitor_day` is the stage's one entry point (the nightly calls it after scoring): it reads the
+day's scores from the score table, the version's reference (`reference`), the day's feature
+rows from the warehouse (a bounded sample on large days), computes the checks and replaces the
+run day's rows of the metrics table.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+
+from mlpipeline import warehouse
+from mlpipeline.core.config import Settings
+from mlpipeline.core.days import parse_day
+from mlpipeline.monitoring import checks, metrics_table
+from mlpipeline.monitoring.conf import MonitoringConf
+from mlpipeline.monitoring.model_inputs import column_kinds, monitored_frame
+from mlpipeline.monitoring.reference import ReferenceUnavailable, load_reference
+from mlpipeline.monitoring.summary import MonitoringSummary
+from mlpipeline.scoring.model_scores import FEATURES_TABLE
+from mlpipeline.scoring.score_table import ScoreTableNotFound, open_score_table
+from mlpipeline.warehouse.meta import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def monitor_day(
+    settings: Settings,
+    day: str | date | datetime,
+    *,
+    run_day: str | date | None = None,
+    conf: MonitoringConf | None = None,
+) -> MonitoringSummary:
+    """Compute scored day `day`'s checks and publish them as run day `run_day` (default `day`);
+    `conf` defaults to pipeline.yaml's `monitoring:`."""
+    day = parse_day(day)
+    run_day = parse_day(run_day) if run_day is not None else day
+    conf = conf or MonitoringConf.load()
+    scores = _day_scores(settings, day)
+    versions = sorted(scores["model_version"].unique()) if scores is not None else []
+    if len(versions) > 1:
+        raise ValueError(
+            f"the score table holds {day} scored by versions {versions}; a day is scored by one "
+            "version. Re-run scoring for the day, then monitoring."
+        )
+    version = versions[0] if versions else None
+    try:
+        if version is None:
+            raise ReferenceUnavailable(
+                f"no scores for {day} in the score table (no model yet, or the day was not scored)"
+            )
+        rows = _compare(settings, day, version, scores, conf)
+    except ReferenceUnavailable as exc:
+        log.warning("monitoring %s: no reference: %s", day, exc)
+        rows = checks.no_reference_rows(str(exc))
+    computed_at = utcnow()
+    table = metrics_table.metrics_table(
+        [
+            {
+                "reference": None,
+                "rows_current": None,
+                "rows_reference": None,
+                **row,
+                "run_day": run_day,
+                "scored_day": day,
+                "model_version": version,
+                "computed_at": computed_at,
+            }
+            for row in rows
+        ]
+    )
+    metrics_table.publish(settings, run_day, table)
+    summary = MonitoringSummary.from_rows(table.to_pandas())
+    log.info("%s", summary.text())
+    return summary
+
+
+def _day_scores(settings: Settings, day: date) -> pd.DataFrame | None:
+    try:
+        table = open_score_table(settings)
+    except ScoreTableNotFound:
+        return None
+    return table.to_pandas(
+        columns=["score", "decision", "model_version"], filters=[("dt", "=", day)]
+    )
+
+
+def _compare(
+    settings: Settings, day: date, version: str, scores: pd.DataFrame, conf: MonitoringConf
+) -> list[dict[str, Any]]:
+    reference = load_reference(settings, version)
+    seed = conf.sample_seed
+    training = reference.training_rows
+    if len(training) > conf.sample_rows:
+        training = training.sample(conf.sample_rows, random_state=seed)
+    current = _day_features(settings, day, reference.columns.inputs, conf)
+    kinds = column_kinds(reference.columns, training)
+    rows = [
+        {
+            **row,
+            "reference": reference.inputs_text,
+            "rows_current": len(current),
+            "rows_reference": len(training),
+        }
+        for row in checks.input_drift_rows(
+            monitored_frame(training, reference.columns),
+            monitored_frame(current, reference.columns),
+            kinds,
+            conf,
+        )
+    ]
+    if reference.validation_scores is None:
+        rows.append(
+            checks.no_reference_row(checks.PREDICTION_DRIFT, "score", reference.scores_text)
+        )
+        return rows
+    prediction = checks.prediction_drift_rows(
+        reference.validation_scores,
+        scores["score"].to_numpy(dtype=float),
+        scores["decision"].to_numpy(dtype=bool),
+        reference.decision_threshold,
+        conf,
+    )
+    rows += [
+        {
+            **row,
+            "reference": reference.scores_text,
+            "rows_current": len(scores),
+            "rows_reference": len(reference.validation_scores),
+        }
+        for row in prediction
+    ]
+    return rows
+
+
+def _day_features(
+    settings: Settings, day: date, columns: tuple[str, ...], conf: MonitoringConf
+) -> pd.DataFrame:
+    """The day's feature rows (the rows scoring scored), at most `sample_rows` of them."""
+    names = ", ".join(f'"{name}"' for name in columns)
+    sample = f"USING SAMPLE reservoir({conf.sample_rows} ROWS) REPEATABLE ({conf.sample_seed})"
+    with warehouse.connect(settings, read_only=True) as con:
+        frame = con.execute(
+            f"SELECT * FROM (SELECT {names} FROM {FEATURES_TABLE} WHERE dt = ?) {sample}", [day]
+        ).df()
+    if frame.empty:
+        raise RuntimeError(
+            f"{FEATURES_TABLE} has no rows for {day}, yet the score table has scores for it: "
+            "the day's features were rebuilt or removed after scoring. Rebuild the day's "
+            "features, re-run scoring for it, then monitoring."
+        )
+    return frame

@@ -1,0 +1,86 @@
+"""What a model version is compared with: its training rows and its validation scores.
+
+The score table names the version that scored a day; its MLflow version carries the split it
+was trained on (tag `split_id`, the split kept in the object store) and its run the feature
+columns it reads (params `features.*`) and the validation scores evaluation kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mlpipeline.core import objectstore
+from mlpipeline.core.config import Settings
+from mlpipeline.training import model_registry
+from mlpipeline.training.evaluate import VALIDATION_SCORES, validation_scores
+from mlpipeline.training.model_features import FeatureColumns
+from mlpipeline.training.split_store import load_split
+
+
+class ReferenceUnavailable(LookupError):
+    """The version's training rows cannot be found; the day is recorded as `no_reference`."""
+
+
+@dataclass(frozen=True)
+class VersionReference:
+    version: str
+    split_id: str
+    columns: FeatureColumns
+    decision_threshold: float | None
+    training_rows: pd.DataFrame
+    validation_scores: np.ndarray | None
+
+    @property
+    def inputs_text(self) -> str:
+        return f"split {self.split_id[:12]} train rows of version {self.version}"
+
+    @property
+    def scores_text(self) -> str:
+        if self.validation_scores is None:
+            return f"version {self.version} kept no {VALIDATION_SCORES} (evaluated before)"
+        return f"validation scores of version {self.version}"
+
+
+def _names(params: dict[str, str], key: str) -> tuple[str, ...]:
+    return tuple(name for name in params.get(key, "").split(",") if name)
+
+
+def load_reference(settings: Settings, version: str) -> VersionReference:
+    """The training rows, feature columns and validation scores of one registered version."""
+    from mlflow.exceptions import MlflowException
+
+    client = model_registry.client(settings.mlflow_tracking_uri)
+    try:
+        model_version = client.get_model_version(model_registry.MODEL_NAME, version)
+    except MlflowException as exc:
+        raise ReferenceUnavailable(
+            f"{model_registry.MODEL_NAME} version {version} is not in the registry at "
+            f"{settings.mlflow_tracking_uri}"
+        ) from exc
+    split_id = model_version.tags.get("split_id")
+    params = client.get_run(model_version.run_id).data.params
+    if not split_id or "features.numeric" not in params:
+        raise ReferenceUnavailable(
+            f"version {version} was not trained by the pipeline (no split_id tag or "
+            "features.* params): its training rows are unknown"
+        )
+    try:
+        split = load_split(objectstore.from_settings(settings), split_id)
+    except FileNotFoundError as exc:
+        raise ReferenceUnavailable(f"version {version}'s split is gone: {exc}") from exc
+    threshold = model_version.tags.get(model_registry.THRESHOLD_TAG)
+    return VersionReference(
+        version=version,
+        split_id=split_id,
+        columns=FeatureColumns(
+            numeric=_names(params, "features.numeric"),
+            categorical=_names(params, "features.categorical"),
+            request=_names(params, "features.request"),
+        ),
+        decision_threshold=float(threshold) if threshold is not None else None,
+        training_rows=split.train,
+        validation_scores=validation_scores(settings.mlflow_tracking_uri, model_version.run_id),
+    )

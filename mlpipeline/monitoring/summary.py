@@ -1,0 +1,75 @@
+"""A run day's monitoring rows as a summary a person reads (`mlpipeline monitor show DAY`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from mlpipeline.monitoring.checks import DRIFT_SHARE, INPUT_DRIFT, PREDICTION_DRIFT
+
+# Worst first: the day's status is its worst check's.
+STATUS_ORDER = ("failed", "warning", "no_reference", "ok")
+
+
+@dataclass(frozen=True)
+class MonitoringSummary:
+    run_day: date
+    scored_day: date
+    model_version: str | None
+    status: str
+    drift_share: float | None
+    drifted_features: tuple[str, ...]
+    rows: pd.DataFrame
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame) -> MonitoringSummary:
+        if rows.empty:
+            raise ValueError("no monitoring rows to summarise")
+        per_feature = (rows["check"] == INPUT_DRIFT) & (rows["feature_or_metric"] != DRIFT_SHARE)
+        share = rows.loc[(rows["check"] == INPUT_DRIFT) & ~per_feature, "value"]
+        drifted = per_feature & rows["drifted"].fillna(False).astype(bool)
+        first = rows.iloc[0]
+        version = first["model_version"]
+        return cls(
+            run_day=pd.Timestamp(first["run_day"]).date(),
+            scored_day=pd.Timestamp(first["scored_day"]).date(),
+            model_version=None if pd.isna(version) else str(version),
+            status=min(rows.loc[~per_feature, "status"], key=STATUS_ORDER.index),
+            drift_share=None if share.isna().all() else float(share.iloc[0]),
+            drifted_features=tuple(rows.loc[drifted, "feature_or_metric"]),
+            rows=rows,
+        )
+
+    def text(self) -> str:
+        lines = [
+            f"monitoring of scored day {self.scored_day} (run day {self.run_day}), model "
+            f"version {self.model_version or '-'}: {self.status}"
+        ]
+        for check in (INPUT_DRIFT, PREDICTION_DRIFT):
+            part = self.rows[self.rows["check"] == check]
+            if part.empty:
+                continue
+            lines.append(f"{check.replace('_', ' ')}: reference {part['reference'].iloc[0]}")
+            if check == INPUT_DRIFT:
+                total = part[part["feature_or_metric"] == DRIFT_SHARE].iloc[0]
+                if total["status"] == "no_reference":
+                    continue
+                lines.append(
+                    f"  drift share {total['value']:.3f} ({len(self.drifted_features)} of "
+                    f"{len(part) - 1} inputs; warning at {total['threshold']:g}): "
+                    f"{total['status']}"
+                )
+                part = part[part["feature_or_metric"].isin(self.drifted_features)]
+            lines += [_line(row) for _, row in part.iterrows()]
+        return "\n".join(lines)
+
+
+def _line(row: pd.Series) -> str:
+    value = "-" if pd.isna(row["value"]) else f"{row['value']:.4g}"
+    limit = "-" if pd.isna(row["threshold"]) else f"{row['threshold']:g}"
+    return (
+        f"  {row['feature_or_metric']:<24} {row['method'] or '-':<16} value {value:<10} "
+        f"threshold {limit:<6} {row['status']}"
+    )

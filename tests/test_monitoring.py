@@ -1,0 +1,355 @@
+"""Monitoring a scored day: input drift against the training rows of the version that scored it,
+prediction drift against its validation scores, the metrics table and `mlpipeline monitor show`.
+
+One real history: the demo producer's days (`mlpipeline.devtools.generate`) ingested with the
+ingestion library and built by one real `dbt build`; a logistic regression trained, evaluated and
+promoted the nightly's way, then every monitored day scored by `score.score_day`. The drifted day
+is landed like the others, then its transactions file is edited before ingestion, as a changed
+upstream would deliver it: the amounts of online transactions tripled, and a share of the
+transactions in a country the generator never uses (JP).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+
+from mlpipeline import warehouse
+from mlpipeline.cli import main
+from mlpipeline.core.config import Settings
+from mlpipeline.core.days import day_range
+from mlpipeline.core.landing import day_prefix
+from mlpipeline.core.objectstore import LocalStore, S3Store
+from mlpipeline.devtools.generate import generate_range
+from mlpipeline.features import transform
+from mlpipeline.ingest import batches, revisions
+from mlpipeline.monitoring.conf import MonitoringConf
+from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
+from mlpipeline.monitoring.metrics_table import METRICS_TABLE_KEY, read_metrics
+from mlpipeline.monitoring.monitor import monitor_day
+from mlpipeline.monitoring.summary import MonitoringSummary
+from mlpipeline.pipeline import nightly
+from mlpipeline.scoring import score
+from mlpipeline.scoring.score_table import delta_location, read_scores
+from mlpipeline.training import model_registry
+from mlpipeline.training.evaluate import EvaluationRules, evaluate_candidate, validation_scores
+from mlpipeline.training.split_store import load_split
+from mlpipeline.training.train import CandidateResult
+from mlpipeline.warehouse.meta import ensure_meta
+from tests.e2e_env import OVERRIDES
+
+pytestmark = pytest.mark.integration
+
+START = date(2026, 1, 1)
+LAST = START + timedelta(days=39)
+CLEAN_DAYS = day_range(LAST - timedelta(days=5), LAST - timedelta(days=1))
+DRIFT_DAY = LAST
+# About 1,150 transactions a day: below ~1,000 rows a day, Evidently's distance thresholds (0.1)
+# flag sampling noise (300 customers flagged `amount` on a clean day at 0.14).
+CUSTOMERS = 1000
+
+# Every input of the logistic regression (pipeline.yaml's candidate): transaction fields, online
+# features, the raw columns its request-time features read (not the timestamps), and those.
+ONLINE = {
+    "txn_count_24h",
+    "txn_count_7d",
+    "txn_count_30d",
+    "amount_sum_24h",
+    "amount_sum_7d",
+    "amount_sum_30d",
+    "amount_mean_30d",
+    "amount_max_30d",
+    "distinct_merchants_30d",
+    "distinct_categories_30d",
+    "distinct_countries_30d",
+    "online_share_30d",
+    "tenure_days",
+    "chargebacks_total",
+    "usual_country",
+}
+REQUEST = {
+    "amount_to_mean_30d",
+    "seconds_since_last_txn",
+    "hour_of_day",
+    "is_night",
+    "is_foreign_country",
+    "is_online",
+}
+MODEL_INPUTS = {"amount", "merchant_category", "channel", "country", *ONLINE, *REQUEST}
+# Planted: online amounts and a new country; derived from them: the request-time features.
+PLANTED = {"amount", "country", "amount_to_mean_30d", "is_foreign_country"}
+# Features over the customer's history drift on every day of this world against the train rows,
+# and rightly so: the train rows are the first ~13 days, before the 30-day windows fill (and
+# with no snapshot at all on day 1), and the population is closed, so tenure and lifetime
+# chargebacks grow with the calendar. They are the online features apart from usual_country
+# (stable from the first purchases) and the request-time features computed from them.
+HISTORY_FEATURES = (ONLINE - {"usual_country"}) | {"amount_to_mean_30d", "seconds_since_last_txn"}
+
+
+@dataclass(frozen=True)
+class World:
+    settings: Settings
+    version: str
+
+
+def _plant_drift(store: LocalStore, day: date) -> None:
+    """Online amounts tripled, a fifth of the other transactions in JP; same rows, same files."""
+    prefix = day_prefix("transactions", day)
+    for key in store.list(prefix):
+        if not key.endswith(".csv"):
+            continue
+        frame = pd.read_csv(io.BytesIO(store.get_bytes(key)), dtype=str, keep_default_na=False)
+        online = frame["channel"] == "online"
+        frame.loc[online, "amount"] = (
+            (frame.loc[online, "amount"].astype(float) * 3).round(2).astype(str)
+        )
+        moved = (~online) & (frame.index % 5 == 0)
+        frame.loc[moved, "country"] = "JP"
+        store.put_bytes(key, frame.to_csv(index=False).encode())
+
+
+def _ingest(settings: Settings, days: list[date]) -> None:
+    """prepare → load → promote per dataset-day (the raw GX gate never changes rows: left out)."""
+    store = LocalStore(settings.local_store_root)
+    with warehouse.connect(settings) as con:
+        ensure_meta(con)
+        for day in days:
+            for dataset in nightly.DATASETS:
+                prepared = revisions.prepare_revision(store, dataset, day)
+                assert revisions.load_revision(con, store, prepared, "monitor") == "ingested"
+                batches.set_status(
+                    con, prepared.batch_id, prepared.revision, "validated", run_id="monitor"
+                )
+                batches.promote(con, prepared.batch_id, prepared.revision, run_id="monitor")
+
+
+def _promote(
+    settings: Settings, result: CandidateResult, split_id: str
+) -> model_registry.ChampionRef:
+    """Evaluate the version (threshold, validation scores) and make it champion."""
+    store = LocalStore(settings.local_store_root)
+    evaluate_candidate(
+        result,
+        load_split(store, split_id),
+        rules=EvaluationRules.from_conf(),
+        tracking_uri=settings.mlflow_tracking_uri,
+    )
+    client = model_registry.client(settings.mlflow_tracking_uri)
+    client.set_registered_model_alias(model_registry.MODEL_NAME, "champion", result.model_version)
+    champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
+    assert champion is not None
+    return champion
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    data_dir = tmp_path_factory.mktemp("monitoring") / "data"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLPIPELINE_DATA_DIR", str(data_dir))
+        for var in OVERRIDES:
+            env.delenv(var, raising=False)
+        settings = Settings.from_env()
+        store = LocalStore(settings.local_store_root)
+        generate_range(store, START, LAST, customers=CUSTOMERS)
+        _plant_drift(store, DRIFT_DAY)
+        warehouse.create(settings)
+        _ingest(settings, day_range(START, LAST))
+        transform.build(LAST, settings=settings, full_refresh=True)
+        split_info = nightly.split(LAST.isoformat(), {})
+        job = next(
+            j for j in nightly.candidates(split_info) if j["candidate"] == "logistic_regression"
+        )
+        result = CandidateResult.from_dict(nightly.train(job))
+        champion = _promote(settings, result, split_info["split_id"])
+        for day in [*CLEAN_DAYS, DRIFT_DAY]:
+            score.score_day(
+                day,
+                settings=settings,
+                champion=champion,
+                load_model=model_registry.load_model,
+                run_id=f"monitor-{day}",
+            )
+        yield World(settings, champion.version)
+
+
+@dataclass(frozen=True)
+class Monitored:
+    clean: dict[date, MonitoringSummary]
+    drift: MonitoringSummary
+
+
+@pytest.fixture(scope="module")
+def monitored(world: World) -> Monitored:
+    clean = {day: monitor_day(world.settings, day) for day in CLEAN_DAYS}
+    return Monitored(clean, monitor_day(world.settings, DRIFT_DAY))
+
+
+def _features(summary: MonitoringSummary) -> pd.DataFrame:
+    rows = summary.rows
+    return rows[(rows["check"] == "input_drift") & (rows["feature_or_metric"] != "drift_share")]
+
+
+def test_every_model_input_is_compared_with_its_test(monitored: Monitored) -> None:
+    features = _features(monitored.drift).set_index("feature_or_metric")
+    assert set(features.index) == MODEL_INPUTS
+    # The reference (the train rows) has more than 1,000 rows: Evidently's distances.
+    assert features.loc["amount", "method"] == "wasserstein"
+    assert features.loc["country", "method"] == "jensenshannon"
+    assert features.loc["is_online", "method"] == "jensenshannon"
+    assert (features["threshold"] == 0.1).all()
+    assert (features["drifted"] == (features["value"] >= 0.1)).all()
+    assert (features["status"] == features["drifted"].map({True: "warning", False: "ok"})).all()
+    assert (features["model_version"] == monitored.drift.model_version).all()
+
+
+def test_clean_days_flag_no_feature_outside_the_history_windows(monitored: Monitored) -> None:
+    for day, summary in monitored.clean.items():
+        assert set(summary.drifted_features) - HISTORY_FEATURES == set(), day
+
+
+def test_planted_drift_flags_the_planted_and_derived_features(monitored: Monitored) -> None:
+    drifted = set(monitored.drift.drifted_features)
+    assert drifted >= PLANTED
+    assert drifted - HISTORY_FEATURES == PLANTED - HISTORY_FEATURES
+    # amount_to_mean_30d also carries the warm-up of amount_mean_30d; the plant dwarfs it.
+    ratio = _features(monitored.drift).set_index("feature_or_metric").loc["amount_to_mean_30d"]
+    clean = [
+        _features(s).set_index("feature_or_metric").loc["amount_to_mean_30d", "value"]
+        for s in monitored.clean.values()
+    ]
+    assert ratio["value"] > 2 * max(clean)
+    share = len(drifted) / len(MODEL_INPUTS)
+    assert monitored.drift.drift_share == pytest.approx(share)
+    assert monitored.drift.status == "failed"
+
+
+def test_prediction_drift_against_the_validation_scores(world: World, monitored: Monitored) -> None:
+    client = model_registry.client(world.settings.mlflow_tracking_uri)
+    run_id = client.get_model_version(model_registry.MODEL_NAME, world.version).run_id
+    kept = validation_scores(world.settings.mlflow_tracking_uri, run_id)
+    store = LocalStore(world.settings.local_store_root)
+    split_id = client.get_model_version(model_registry.MODEL_NAME, world.version).tags["split_id"]
+    assert kept is not None and len(kept) == len(load_split(store, split_id).validation)
+    rows = monitored.drift.rows.set_index("feature_or_metric")
+    scores = read_scores(world.settings, DRIFT_DAY)
+    assert rows.loc["score", "value"] == pytest.approx(
+        normed_wasserstein(kept, scores["score"].to_numpy())
+    )
+    assert rows.loc["score", "rows_reference"] == len(kept)
+    threshold = model_registry.resolve_champion(world.settings.mlflow_tracking_uri)
+    assert threshold is not None
+    expected = (kept >= threshold.decision_threshold).mean()
+    assert rows.loc["decision_rate", "value"] == pytest.approx(
+        abs(scores["decision"].mean() / expected - 1)
+    )
+
+
+def test_rerun_replaces_its_run_day_only(world: World, monitored: Monitored) -> None:
+    before = read_metrics(world.settings)
+    again = monitor_day(world.settings, DRIFT_DAY)
+    after = read_metrics(world.settings)
+    assert len(after) == len(before)
+    mine = after[after["run_day"] == DRIFT_DAY]
+    assert len(mine) == len(again.rows) and mine["computed_at"].nunique() == 1
+    assert (
+        mine["computed_at"] > before.loc[before["run_day"] == DRIFT_DAY, "computed_at"].max()
+    ).all()
+    key = ["run_day", "check", "feature_or_metric"]
+    others = before[before["run_day"] != DRIFT_DAY].sort_values(key).reset_index(drop=True)
+    kept = after[after["run_day"] != DRIFT_DAY].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(others, kept)
+    with warehouse.connect(world.settings, read_only=True) as con:
+        counts = dict(
+            con.execute("SELECT run_day, count(*) FROM monitoring.metrics GROUP BY ALL").fetchall()
+        )
+    assert counts == after.groupby("run_day").size().to_dict()
+
+
+def test_large_days_are_sampled_to_the_bound(world: World) -> None:
+    conf = replace(MonitoringConf.load(), sample_rows=200)
+    summary = monitor_day(
+        world.settings, DRIFT_DAY, run_day=DRIFT_DAY + timedelta(days=1), conf=conf
+    )
+    features = _features(summary)
+    assert (features["rows_current"] == 200).all() and (features["rows_reference"] == 200).all()
+
+
+def test_no_reference_without_a_model(settings: Settings) -> None:
+    summary = monitor_day(settings, DRIFT_DAY)
+    assert summary.status == "no_reference" and summary.model_version is None
+    assert set(summary.rows["status"]) == {"no_reference"}
+    assert "no scores" in summary.rows["reference"].iloc[0]
+    assert len(read_metrics(settings, DRIFT_DAY)) == len(summary.rows)
+
+
+def test_monitor_run_and_show_print_the_summary(
+    world: World,
+    monitored: Monitored,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(world.settings.data_dir))
+    main(["monitor", "run", DRIFT_DAY.isoformat()])
+    ran = capsys.readouterr().out
+    main(["monitor", "show", DRIFT_DAY.isoformat()])
+    out = capsys.readouterr().out
+    assert out == ran
+    assert f"scored day {DRIFT_DAY}" in out and "failed" in out
+    assert f"drift share {monitored.drift.drift_share:.3f}" in out
+    for name in PLANTED:
+        assert name in out
+    assert "decision_rate" in out and "score" in out
+
+
+@pytest.mark.parametrize(
+    ("reference", "current", "kind", "method"),
+    [
+        (range(500), range(100, 600), "numerical", "ks"),
+        (["a", "b", "c"] * 100, ["a", "b", "d"] * 100, "categorical", "chisquare"),
+        ([0.0, 1.0] * 200, [1.0] * 300, "numerical", "z"),
+        (range(2000), range(2000), "numerical", "wasserstein"),
+    ],
+)
+def test_the_test_is_chosen_per_column_as_evidently_does(
+    reference: object, current: object, kind: str, method: str
+) -> None:
+    result = column_drift(
+        pd.Series(list(reference)),
+        pd.Series(list(current)),
+        kind,
+        MonitoringConf.load().drift_thresholds,
+    )
+    assert result.method == method
+    assert result.drifted == (method != "wasserstein")
+
+
+def test_a_version_evaluated_before_has_no_validation_scores(settings: Settings) -> None:
+    uri = settings.mlflow_tracking_uri
+    client = model_registry.client(uri)
+    run = client.create_run(model_registry.ensure_experiment(client, "older", uri))
+    assert validation_scores(uri, run.info.run_id) is None
+
+
+@pytest.fixture()
+def s3_settings(settings: Settings, s3_store: S3Store) -> Settings:
+    """The metrics table in an S3 bucket over HTTP (moto), the warehouse still local."""
+    return settings.model_copy(
+        update={"bucket": s3_store.bucket, "aws_endpoint_url": s3_store.client.meta.endpoint_url}
+    )
+
+
+def test_run_days_are_replaced_one_by_one_in_s3(s3_settings: Settings) -> None:
+    first, second = DRIFT_DAY, DRIFT_DAY + timedelta(days=1)
+    kept = monitor_day(s3_settings, DRIFT_DAY, run_day=first).rows
+    monitor_day(s3_settings, DRIFT_DAY, run_day=second)
+    again = monitor_day(s3_settings, DRIFT_DAY, run_day=second).rows
+    assert delta_location(s3_settings, METRICS_TABLE_KEY).uri.startswith("s3://")
+    rows = read_metrics(s3_settings)
+    assert rows.groupby("run_day").size().to_dict() == {first: len(kept), second: len(again)}
+    assert set(rows.loc[rows["run_day"] == first, "computed_at"]) == set(kept["computed_at"])
+    assert set(rows.loc[rows["run_day"] == second, "computed_at"]) == set(again["computed_at"])
