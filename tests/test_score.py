@@ -134,9 +134,20 @@ def any_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings
     """Settings whose score table lives in the folder store or in an S3 bucket over HTTP."""
     if request.param == "local":
         return settings
-    store: S3Store = request.getfixturevalue("s3_store")
+    return _on_s3(settings, request.getfixturevalue("s3_store"))
+
+
+def _on_s3(settings: Settings, store: S3Store) -> Settings:
+    """`settings` pointed at the moto bucket, with the credentials the server was started with
+    (delta-rs reads them from the environment, DuckDB from the settings)."""
     return settings.model_copy(
-        update={"bucket": store.bucket, "aws_endpoint_url": store.client.meta.endpoint_url}
+        update={
+            "bucket": store.bucket,
+            "aws_endpoint_url": store.client.meta.endpoint_url,
+            **Settings.from_env().model_dump(
+                include={"aws_access_key_id", "aws_secret_access_key", "aws_region"}
+            ),
+        }
     )
 
 
@@ -428,9 +439,7 @@ def test_s3_commits_are_put_if_absent(
     s3_store: S3Store, registry: Registry, settings: Settings
 ) -> None:
     """A writer working from a stale table version cannot overwrite a newer commit on S3."""
-    s3_settings = settings.model_copy(
-        update={"bucket": s3_store.bucket, "aws_endpoint_url": s3_store.client.meta.endpoint_url}
-    )
+    s3_settings = _on_s3(settings, s3_store)
     _load_features(s3_settings)
     _score(s3_settings, registry, DAY1, "1", "run-1")
     location = score_table.score_table_location(s3_store)
@@ -528,10 +537,16 @@ def test_a_reader_during_a_rescore_sees_the_old_day_or_the_new_never_a_mix(
     """A downstream reader polls the day straight from the object store while it is re-scored:
     every read holds all of the day's rows from one run, never a mix and never a part."""
     _load_features(any_settings)
-    _score(any_settings, registry, DAY1, "1", "run-old")
     location = score_table.score_table_location(any_settings)
+    write_deltalake(  # an empty table whose days span several files
+        location.uri,
+        score_table.SCORE_SCHEMA.empty_table(),
+        partition_by=["dt"],
+        configuration={"delta.targetFileSize": "20000"},
+        storage_options=location.storage_options,
+    )
+    _score(any_settings, registry, DAY1, "1", "run-old")
     table = DeltaTable(location.uri, storage_options=location.storage_options)
-    table.alter.set_table_properties({"delta.targetFileSize": "20000"})  # several files a day
     reads: list[tuple[float, int, frozenset, bool]] = []
     failures: list[BaseException] = []
     stop = threading.Event()

@@ -155,7 +155,9 @@ def score_day(
                 "model_version": str(champion.version),
             },
         )
-        copy_to_warehouse(con, location, version, day=day, champion=champion, rows=rows_to_score)
+        copy_to_warehouse(
+            con, settings, location, version, day=day, champion=champion, rows=rows_to_score
+        )
     log.info(
         "published %d scores for %s as version %d of %s", rows_to_score, day, version, location.uri
     )
