@@ -6,10 +6,11 @@ through `train.train_candidate` and promoted to `champion`), loaded before the c
 read the same `features.transaction_features` day, built directly in DuckDB with every declared
 online feature. The plain script reads the whole day into one DataFrame, predicts and writes it
 with `write_deltalake`; `score_day` also checks the schema and the counts, streams the day in
-chunks (`scoring.chunk_rows`) into new Delta files committed at once, copies them into
-`scores.transaction_scores` and records the day in `meta.days`. Each variant runs twice,
-alternating, each time in a fresh process; the faster run of each counts for the rate, the
-larger working memory (peak resident size above the size once the model is loaded) for memory.
+chunks (`scoring.chunk_rows`) through `write_deltalake` (one commit replacing the day), copies
+the committed day's files into `scores.transaction_scores` and records the day in `meta.days`.
+Each variant runs twice, alternating, each time in a fresh process; the faster run of each
+counts for the rate, the larger working memory (peak resident size above the size once the
+model is loaded) for memory.
 
 Targets: at least 80 % of the plain script's rows per second, and at most half its working
 memory (the plain script's grows with the day, score_day's with the chunk).

@@ -35,7 +35,7 @@ from mlpipeline.core import objectstore
 from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import S3Store
 from mlpipeline.pipeline import nightly
-from mlpipeline.scoring import day_files, score, score_table
+from mlpipeline.scoring import score, score_table
 from mlpipeline.training import model_registry
 
 DAY1 = date(2026, 1, 5)
@@ -134,9 +134,20 @@ def any_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings
     """Settings whose score table lives in the folder store or in an S3 bucket over HTTP."""
     if request.param == "local":
         return settings
-    store: S3Store = request.getfixturevalue("s3_store")
+    return _on_s3(settings, request.getfixturevalue("s3_store"))
+
+
+def _on_s3(settings: Settings, store: S3Store) -> Settings:
+    """`settings` pointed at the moto bucket, with the credentials the server was started with
+    (delta-rs reads them from the environment, DuckDB from the settings)."""
     return settings.model_copy(
-        update={"bucket": store.bucket, "aws_endpoint_url": store.client.meta.endpoint_url}
+        update={
+            "bucket": store.bucket,
+            "aws_endpoint_url": store.client.meta.endpoint_url,
+            **Settings.from_env().model_dump(
+                include={"aws_access_key_id", "aws_secret_access_key", "aws_region"}
+            ),
+        }
     )
 
 
@@ -428,9 +439,7 @@ def test_s3_commits_are_put_if_absent(
     s3_store: S3Store, registry: Registry, settings: Settings
 ) -> None:
     """A writer working from a stale table version cannot overwrite a newer commit on S3."""
-    s3_settings = settings.model_copy(
-        update={"bucket": s3_store.bucket, "aws_endpoint_url": s3_store.client.meta.endpoint_url}
-    )
+    s3_settings = _on_s3(settings, s3_store)
     _load_features(s3_settings)
     _score(s3_settings, registry, DAY1, "1", "run-1")
     location = score_table.score_table_location(s3_store)
@@ -477,10 +486,9 @@ def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
     settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Memory follows the chunk, not the day: the model never sees more than `chunk_rows` rows,
-    DuckDB runs under the configured cap (and gets its own setting back), and a day bigger than
-    one data file is committed as several files at once."""
+    DuckDB runs under the configured cap (and gets its own setting back), and the chunks are
+    committed at once, with the statistics readers skip files by."""
     _load_features(settings)
-    monkeypatch.setattr(day_files, "FILE_ROWS", 1000)
     observed = _ObservedModel(model_registry.load_model(registry.versions["1"]))
     opener = warehouse.connect
 
@@ -507,12 +515,10 @@ def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
     assert observed.left_with != "61.0 MiB"
     location = score_table.score_table_location(settings)
     table = DeltaTable(location.uri)
-    files = table.file_uris(partition_filters=[("dt", "=", DAY1.isoformat())])
-    assert len(files) == 3 and table.version() == 0
+    assert table.version() == result.table_version == 0
     # Each file carries the statistics readers skip files by, read back through delta-rs.
     added = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-    # A file is closed at the first chunk boundary past FILE_ROWS rows.
-    assert sorted(f["num_records"] for f in added) == [200, 1200, 1200]
+    assert sum(f["num_records"] for f in added) == ROWS[DAY1]
     assert all(f["null_count.transaction_id"] == 0 for f in added)
     assert all(0 <= f["min.score"] <= f["max.score"] <= 1 for f in added)
     ids = sorted(score_table.read_scores(settings, DAY1)["transaction_id"])
@@ -526,13 +532,21 @@ def test_a_big_day_streams_in_chunks_under_a_duckdb_memory_cap(
 
 
 def test_a_reader_during_a_rescore_sees_the_old_day_or_the_new_never_a_mix(
-    any_settings: Settings, registry: Registry, monkeypatch: pytest.MonkeyPatch
+    any_settings: Settings, registry: Registry
 ) -> None:
     """A downstream reader polls the day straight from the object store while it is re-scored:
     every read holds all of the day's rows from one run, never a mix and never a part."""
     _load_features(any_settings)
-    monkeypatch.setattr(day_files, "FILE_ROWS", 500)  # the day spans several files
+    location = score_table.score_table_location(any_settings)
+    write_deltalake(  # an empty table whose days span several files
+        location.uri,
+        score_table.SCORE_SCHEMA.empty_table(),
+        partition_by=["dt"],
+        configuration={"delta.targetFileSize": "20000"},
+        storage_options=location.storage_options,
+    )
     _score(any_settings, registry, DAY1, "1", "run-old")
+    table = DeltaTable(location.uri, storage_options=location.storage_options)
     reads: list[tuple[float, int, frozenset, bool]] = []
     failures: list[BaseException] = []
     stop = threading.Event()
@@ -573,6 +587,8 @@ def test_a_reader_during_a_rescore_sees_the_old_day_or_the_new_never_a_mix(
     reader.join(timeout=30)
 
     assert failures == []
+    table.update_incremental()
+    assert len(table.file_uris([("dt", "=", DAY1.isoformat())])) > 1
     states = [(rows, runs, unique) for _, rows, runs, unique in reads]
     old = (ROWS[DAY1], frozenset({"run-old"}), True)
     new = (ROWS[DAY1], frozenset({"run-new"}), True)
@@ -581,6 +597,48 @@ def test_a_reader_during_a_rescore_sees_the_old_day_or_the_new_never_a_mix(
     switch = states.index(new)
     assert states[:switch] == [old] * switch and set(states[switch:]) == {new}
     assert sum(began <= at <= ended for at, *_ in reads) >= 2  # it really read during the re-score
+
+
+class _FailingModel:
+    """The real champion until its third chunk, then a crash (a killed worker, a bad row)."""
+
+    def __init__(self, model: object) -> None:
+        self.model, self.calls = model, 0
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 3:
+            raise MemoryError("the model ran out of memory on chunk 3")
+        return self.model.predict_proba(frame)
+
+
+@pytest.mark.unit
+def test_a_rescore_that_fails_part_way_publishes_nothing(
+    settings: Settings, registry: Registry
+) -> None:
+    """Chunks already written by a failed re-score never become visible: the table keeps its
+    version and the day its old rows, the warehouse copy too, and the error is the model's."""
+    _load_features(settings)
+    published = _score(settings, registry, DAY1, "1", "run-old")
+    failing = _FailingModel(model_registry.load_model(registry.versions["2"]))
+
+    with pytest.raises(MemoryError, match="on chunk 3"):
+        score.score_day(
+            DAY1,
+            settings=settings,
+            champion=registry.versions["2"],
+            load_model=lambda ref: failing,
+            run_id="run-new",
+            chunk_rows=1000,
+        )
+
+    location = score_table.score_table_location(settings)
+    assert DeltaTable(location.uri).version() == published.table_version
+    kept = score_table.read_scores(settings, DAY1)
+    assert len(kept) == ROWS[DAY1] and set(kept["scoring_run_id"]) == {"run-old"}
+    assert _query(
+        settings, "SELECT count(*), max(scoring_run_id) FROM scores.transaction_scores"
+    ) == [(ROWS[DAY1], "run-old")]
 
 
 @pytest.mark.unit

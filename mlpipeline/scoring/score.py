@@ -1,14 +1,14 @@
 """Batch scoring of one processing day into the score table (`score_table`).
 
-A day is replaced by one atomic commit (`day_files`): readers see the old rows or the new,
+A day is replaced by one atomic commit (`publish`): readers see the old rows or the new,
 never a mix; the same rows are then copied into the warehouse for analysts.
 
 Scoring reads `features.transaction_features`, the dbt model training reads too, so the model
 sees exactly the features it was trained on: there is no second copy of that join here.
 
 Memory does not grow with the day: the feature rows stream out of DuckDB in chunks
-(`scoring.chunk_rows`), each chunk is scored and appended to the day's new Parquet data files,
-which one Delta commit then puts in place of the day's old files; DuckDB works under
+(`scoring.chunk_rows`), each chunk is scored and streamed into `write_deltalake`, whose one
+commit then puts the day's new files in place of its old ones; DuckDB works under
 `scoring.duckdb_memory_limit`, spilling to disk beyond it.
 """
 
@@ -17,22 +17,18 @@ from __future__ import annotations
 import logging
 import math
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from mlpipeline import warehouse
-from mlpipeline.core import objectstore
 from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.core.days import parse_day
 from mlpipeline.core.progress import Progress
-from mlpipeline.scoring.day_files import DayFiles, commit_day, copy_to_warehouse
 from mlpipeline.scoring.model_scores import (
     FEATURES_TABLE,
     ChampionLike,
@@ -42,6 +38,7 @@ from mlpipeline.scoring.model_scores import (
     positive_scores,
     score_rows,
 )
+from mlpipeline.scoring.publish import copy_to_warehouse, publish_day
 from mlpipeline.scoring.score_table import (
     SCORE_SCHEMA,
     DeltaLocation,
@@ -101,7 +98,7 @@ def score_day(
 
     `champion` is resolved once by the caller to an exact version (None: no model yet), so a
     promotion during the run cannot mix two models in one day. Chunks stream from DuckDB through
-    the model into new Parquet files of the Delta table; one commit then swaps the day's files,
+    the model into the Delta writer; its one commit then swaps the day's files,
     only once every row of the day was scored exactly once, so any failure before it leaves the
     published day as it was. The committed rows are then copied into DuckDB, with the day's
     `meta.days` record, in one transaction. A re-run replaces the whole day again.
@@ -137,51 +134,38 @@ def score_day(
             chunk_rows,
         )
         model = load_model(champion)
-        with tempfile.TemporaryDirectory(prefix="scores-") as staging:
-            files = DayFiles(objectstore.from_settings(settings), day, Path(staging))
-            chunks = _scored_chunks(
-                con,
-                model,
-                day=day,
-                champion=champion,
-                threshold=threshold,
-                run_id=run_id,
-                rows_to_score=rows_to_score,
-                chunk_rows=chunk_rows,
-            )
-            try:
-                for rows in chunks:
-                    files.write(rows)
-                actions = files.close()
-                if files.rows != rows_to_score:
-                    raise ScoreCountMismatch(
-                        f"scored {files.rows} rows for {day} but {FEATURES_TABLE} had "
-                        f"{rows_to_score}; nothing was published. Re-run scoring for the day; if "
-                        "it repeats, the features changed while scoring ran (is another task "
-                        "writing the warehouse outside the pool?)."
-                    )
-            except BaseException:
-                files.discard()
-                raise
-            version = commit_day(
-                location,
-                files,
-                actions,
-                metadata={
-                    "scoring_run_id": run_id,
-                    "model_name": champion.name,
-                    "model_version": str(champion.version),
-                },
-            )
-            copy_to_warehouse(con, files, location, version, champion, rows_to_score)
+        chunks = _scored_chunks(
+            con,
+            model,
+            day=day,
+            champion=champion,
+            threshold=threshold,
+            run_id=run_id,
+            rows_to_score=rows_to_score,
+            chunk_rows=chunk_rows,
+        )
+        version = publish_day(
+            location,
+            chunks,
+            day=day,
+            rows_to_score=rows_to_score,
+            metadata={
+                "scoring_run_id": run_id,
+                "model_name": champion.name,
+                "model_version": str(champion.version),
+            },
+        )
+        copy_to_warehouse(
+            con, settings, location, version, day=day, champion=champion, rows=rows_to_score
+        )
     log.info(
-        "published %d scores for %s as version %d of %s", files.rows, day, version, location.uri
+        "published %d scores for %s as version %d of %s", rows_to_score, day, version, location.uri
     )
     return ScoreResult(
         day=day,
         no_model_yet=False,
         rows_to_score=rows_to_score,
-        rows_scored=files.rows,
+        rows_scored=rows_to_score,
         model_name=champion.name,
         model_version=str(champion.version),
         scoring_run_id=run_id,
