@@ -4,6 +4,7 @@ parsing does no heavy work and reads no file of ours but the dbt manifest Cosmos
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,15 +56,18 @@ print(json.dumps({"errors": bag.import_errors, "dags": dags, "heavy": heavy, "se
 """
 
 
+def parse_dags(data_dir: Path, dags: Path = PROJECT_ROOT / "dags") -> dict:
+    """What a DagBag of `dags` (a folder or one file) holds, as Airflow parses it with a data
+    folder at `data_dir`, and which watched files the parse opened."""
+    settings = Settings.under(data_dir)
+    watched = ",".join(str(p) for p in (CONF_DIR, settings.dbt_project_dir, settings.data_dir))
+    return run_probe(PROBE, airflow_env(settings), dags, watched, settings.data_dir / "airflow")
+
+
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     transform.ensure_manifest()  # setup's step: the nightly's dbt tasks are rendered from it
-    data_dir = tmp_path_factory.mktemp("dagbag")
-    settings = Settings.under(data_dir)
-    watched = ",".join(str(p) for p in (CONF_DIR, settings.dbt_project_dir, settings.data_dir))
-    return run_probe(
-        PROBE, airflow_env(settings), PROJECT_ROOT / "dags", watched, settings.data_dir / "airflow"
-    )
+    return parse_dags(tmp_path_factory.mktemp("dagbag"))
 
 
 PLUGINS_PROBE = r"""

@@ -48,8 +48,7 @@ from mlpipeline.training.split import split_dataset
 from mlpipeline.training.split_store import load_split, persist_split
 from mlpipeline.training.train import train_candidate
 from mlpipeline.warehouse import connect, lake
-from tests.airflow_probe import run_probe
-from tests.test_dag_integrity import PROBE
+from tests.test_dag_integrity import parse_dags
 from tests.test_export import DAY1, DAY2, DAY3, build_snapshot, expected_rows, export
 from tests.test_ingest import HEADER
 from tests.test_train_evaluate import LINEAGE, SPEC, synthetic_training_set
@@ -552,10 +551,9 @@ def test_cli_dry_run_reports_every_kind(settings, redis_url, monkeypatch, capsys
 
 @pytest.mark.unit
 def test_retention_dag_parses_with_one_task_per_kind(tmp_path):
-    data_dir = tmp_path / "dagbag"
-    env = local_airflow.airflow_env(Settings.under(data_dir))
-    parsed = run_probe(PROBE, env, PROJECT_ROOT / "dags" / "fraud_retention.py")
+    parsed = parse_dags(tmp_path / "dagbag", PROJECT_ROOT / "dags" / "fraud_retention.py")
     assert parsed["errors"] == {} and parsed["heavy"] == []
+    assert parsed["opened"] == []
     dag = parsed["dags"]["fraud_retention"]
     assert set(dag["tasks"]) == {f"clean_{kind}" for kind in KINDS}
     assert dag["pools"]["clean_raw_revisions"] == "warehouse"
