@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlpipeline.monitoring.conf import MonitoringConf
+from mlpipeline.monitoring.conf import CheckThresholds, MonitoringConf
 from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
 
 Row = dict[str, Any]
@@ -39,18 +39,8 @@ def input_drift_rows(
             }
         )
     share = sum(row["drifted"] for row in rows) / len(rows) if rows else math.nan
-    thresholds = conf.checks["input_drift"]
-    rows.append(
-        {
-            "check": INPUT_DRIFT,
-            "feature_or_metric": DRIFT_SHARE,
-            "method": f"share of {len(kinds)} inputs drifted",
-            "value": share,
-            "threshold": thresholds.warning,
-            "drifted": share >= thresholds.warning,
-            "status": thresholds.status(share),
-        }
-    )
+    method = f"share of {len(kinds)} inputs drifted"
+    rows.append(_graded(INPUT_DRIFT, DRIFT_SHARE, method, share, conf.checks["input_drift"]))
     return rows
 
 
@@ -63,35 +53,29 @@ def prediction_drift_rows(
 ) -> list[Row]:
     """The day's score distribution and share flagged against the validation scores'."""
     distance = normed_wasserstein(reference_scores, scores)
-    score_check = conf.checks["score_drift"]
-    rows = [
-        {
-            "check": PREDICTION_DRIFT,
-            "feature_or_metric": "score",
-            "method": "wasserstein",
-            "value": distance,
-            "threshold": score_check.warning,
-            "drifted": distance >= score_check.warning,
-            "status": score_check.status(distance),
-        }
-    ]
+    rows = [_graded(PREDICTION_DRIFT, "score", "wasserstein", distance, conf.checks["score_drift"])]
     if decision_threshold is not None:
         expected = float(np.mean(reference_scores >= decision_threshold))
         observed = float(np.mean(decisions))
+        method = f"|day {observed:.4f} / validation {expected:.4f} - 1|"
         change = _relative_change(observed, expected)
-        rate_check = conf.checks["decision_rate"]
         rows.append(
-            {
-                "check": PREDICTION_DRIFT,
-                "feature_or_metric": "decision_rate",
-                "method": f"|day {observed:.4f} / validation {expected:.4f} - 1|",
-                "value": change,
-                "threshold": rate_check.warning,
-                "drifted": change >= rate_check.warning,
-                "status": rate_check.status(change),
-            }
+            _graded(PREDICTION_DRIFT, "decision_rate", method, change, conf.checks["decision_rate"])
         )
     return rows
+
+
+def _graded(check: str, metric: str, method: str, value: float, levels: CheckThresholds) -> Row:
+    """A row whose status is graded by the check's warning / failure levels."""
+    return {
+        "check": check,
+        "feature_or_metric": metric,
+        "method": method,
+        "value": value,
+        "threshold": levels.warning,
+        "drifted": value >= levels.warning,
+        "status": levels.status(value),
+    }
 
 
 def _relative_change(observed: float, expected: float) -> float:
