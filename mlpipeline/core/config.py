@@ -253,8 +253,10 @@ class AlertSettings(_FromEnv):
 
 
 class AirflowApiSettings(_FromEnv):
-    """Airflow's REST API, through which `mlpipeline batches release` starts the re-runs itself
-    (no URL: it prints the commands instead). A token, or a user and password to fetch one."""
+    """Airflow's REST API: `fraud_backfill` creates and follows its backfill through it, a failed
+    backfill run's watcher cancels the backfill, and `mlpipeline batches release` starts the
+    re-runs (no URL: it prints the commands instead). A token, or a user and password to fetch
+    one."""
 
     url: str | None = Field(None, validation_alias="AIRFLOW_API_URL")
     token: SecretStr | None = Field(None, validation_alias="AIRFLOW_API_TOKEN")

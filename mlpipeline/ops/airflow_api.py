@@ -32,7 +32,9 @@ class AirflowApi:
         self._token = token
 
     @classmethod
-    def login(cls, url: str, *, token: str | None, username: str | None, password: str | None):
+    def login(
+        cls, url: str, *, token: str | None, username: str | None, password: str | None
+    ) -> AirflowApi:
         """A client with `token`, or with one fetched for `username` / `password`."""
         if not token:
             if not username or not password:
