@@ -15,16 +15,17 @@ import json
 import multiprocessing
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from mlpipeline import warehouse
+from mlpipeline import quality, warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.features import transform
 from mlpipeline.ingest import batches
+from mlpipeline.quality.outcome import CheckOutcome, ExpectationOutcome
 from mlpipeline.warehouse import dev_db, lake, warehouse_reader
 from mlpipeline.warehouse.meta import update_day
 from tests.dbt_fixtures import background, load_raw
@@ -80,9 +81,8 @@ def _analyst(settings: Settings, stop, out: str) -> None:  # noqa: ANN001 - an E
 
 
 @pytest.fixture()
-def shared(postgres_server, tmp_path: Path) -> Settings:  # noqa: ANN001 - the cluster
-    """A warehouse with three weeks of raw data, features built up to D-2, catalog in a new
-    PostgreSQL database."""
+def empty(postgres_server, tmp_path: Path) -> Settings:  # noqa: ANN001 - the cluster
+    """A new warehouse, catalog in a new PostgreSQL database."""
     database = f"warehouse_{uuid.uuid4().hex[:10]}"
     postgres_server.psql("postgres", "-c", f"CREATE DATABASE {database}")
     settings = Settings.under(tmp_path / "host-a").model_copy(
@@ -92,6 +92,13 @@ def shared(postgres_server, tmp_path: Path) -> Settings:  # noqa: ANN001 - the c
         }
     )
     warehouse.create(settings)
+    return settings
+
+
+@pytest.fixture()
+def shared(empty: Settings) -> Settings:
+    """The new warehouse with three weeks of raw data, features built up to D-2."""
+    settings = empty
     transactions, chargebacks = background(FIRST, DAY, customers=30)
     with warehouse.connect(settings) as con:
         load_raw(con, "transactions", transactions)
@@ -284,7 +291,8 @@ def _mark(settings: Settings, field: str, value: object, days: list[str], start)
             update_day(con, date.fromisoformat(day), **{field: value})
 
 
-def test_concurrent_updates_of_new_days_leave_one_row_each(shared: Settings) -> None:
+def test_concurrent_updates_of_new_days_leave_one_row_each(empty: Settings) -> None:
+    shared = empty
     spawn = multiprocessing.get_context("spawn")
     days = [(DAY + timedelta(days=n)).isoformat() for n in range(1, 4)]
     fields = {"stale": True, "rows_to_score": 11, "export_id": "e-1", "model_version": "7"}
@@ -303,3 +311,60 @@ def test_concurrent_updates_of_new_days_leave_one_row_each(shared: Settings) -> 
             f"SELECT day, {', '.join(fields)} FROM meta.days WHERE day > ? ORDER BY day", [DAY]
         ).fetchall()
     assert rows == [(date.fromisoformat(day), *fields.values()) for day in days]
+
+
+STATUS_ROUNDS = 8
+
+
+def _check(settings: Settings, batch_id: str, start) -> None:  # noqa: ANN001 - a Barrier
+    """What a raw check task writes, round after round: its results, then the revision's
+    status and event."""
+    outcome = CheckOutcome(
+        suite="raw_check",
+        subject=f"{batch_id}/r1",
+        rows=1,
+        results=[ExpectationOutcome("expect", "a check", "amount", "critical", True, "1", "1")],
+    )
+    start.wait()
+    with warehouse.connect(settings) as con:
+        for n in range(STATUS_ROUNDS):
+            quality.record(con, outcome, run_id=f"run-{n}")
+            batches.set_status(con, batch_id, "r1", f"s{n}", run_id=f"run-{n}")
+
+
+def test_two_raw_checks_at_once_record_every_status(empty: Settings) -> None:
+    """The night's two datasets are checked on two workers at once; both write the registry
+    (an update of `meta.batches` rewrites the table's inlined rows) and neither may fail."""
+    batch_ids = ["transactions-2026-02-25", "chargebacks-2026-02-25"]
+    now = datetime(2026, 2, 25, 1)
+    with warehouse.connect(empty) as con:
+        for batch_id in batch_ids:
+            con.execute(
+                "INSERT INTO meta.batches VALUES (?, 'r1', ?, ?, 'ingested', NULL, 'c', "
+                "1, 1, 1, 0, NULL, NULL, ?, ?)",
+                [batch_id, batch_id.split("-")[0], DAY, now, now],
+            )
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(len(batch_ids))
+    checks = [
+        spawn.Process(target=_check, args=(_host(empty, f"w{i}"), batch_id, start))
+        for i, batch_id in enumerate(batch_ids)
+    ]
+    for process in checks:
+        process.start()
+    for process in checks:
+        process.join(300)
+    assert [p.exitcode for p in checks] == [0, 0]
+    last = f"s{STATUS_ROUNDS - 1}"
+    with warehouse.connect(empty, read_only=True) as con:
+        statuses = con.execute("SELECT batch_id, status FROM meta.batches").fetchall()
+        events = con.execute(
+            "SELECT batch_id, count(*), count(DISTINCT status) FROM meta.batch_events "
+            "GROUP BY batch_id"
+        ).fetchall()
+        results = con.execute(
+            "SELECT subject, count(*) FROM meta.validation_results GROUP BY subject"
+        ).fetchall()
+    assert sorted(statuses) == sorted((b, last) for b in batch_ids)
+    assert sorted(events) == sorted((b, STATUS_ROUNDS, STATUS_ROUNDS) for b in batch_ids)
+    assert sorted(results) == sorted((f"{b}/r1", STATUS_ROUNDS) for b in batch_ids)

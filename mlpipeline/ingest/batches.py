@@ -46,9 +46,14 @@ def record_event(
     detail: str | None,
     run_id: str | None,
 ) -> None:
-    con.execute(
-        "INSERT INTO meta.batch_events VALUES (?, ?, ?, ?, ?, ?)",
-        [batch_id, revision, status, detail, run_id, utcnow()],
+    """One event of a revision (its own unit, or part of the caller's)."""
+    lake.run_unit(
+        con,
+        f"event {status} of batch {batch_id} revision {revision}",
+        lambda c: c.execute(
+            "INSERT INTO meta.batch_events VALUES (?, ?, ?, ?, ?, ?)",
+            [batch_id, revision, status, detail, run_id, utcnow()],
+        ),
     )
 
 
@@ -96,11 +101,18 @@ def set_status(
     run_id: str | None,
     detail: str | None = None,
 ) -> None:
-    con.execute(
-        "UPDATE meta.batches SET status = ?, updated_at = ? WHERE batch_id = ? AND revision = ?",
-        [status, utcnow(), batch_id, revision],
-    )
-    record_event(con, batch_id, revision, status, detail, run_id)
+    """The revision's new status and its event, as one unit: the two datasets' tasks of a night
+    write the registry at once, and the one whose commit loses the race runs again."""
+
+    def update(c: duckdb.DuckDBPyConnection) -> None:
+        c.execute(
+            "UPDATE meta.batches SET status = ?, updated_at = ? "
+            "WHERE batch_id = ? AND revision = ?",
+            [status, utcnow(), batch_id, revision],
+        )
+        record_event(c, batch_id, revision, status, detail, run_id)
+
+    lake.run_unit(con, f"status {status} of batch {batch_id} revision {revision}", update)
 
 
 def promote(

@@ -24,7 +24,8 @@ from typing import Any
 import duckdb
 
 from mlpipeline.core.config import pipeline_conf
-from mlpipeline.warehouse.meta import utcnow
+from mlpipeline.warehouse import lake
+from mlpipeline.warehouse.meta import claim, utcnow
 from mlpipeline.warehouse.raw_tables import NOT_REJECTED
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,34 @@ def _reject(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None
 def settle(con: duckdb.DuckDBPyConnection, day: date, *, days: int | None = None) -> Settled:
     """Reject the current chargebacks reported before their transaction, and those still pending
     when `day` is `days` or more after their own day; count the rest as pending. Idempotent:
-    a rejected row is recorded once."""
+    a rejected row is recorded once, also when the night's two promotions settle at once (one
+    unit, claiming the rejects registry: the second runs again and finds the first's rows)."""
     days = pending_days() if days is None else days
+    settled = lake.run_unit(
+        con, f"settling pending chargebacks on {day}", lambda c: _settle_once(c, day, days)
+    )
+    if settled.reported_before:
+        log.warning(
+            "%d chargeback(s) rejected: reported before their transaction (meta.rejected_rows)",
+            settled.reported_before,
+        )
+    if settled.expired:
+        log.warning(
+            "%d chargeback(s) rejected after waiting %d days for their transaction; first: %s",
+            len(settled.expired),
+            days,
+            settled.expired[:5],
+        )
+    if settled.pending:
+        log.info(
+            "%d chargeback(s) wait for their transaction to become current (meta.pending_rows)",
+            settled.pending,
+        )
+    return settled
+
+
+def _settle_once(con: duckdb.DuckDBPyConnection, day: date, days: int) -> Settled:
+    claim(con, "rejected_rows")
     now = utcnow()
     before = con.execute(_REPORTED_BEFORE_SQL).fetchall()
     _reject(
@@ -111,7 +138,7 @@ def settle(con: duckdb.DuckDBPyConnection, day: date, *, days: int | None = None
         ],
     )
     (pending,) = con.execute("SELECT count(*) FROM meta.pending_rows").fetchone()
-    settled = Settled(
+    return Settled(
         pending_days=days,
         pending=int(pending),
         reported_before=len(before),
@@ -127,21 +154,3 @@ def settle(con: duckdb.DuckDBPyConnection, day: date, *, days: int | None = None
             for batch, rev, file, row, dt, txn in expired
         ],
     )
-    if before:
-        log.warning(
-            "%d chargeback(s) rejected: reported before their transaction (meta.rejected_rows)",
-            len(before),
-        )
-    if expired:
-        log.warning(
-            "%d chargeback(s) rejected after waiting %d days for their transaction; first: %s",
-            len(expired),
-            days,
-            settled.expired[:5],
-        )
-    if pending:
-        log.info(
-            "%d chargeback(s) wait for their transaction to become current (meta.pending_rows)",
-            pending,
-        )
-    return settled

@@ -27,6 +27,7 @@ import duckdb
 
 from mlpipeline.core.config import WAREHOUSE_ACCESS_VAR, Settings, warehouse_access
 from mlpipeline.warehouse import duckdb_extensions, lake
+from mlpipeline.warehouse.meta import ensure_meta
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -148,6 +149,7 @@ def create(settings: Settings | None = None) -> str:
 
     def unit(con: duckdb.DuckDBPyConnection) -> None:
         ensure_schemas(con)
+        ensure_meta(con)  # the registries, before the first two tasks that write them at once
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (created_at TIMESTAMPTZ, path VARCHAR)"
         )

@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS meta.registry_claims (
     claims BIGINT NOT NULL
 );
 INSERT INTO meta.registry_claims
-SELECT registry, 0 FROM (VALUES ('batches'), ('days')) AS wanted(registry)
+SELECT registry, 0 FROM (VALUES ('batches'), ('days'), ('rejected_rows')) AS wanted(registry)
 WHERE registry NOT IN (SELECT registry FROM meta.registry_claims);
 """
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpipeline.pipeline.nightly.common import RevisionRejected, configured, object_store
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ def check_raw(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
     """GX gate on the revision before promotion; a failure quarantines the revision."""
     from mlpipeline import quality
     from mlpipeline.ingest import batches, gates
-    from mlpipeline.warehouse import connect
+    from mlpipeline.warehouse import connect, lake
 
     revision = _prepared(prepared)
     settings = configured()
@@ -108,14 +111,18 @@ def check_raw(prepared: dict[str, Any], run_id: str) -> dict[str, Any]:
             docs=quality.DataDocs.from_settings(settings, object_store()),
             run_name=run_id,
         )
-        quality.record(con, outcome, run_id=run_id)
-        current = batches.get(con, revision.batch_id, revision.revision)
-        if current and current["status"] == "ingested":
-            status = "validated" if outcome.success else "quarantined"
-            detail = None if outcome.success else outcome.describe()
-            batches.set_status(
-                con, revision.batch_id, revision.revision, status, run_id=run_id, detail=detail
-            )
+
+        def settle(c: duckdb.DuckDBPyConnection) -> None:
+            quality.record(c, outcome, run_id=run_id)
+            current = batches.get(c, revision.batch_id, revision.revision)
+            if current and current["status"] == "ingested":
+                status = "validated" if outcome.success else "quarantined"
+                detail = None if outcome.success else outcome.describe()
+                batches.set_status(
+                    c, revision.batch_id, revision.revision, status, run_id=run_id, detail=detail
+                )
+
+        lake.run_unit(con, f"raw check of {revision.batch_id} {revision.revision}", settle)
         waived = batches.was_released(con, revision.batch_id, revision.revision)
     if not outcome.success and waived:
         log.warning(
