@@ -249,6 +249,18 @@ def test_prediction_drift_against_the_validation_scores(world: World, monitored:
     )
 
 
+def test_realized_performance_waits_for_labels(monitored: Monitored) -> None:
+    """The version scored its first day five days ago: no day is old enough to pool (7 days),
+    so realized performance is pending, which leaves the day's status to the drift checks."""
+    rows = monitored.drift.rows
+    realized = rows[rows["check"] == "realized_performance"].set_index("feature_or_metric")
+    assert set(realized.index) == {"frauds", "label_coverage"}
+    assert set(realized["status"]) == {"pending"}
+    assert realized.loc["frauds", "value"] == 0
+    assert monitored.drift.status == "failed"
+    assert "realized performance" in monitored.drift.text()
+
+
 def test_rerun_replaces_its_run_day_only(world: World, monitored: Monitored) -> None:
     before = read_metrics(world.settings)
     again = monitor_day(world.settings, DRIFT_DAY)

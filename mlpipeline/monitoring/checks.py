@@ -78,6 +78,25 @@ def _graded(check: str, metric: str, method: str, value: float, levels: CheckThr
     }
 
 
+def relative_drop_row(
+    check: str, metric: str, observed: float, expected: float | None, levels: CheckThresholds
+) -> Row:
+    """`observed` against the `expected` value it should keep, graded by its relative drop (a
+    rise is no drop); without an expected value the row has no reference."""
+    if expected is None:
+        return {**no_reference_row(check, metric, "no expected value"), "value": observed}
+    drop = max(0.0, 1 - observed / expected) if expected else 0.0
+    return {
+        "check": check,
+        "feature_or_metric": metric,
+        "method": f"drop {drop:.1%} from {expected:.4f}",
+        "value": observed,
+        "threshold": expected,
+        "drifted": drop >= levels.warning,
+        "status": levels.status(drop),
+    }
+
+
 def _relative_change(observed: float, expected: float) -> float:
     if expected == 0:
         return 0.0 if observed == 0 else math.inf

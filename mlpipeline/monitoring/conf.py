@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from mlpipeline.core.config import pipeline_conf
 from mlpipeline.monitoring.drift_tests import METHODS
 
-CHECKS = ("input_drift", "score_drift", "decision_rate")
+CHECKS = ("input_drift", "score_drift", "decision_rate", "realized_performance")
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,21 @@ class CheckThresholds:
 
 
 @dataclass(frozen=True)
+class RealizedConf:
+    """How scored days are pooled for realized performance (see `realized`)."""
+
+    min_frauds: int
+    min_label_age_days: int
+    lookback_days: int
+
+
+@dataclass(frozen=True)
 class MonitoringConf:
     sample_rows: int
     sample_seed: int
     drift_thresholds: dict[str, float]
     checks: dict[str, CheckThresholds]
+    realized: RealizedConf
 
     @classmethod
     def load(cls) -> MonitoringConf:
@@ -50,9 +60,18 @@ class MonitoringConf:
         }
         if int(conf["sample_rows"]) < 1:
             raise ValueError("pipeline.yaml monitoring.sample_rows must be at least 1")
+        realized = conf.get("realized") or {}
+        fields = ("min_frauds", "min_label_age_days", "lookback_days")
+        absent = [f"realized.{name}" for name in fields if name not in realized]
+        if absent or any(int(realized[name]) < 1 for name in fields):
+            raise ValueError(
+                f"pipeline.yaml monitoring.realized needs {list(fields)}, each at least 1 "
+                f"(missing: {absent})"
+            )
         return cls(
             sample_rows=int(conf["sample_rows"]),
             sample_seed=int(conf["sample_seed"]),
             drift_thresholds={k: float(v) for k, v in conf["drift_thresholds"].items()},
             checks=checks,
+            realized=RealizedConf(**{name: int(realized[name]) for name in fields}),
         )

@@ -17,13 +17,19 @@ import pandas as pd
 from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.core.days import parse_day
-from mlpipeline.monitoring import checks, metrics_table
+from mlpipeline.ingest.gates import label_maturity_days
+from mlpipeline.monitoring import checks, metrics_table, realized
 from mlpipeline.monitoring.conf import MonitoringConf
 from mlpipeline.monitoring.model_inputs import column_kinds, monitored_frame
-from mlpipeline.monitoring.reference import ReferenceUnavailable, load_reference
+from mlpipeline.monitoring.reference import (
+    ReferenceUnavailable,
+    VersionReference,
+    load_reference,
+)
 from mlpipeline.monitoring.summary import MonitoringSummary
 from mlpipeline.scoring.model_scores import FEATURES_TABLE
 from mlpipeline.scoring.score_table import ScoreTableNotFound, open_score_table
+from mlpipeline.training.evaluate import EvaluationRules
 from mlpipeline.warehouse.meta import utcnow
 
 log = logging.getLogger(__name__)
@@ -54,7 +60,9 @@ def monitor_day(
             raise ReferenceUnavailable(
                 f"no scores for {day} in the score table (no model yet, or the day was not scored)"
             )
-        rows = _compare(settings, day, version, scores, conf)
+        reference = load_reference(settings, version)
+        rows = _compare(settings, day, reference, scores, conf)
+        rows += _realized(settings, run_day, reference, conf)
     except ReferenceUnavailable as exc:
         log.warning("monitoring %s: no reference: %s", day, exc)
         rows = checks.no_reference_rows(str(exc))
@@ -91,9 +99,12 @@ def _day_scores(settings: Settings, day: date) -> pd.DataFrame | None:
 
 
 def _compare(
-    settings: Settings, day: date, version: str, scores: pd.DataFrame, conf: MonitoringConf
+    settings: Settings,
+    day: date,
+    reference: VersionReference,
+    scores: pd.DataFrame,
+    conf: MonitoringConf,
 ) -> list[dict[str, Any]]:
-    reference = load_reference(settings, version)
     seed = conf.sample_seed
     training = reference.training_rows
     if len(training) > conf.sample_rows:
@@ -136,6 +147,23 @@ def _compare(
         for row in prediction
     ]
     return rows
+
+
+def _realized(
+    settings: Settings, run_day: date, reference: VersionReference, conf: MonitoringConf
+) -> list[dict[str, Any]]:
+    """The version's realized performance on the labels known at the end of the run day."""
+    labelled = realized.labelled_scores(
+        settings, reference.version, run_day, conf.realized.lookback_days
+    )
+    pool = realized.choose_pool(labelled, run_day, label_maturity_days(settings), conf.realized)
+    return realized.realized_rows(
+        pool,
+        reference.test_metrics,
+        EvaluationRules.from_conf().floors,
+        conf.checks["realized_performance"],
+        conf.realized,
+    )
 
 
 def _day_features(

@@ -1,4 +1,4 @@
-"""What a model version is compared with: its training rows and its validation scores.
+"""What a model version is compared with: its training rows, validation scores and test metrics.
 
 The score table names the version that scored a day; its MLflow version carries the split it
 was trained on (tag `split_id`, the split kept in the object store) and its run the feature
@@ -31,6 +31,7 @@ class VersionReference:
     columns: FeatureColumns
     decision_threshold: float | None
     training_rows: pd.DataFrame
+    test_metrics: dict[str, float]
     validation_scores: np.ndarray | None
 
     @property
@@ -61,7 +62,8 @@ def load_reference(settings: Settings, version: str) -> VersionReference:
             f"{settings.mlflow_tracking_uri}"
         ) from exc
     split_id = model_version.tags.get("split_id")
-    params = client.get_run(model_version.run_id).data.params
+    run = client.get_run(model_version.run_id)
+    params = run.data.params
     if not split_id or "features.numeric" not in params:
         raise ReferenceUnavailable(
             f"version {version} was not trained by the pipeline (no split_id tag or "
@@ -82,5 +84,6 @@ def load_reference(settings: Settings, version: str) -> VersionReference:
         ),
         decision_threshold=float(threshold) if threshold is not None else None,
         training_rows=split.train,
+        test_metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
         validation_scores=validation_scores(settings.mlflow_tracking_uri, model_version.run_id),
     )

@@ -8,9 +8,11 @@ from datetime import date
 import pandas as pd
 
 from mlpipeline.monitoring.checks import DRIFT_SHARE, INPUT_DRIFT, PREDICTION_DRIFT
+from mlpipeline.monitoring.realized import PENDING, REALIZED
 
-# Worst first: the day's status is its worst check's.
-STATUS_ORDER = ("failed", "warning", "no_reference", "ok")
+# Worst first: the day's status is its worst check's (a realized measure still waiting for
+# labels is no worse than ok).
+STATUS_ORDER = ("failed", "warning", "no_reference", "ok", PENDING)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class MonitoringSummary:
             f"monitoring of scored day {self.scored_day} (run day {self.run_day}), model "
             f"version {self.model_version or '-'}: {self.status}"
         ]
-        for check in (INPUT_DRIFT, PREDICTION_DRIFT):
+        for check in (INPUT_DRIFT, PREDICTION_DRIFT, REALIZED):
             part = self.rows[self.rows["check"] == check]
             if part.empty:
                 continue
