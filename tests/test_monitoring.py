@@ -15,6 +15,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -28,6 +29,7 @@ from mlpipeline.core.objectstore import LocalStore, S3Store
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import transform
 from mlpipeline.ingest import batches, revisions
+from mlpipeline.monitoring import report
 from mlpipeline.monitoring.conf import MonitoringConf
 from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
 from mlpipeline.monitoring.metrics_table import METRICS_TABLE_KEY, read_metrics
@@ -259,6 +261,24 @@ def test_realized_performance_waits_for_labels(monitored: Monitored) -> None:
     assert realized.loc["frauds", "value"] == 0
     assert monitored.drift.status == "failed"
     assert "realized performance" in monitored.drift.text()
+
+
+def test_the_report_page_shows_the_day_and_its_trends(
+    world: World, monitored: Monitored, tmp_path: Path
+) -> None:
+    found = report.load_report(world.settings, DRIFT_DAY)
+    assert found is not None and found.summary.status == "failed"
+    trends = {trend.title.split(":")[0]: trend for trend in found.trends}
+    share = trends["Input drift"]
+    assert [day for day, _, _ in share.points] == [*CLEAN_DAYS, DRIFT_DAY]
+    assert share.points[-1][1] == pytest.approx(monitored.drift.drift_share)
+    assert share.levels == {"warning": 0.1, "failure": 0.3}
+    assert report.load_report(world.settings, DRIFT_DAY + timedelta(days=1)) is None
+    main(["monitor", "report", DRIFT_DAY.isoformat(), "--out", str(tmp_path / "page.html")])
+    page = (tmp_path / "page.html").read_text()
+    assert page.count("<svg") == len(found.trends) - 2  # realized AUCs: no value yet
+    assert "<script" not in page and "http" not in page, "the page opens offline"
+    assert f"Monitoring of {DRIFT_DAY}" in page and "amount_to_mean_30d" in page
 
 
 def test_rerun_replaces_its_run_day_only(world: World, monitored: Monitored) -> None:

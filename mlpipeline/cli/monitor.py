@@ -31,6 +31,24 @@ def cmd_monitor_run(args: argparse.Namespace) -> None:
     print(monitor_day(Settings.from_env(), args.day).text())
 
 
+def cmd_monitor_report(args: argparse.Namespace) -> None:
+    """Write a run day's report page (the one the Airflow UI links) to a file."""
+    from pathlib import Path
+
+    from mlpipeline.core.days import parse_day
+    from mlpipeline.monitoring import report
+
+    found = report.load_report(Settings.from_env(), parse_day(args.day))
+    if found is None:
+        sys.exit(
+            f"mlpipeline monitor report: no monitoring rows for run day {args.day}; run "
+            f"`mlpipeline monitor run {args.day}` after the day was scored"
+        )
+    out = Path(args.out or f"monitoring-{args.day}.html")
+    out.write_text(report.render(found))
+    print(f"monitoring report of {args.day} written to {out} (opens offline)")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the `mlpipeline` parser (`sub`: its subparsers)."""
     p = sub.add_parser("monitor", help="input and prediction drift of scored days")
@@ -41,3 +59,7 @@ def register(sub: Any) -> None:
     run = msub.add_parser("run", help="monitor a scored day and print its summary")
     run.add_argument("day", help="scored day, YYYY-MM-DD")
     run.set_defaults(func=cmd_monitor_run)
+    page = msub.add_parser("report", help="write a run day's report page (HTML, 60-day trends)")
+    page.add_argument("day", help="run day, YYYY-MM-DD")
+    page.add_argument("--out", help="the HTML file (default: monitoring-DAY.html)")
+    page.set_defaults(func=cmd_monitor_report)

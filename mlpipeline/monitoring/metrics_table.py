@@ -100,12 +100,21 @@ def _replace_run_day(con: Any, run_day: date, table: pa.Table) -> None:
         con.unregister("monitoring_rows")
 
 
-def read_metrics(settings: Settings, run_day: date | None = None) -> pd.DataFrame:
-    """The metric rows of one run day (or all) from the Delta table; empty when none exist."""
+def read_metrics(
+    settings: Settings,
+    run_day: date | None = None,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+) -> pd.DataFrame:
+    """The metric rows of one run day, or of the run days in [since, until] (all by default),
+    from the Delta table; empty when none exist."""
     location = delta_location(settings, METRICS_TABLE_KEY)
     try:
         table = DeltaTable(location.uri, storage_options=location.storage_options)
     except TableNotFoundError:
         return METRICS_SCHEMA.empty_table().to_pandas()
-    filters = None if run_day is None else [("run_day", "=", run_day)]
-    return table.to_pandas(filters=filters)
+    filters = [("run_day", "=", run_day)] if run_day is not None else []
+    filters += [("run_day", ">=", since)] if since is not None else []
+    filters += [("run_day", "<=", until)] if until is not None else []
+    return table.to_pandas(filters=filters or None)

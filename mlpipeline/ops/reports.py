@@ -76,6 +76,13 @@ def scored_day(result: Any) -> tuple[str, int | None] | None:  # noqa: ANN401
     return str(result["day"]), None if version is None else int(version)
 
 
+def monitored_day(result: Any) -> str | None:  # noqa: ANN401 - any task's return value
+    """The run day of a monitoring result (the nightly's `monitor` task)."""
+    if not isinstance(result, dict) or not result.get("run_day") or "monitoring" not in result:
+        return None
+    return str(result["run_day"])
+
+
 # --- Data Docs over HTTP ----------------------------------------------------------------------
 
 

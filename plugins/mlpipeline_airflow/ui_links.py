@@ -5,6 +5,8 @@
 - "Data Docs" (the GX gates): the validation's Data Docs page, served from the object store by
   the route below, since a browser does not open file:// links from an http page.
 - "Score table" (score): a page of the day's rows in the Delta score table.
+- "Monitoring report" (monitor): the run day's checks and 60-day trends
+  (`mlpipeline.monitoring.report`).
 
 The links are global and computed on the API server from the task's XCom return value, so they
 appear for scheduler runs and `airflow dags test` runs alike, without any DAG change; a task
@@ -90,6 +92,14 @@ class ScoreTableLink(BaseOperatorLink):
         return _route(f"scores/{day}" + ("" if version is None else f"?version={version}"))
 
 
+class MonitoringReportLink(BaseOperatorLink):
+    name = "Monitoring report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:  # noqa: ANN401
+        day = reports.monitored_day(_task_result(ti_key))
+        return _route(f"monitoring/{day}") if day else ""
+
+
 @cache
 def _app() -> Any:  # noqa: ANN401 - a FastAPI app
     """The report routes. Built on the first request, so that the scheduler, the DAG processor
@@ -122,6 +132,20 @@ def _app() -> Any:  # noqa: ANN401 - a FastAPI app
             raise HTTPException(status_code=404, detail=exc.public) from exc
         return reports.render_day_scores(found)
 
+    @app.get("/monitoring/{day}", response_class=HTMLResponse)
+    def monitoring(day: str) -> str:
+        from mlpipeline.core.days import parse_day
+        from mlpipeline.monitoring import report
+
+        try:
+            run_day = parse_day(day)
+        except ValueError as exc:
+            raise HTTPException(status_code=404, detail=f"not a day: {day!r} ({exc})") from exc
+        found = report.load_report(Settings.from_env(), run_day)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no monitoring rows for {run_day}")
+        return report.render(found)
+
     return app
 
 
@@ -131,5 +155,10 @@ async def _reports_app(scope: dict, receive: Any, send: Any) -> None:  # noqa: A
 
 class UiLinksPlugin(AirflowPlugin):
     name = "mlpipeline_ui"
-    global_operator_extra_links = [MlflowRunLink(), DataDocsLink(), ScoreTableLink()]
+    global_operator_extra_links = [
+        MlflowRunLink(),
+        DataDocsLink(),
+        ScoreTableLink(),
+        MonitoringReportLink(),
+    ]
     fastapi_apps = [{"app": _reports_app, "url_prefix": URL_PREFIX, "name": "mlpipeline reports"}]
