@@ -6,9 +6,10 @@ the day of its logical date, or for the `day` param when given.
 
 1. **ingest** — wait for each dataset's `_SUCCESS`; its landed files become a revision aside, are
    checked with Great Expectations, and only then promoted to current.
-2. **dbt_build** — the dbt feature project, one task per model, per model's tests and per
-   source's freshness (Cosmos): snapshots, point-in-time join, marts. A failing test stops the
-   run; its log names the test and its first failing rows.
+2. **dbt_build** — the dbt feature project, one `dbt build` task per model (the model, then its
+   tests), one per test spanning several models and per source's freshness (Cosmos):
+   snapshots, point-in-time join, marts. A failing test stops the run; its log names the test
+   and its first failing rows.
 3. **check_snapshot** — GX gate on cutoff D's snapshot; it gates everything after it.
 4. **online** — export the snapshot to the object store, push it to Redis as a staged snapshot,
    verify it.
@@ -185,7 +186,7 @@ def fraud_nightly() -> None:
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
-            test_behavior=TestBehavior.AFTER_EACH,
+            test_behavior=TestBehavior.BUILD,
             source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
             should_detach_multiple_parents_tests=True,
             emit_datasets=False,

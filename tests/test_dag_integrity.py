@@ -139,8 +139,8 @@ def test_nightly_stages_are_in_order(parsed):
         g = f"ingest_{ds}"
         assert before(f"{g}.prepare_{ds}", f"{g}.check_raw_{ds}")
         assert before(f"{g}.check_raw_{ds}", f"{g}.promote_{ds}")
-        assert before(f"{g}.promote_{ds}", "dbt_build.stg_transactions.run")
-    assert before("dbt_build.training_set.test", "check_snapshot")
+        assert before(f"{g}.promote_{ds}", "dbt_build.stg_transactions_model_build")
+    assert before("dbt_build.training_set_model_build", "check_snapshot")
     chain = [
         "check_snapshot",
         "online.export_snapshot",
@@ -213,8 +213,8 @@ def _ephemeral(node: dict) -> bool:
 
 
 def test_dbt_models_and_tests_are_tasks_in_dependency_order(parsed):
-    """Every model has a run task then a test task, after what it refs and before the snapshot
-    gate; every test is in a model's test task or, with several parents, a task of its own. An
+    """Every model is one `dbt build` task (the model, then its own tests), after what it refs
+    and before the snapshot gate; a test with several parents is a task of its own. An
     ephemeral model (compiled into the models that ref it) is a placeholder that runs nothing."""
     tasks = parsed["dags"]["fraud_nightly"]["tasks"]
     operators = parsed["dags"]["fraud_nightly"]["operators"]
@@ -222,23 +222,19 @@ def test_dbt_models_and_tests_are_tasks_in_dependency_order(parsed):
     models = {name for name, node in nodes.items() if node["resource_type"] == "model"}
     assert {"customer_lifetime", "customer_snapshot", "transaction_features"} <= models
     assert {"int_snapshot_cutoffs", "int_customer_windows"} <= models
-
-    def done(name: str) -> str:
-        """The task after which a model's rows (or, ephemeral, its place in the graph) are ready."""
-        return f"dbt_build.{name}_run" if _ephemeral(nodes[name]) else f"dbt_build.{name}.test"
-
     for model in models:
-        if _ephemeral(nodes[model]):
-            run = done(model)
-            assert operators[run] == "EmptyOperator", run
-        else:
-            run, test = f"dbt_build.{model}.run", f"dbt_build.{model}.test"
-            assert run in _ancestors(tasks, test)
-        assert done(model) in _ancestors(tasks, "check_snapshot")
+        build = f"dbt_build.{model}_model_build"
+        expected = "EmptyOperator" if _ephemeral(nodes[model]) else "DbtBuildLocalOperator"
+        assert operators[build] == expected, build
+        assert build in _ancestors(tasks, "check_snapshot")
         for parent in nodes[model]["depends_on"]["nodes"]:
             kind, _, *name = parent.split(".")  # model.<pkg>.<name>, source.<pkg>.<src>.<table>
-            upstream = done(name[0]) if kind == "model" else f"dbt_build.{'_'.join(name)}_source"
-            assert upstream in _ancestors(tasks, run), (run, parent)
+            upstream = (
+                f"dbt_build.{name[0]}_model_build"
+                if kind == "model"
+                else f"dbt_build.{'_'.join(name)}_source"
+            )
+            assert upstream in _ancestors(tasks, build), (build, parent)
     detached = {
         name
         for name, node in nodes.items()

@@ -139,9 +139,9 @@ def nightly(tmp_path_factory: pytest.TempPathFactory) -> dict:
     outcomes = _run_tasks(
         settings,
         [
-            ("dbt_build.customer_lifetime.run", None),
-            ("dbt_build.customer_snapshot.run", None),
-            ("dbt_build.stg_transactions.test", duplicate),
+            ("dbt_build.customer_lifetime_model_build", None),
+            ("dbt_build.customer_snapshot_model_build", None),
+            ("dbt_build.stg_transactions_model_build", duplicate),
         ],
     )
     with connect(settings, read_only=True) as con:
@@ -154,13 +154,13 @@ def nightly(tmp_path_factory: pytest.TempPathFactory) -> dict:
         invocations = con.execute(
             "SELECT count(DISTINCT dbt_invocation_id) FROM features.customer_snapshot"
         ).fetchone()[0]
-    failed = {k: outcomes.pop(k) for k in ["dbt_build.stg_transactions.test"]}
+    failed = {k: outcomes.pop(k) for k in ["dbt_build.stg_transactions_model_build"]}
     built = outcomes
     return {"built": built, "failed": failed, "cutoffs": cutoffs, "invocations": invocations}
 
 
 def test_a_model_task_builds_the_processing_day_incrementally(nightly: dict) -> None:
-    task = nightly["built"]["dbt_build.customer_snapshot.run"]
+    task = nightly["built"]["dbt_build.customer_snapshot_model_build"]
     assert task["error"] is None
     assert task["pool"] == "warehouse"
     assert task["vars"] == {"processing_day": DAY.isoformat()}
@@ -176,7 +176,7 @@ def test_another_process_writes_the_warehouse_after_every_task(nightly: dict) ->
 
 
 def test_a_failing_dbt_test_fails_its_task_naming_the_test_and_rows(nightly: dict) -> None:
-    task = nightly["failed"]["dbt_build.stg_transactions.test"]
+    task = nightly["failed"]["dbt_build.stg_transactions_model_build"]
     assert task["error"] is not None
     assert "unique_stg_transactions_transaction_id" in task["error"]
     (line,) = [m for m in task["log"] if "unique_stg_transactions_transaction_id" in m]
