@@ -6,7 +6,7 @@ import logging
 from datetime import date
 from typing import Any
 
-from mlpipeline.core.config import pipeline_conf
+from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.pipeline.nightly.common import NothingToDo, configured, enforced, object_store
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,18 @@ def training_parallelism() -> int:
     return configured().training_parallel_tasks
 
 
+def _due(settings: Settings, cutoff: date) -> tuple[bool, str]:
+    """The training cadence and monitoring's requests (`retrain_policy`)."""
+    from mlpipeline.monitoring import retrain_policy
+    from mlpipeline.training import model_registry
+
+    def champion_cutoff() -> date | None:
+        champion = model_registry.resolve_champion(settings.mlflow_tracking_uri)
+        return champion.training_cutoff if champion else None
+
+    return retrain_policy.training_due(settings, cutoff, champion_cutoff)
+
+
 def check_training_set(
     day: str, run_id: str, *, train: bool | None = None, run_type: object = "manual"
 ) -> dict[str, Any]:
@@ -43,11 +55,13 @@ def check_training_set(
     from mlpipeline.warehouse import connect
 
     wanted, why = training_wanted(train, run_type)
+    cutoff = date.fromisoformat(day)
+    settings = configured()
+    if wanted and train is None:
+        wanted, why = _due(settings, cutoff)
     if not wanted:
         raise NothingToDo(f"training skipped for cutoff {day}: {why}")
     log.info("training for cutoff %s: %s", day, why)
-    cutoff = date.fromisoformat(day)
-    settings = configured()
     with connect(settings) as con:
         frame = read_training_set(con, cutoff)
         reason = training_skip_reason(frame)
