@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.core.objectstore import from_settings
-from mlpipeline.devtools import local_airflow
+from mlpipeline.devtools import local_airflow, monitoring_history
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.devtools.localredis import free_port, resolve_url
 from mlpipeline.devtools.summary import summarize
@@ -69,7 +69,12 @@ def run_demo(end: date, *, history_days: int, customers: int) -> int:
     finally:
         services.stop()
     code = 0 if state == "success" else 1
+    history = monitoring_history.build(settings, end, pipeline_conf()["demo"]["monitored_days"])
     summary = summarize(end, settings)
+    summary["monitoring"] = {
+        **history,
+        "report": f"mlpipeline monitor report {end} (or the monitor task's link in `make ui`)",
+    }
     summary["nightly_run"] = {
         "run_id": run_id,
         "state": state,

@@ -8,6 +8,7 @@ columns it reads (params `features.*`) and the validation scores evaluation kept
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -49,8 +50,10 @@ def _names(params: dict[str, str], key: str) -> tuple[str, ...]:
     return tuple(name for name in params.get(key, "").split(",") if name)
 
 
+@lru_cache(maxsize=2)
 def load_reference(settings: Settings, version: str) -> VersionReference:
-    """The training rows, feature columns and validation scores of one registered version."""
+    """The training rows, feature columns, validation scores and test metrics of one registered
+    version; kept for the process's next days (a registered version never changes)."""
     from mlflow.exceptions import MlflowException
 
     client = model_registry.client(settings.mlflow_tracking_uri)
