@@ -15,7 +15,11 @@ the day of its logical date, or for the `day` param when given.
 5. **training** — GX gate on the training set, split, train candidates in parallel, evaluate and
    register `fraud_detector` (skipped at cold start, and on backfills unless `train` is true).
 6. **score** — score D's transactions with the champion (also when training is skipped or fails).
-7. **switch_online** — the final task: make the verified snapshot current in Redis (with the
+7. **monitor** — after scoring: D's model inputs and scores against the training rows and
+   validation scores of the version that scored it (`monitoring.metrics`, `mlpipeline monitor show
+   D`). Checks at warning send an alert; a check at failed fails the task (and the run) after the
+   metrics are published, its alert naming the checks. Nothing to compare (no model yet) passes.
+8. **switch_online** — the final task: make the verified snapshot current in Redis (with the
    `push_online` param false, push, verify and switch are skipped and only the export is written).
 
 `ready_to_score` joins the training branch and the export whatever their outcome, so a failed
@@ -23,11 +27,13 @@ training never leaves the day unscored; `watcher` (Airflow's watcher pattern: tr
 ONE_FAILED, downstream of every task) fails the run when any task failed, since the final tasks
 run whatever happened before them; on a good night it is skipped.
 
-**Events.** Promoting a raw batch, the snapshot export, the scores, the online switch and a new
-champion emit Airflow asset events (`fraud.raw.<dataset>`, `fraud.snapshot_export`,
-`fraud.scores`, `fraud.online_snapshot`, `fraud.champion`) whose `extra` says what was published;
-see `example_scores_consumer`. **Alerts.** A failed task, or a raw batch quarantined by its checks,
-sends one alert to each destination configured in the environment (`MLPIPELINE_ALERT_*`).
+**Events.** Promoting a raw batch, the snapshot export, the scores, the monitoring metrics, the
+online switch and a new champion emit Airflow asset events (`fraud.raw.<dataset>`,
+`fraud.snapshot_export`, `fraud.scores`, `fraud.monitoring`, `fraud.online_snapshot`,
+`fraud.champion`) whose `extra` says what was published; see `example_scores_consumer`.
+**Alerts.** A failed task, a raw batch quarantined by its checks, or a day's monitoring checks at
+warning or failed, sends one alert to each destination configured in the environment
+(`MLPIPELINE_ALERT_*`).
 """
 
 from __future__ import annotations
@@ -50,12 +56,14 @@ from mlpipeline_airflow.alerts import FailureAlert, send
 from mlpipeline_airflow.dbt_nodes import before_dbt_node
 from mlpipeline_airflow.pipeline_assets import (
     CHAMPION_CHANGES,
+    MONITORING,
     ONLINE_SNAPSHOT,
     RAW_BATCHES,
     SCORES,
     SNAPSHOT_EXPORT,
     champion_extra,
     emit_champion,
+    monitoring_extra,
     online_extra,
     publish,
     raw_batch_extra,
@@ -67,7 +75,7 @@ from mlpipeline_airflow.stage_runner import run_id_of, run_stage
 from mlpipeline_airflow.warehouse_access import WAREHOUSE
 
 from mlpipeline.ops import nightly_backfill
-from mlpipeline.ops.alerts import expired_pending_alert
+from mlpipeline.ops.alerts import expired_pending_alert, monitoring_alert
 from mlpipeline.pipeline import nightly
 
 log = logging.getLogger(__name__)
@@ -280,6 +288,15 @@ def fraud_nightly() -> None:
     def score(day: str) -> dict:
         return publish(SCORES, scores_extra, nightly.score(day, run_id_of(get_current_context())))
 
+    # Checks at warning alert here; a failed check raises, and the failure callback alerts once.
+    @task(pool=WAREHOUSE, outlets=[MONITORING])
+    def monitor(day: str) -> dict:
+        result = nightly.monitor(day, run_id_of(get_current_context()))
+        alert = monitoring_alert(result)
+        if alert is not None:
+            send(alert)
+        return publish(MONITORING, monitoring_extra, result)
+
     # Skipped (nothing verified, or a pinned rollback): no event.
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[ONLINE_SNAPSHOT])
     def switch_online(manifest: dict | None, verified: dict | None) -> dict:
@@ -304,6 +321,7 @@ def fraud_nightly() -> None:
     [trained, manifest] >> ready_to_score
     scored = score(day)
     [snapshot_ok, ready_to_score] >> scored
+    scored >> monitor(day)
     switched = switch_online(manifest, verified)
     scored >> switched
 
