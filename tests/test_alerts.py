@@ -245,6 +245,8 @@ MONITORED = {
     "drifted_features": ["amount", "country"],
     "show": "mlpipeline monitor show 2026-02-14",
     "run_id": "scheduled__2026-02-15T00:00:00+00:00",
+    "alert": True,
+    "fails_run": True,
 }
 
 

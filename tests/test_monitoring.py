@@ -11,6 +11,7 @@ transactions in a country the generator never uses (JP).
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -23,14 +24,14 @@ import pytest
 
 from mlpipeline import warehouse
 from mlpipeline.cli import main
-from mlpipeline.core.config import Settings
+from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.core.days import day_range
 from mlpipeline.core.landing import day_prefix
 from mlpipeline.core.objectstore import LocalStore, S3Store
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import transform
 from mlpipeline.ingest import batches, revisions
-from mlpipeline.monitoring.conf import MonitoringConf
+from mlpipeline.monitoring.conf import MonitoringActions, MonitoringConf
 from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
 from mlpipeline.monitoring.metrics_table import METRICS_TABLE_KEY, read_metrics
 from mlpipeline.monitoring.monitor import monitor_day
@@ -93,6 +94,10 @@ PLANTED = {"amount", "country", "amount_to_mean_30d", "is_foreign_country"}
 # chargebacks grow with the calendar. They are the online features apart from usual_country
 # (stable from the first purchases) and the request-time features computed from them.
 HISTORY_FEATURES = (ONLINE - {"usual_country"}) | {"amount_to_mean_30d", "seconds_since_last_txn"}
+
+# A `failed` day fails the run (pipeline.yaml ships fail_run: never while every generated day is
+# `failed` against the warm-up train rows: see its comment).
+FAIL_ON_FAILED = MonitoringActions(alert="warning", fail_run="failed")
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,13 @@ class Monitored:
 def monitored(world: World) -> Monitored:
     clean = {day: monitor_day(world.settings, day) for day in CLEAN_DAYS}
     return Monitored(clean, monitor_day(world.settings, DRIFT_DAY))
+
+
+@pytest.fixture()
+def fail_on_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipeline.yaml's monitoring with a `failed` day failing the run."""
+    conf = replace(MonitoringConf.load(), actions=FAIL_ON_FAILED)
+    monkeypatch.setattr(MonitoringConf, "load", classmethod(lambda cls: conf))
 
 
 def _features(summary: MonitoringSummary) -> pd.DataFrame:
@@ -294,6 +306,7 @@ def test_no_reference_without_a_model(settings: Settings) -> None:
 def test_monitor_run_and_show_print_the_summary(
     world: World,
     monitored: Monitored,
+    fail_on_failed: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -362,7 +375,7 @@ def test_run_days_are_replaced_one_by_one_in_s3(s3_settings: Settings) -> None:
 
 
 def test_the_nightly_stage_fails_a_failed_day_after_publishing_it(
-    world: World, monitored: Monitored, monkeypatch: pytest.MonkeyPatch
+    world: World, monitored: Monitored, fail_on_failed: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(world.settings.data_dir))
     before = read_metrics(world.settings, DRIFT_DAY)["computed_at"].max()
@@ -381,9 +394,20 @@ def test_the_nightly_stage_fails_a_failed_day_after_publishing_it(
     assert len(read_metrics(world.settings, later)) == 2
 
 
+def test_with_the_shipped_actions_a_failed_day_alerts_and_the_run_goes_on(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(world.settings.data_dir))
+    result = nightly.monitor(DRIFT_DAY.isoformat(), "manual__z")
+    assert result["status"] == "failed" and result["alert"] and not result["fails_run"]
+    alert = monitoring_alert(result)
+    assert alert is not None and "the run goes on" in alert.text
+
+
 def test_monitor_run_over_a_range_runs_every_day_and_names_the_failed_ones(
     world: World,
     monitored: Monitored,
+    fail_on_failed: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
@@ -450,7 +474,7 @@ def _summary(share: float, score: float, status: tuple[str, str, str]) -> Monito
     return MonitoringSummary.from_rows(frame)
 
 
-def test_a_failed_day_is_one_alert_naming_day_version_checks_features_and_command() -> None:
+def test_a_failed_day_fails_the_run_with_one_alert_naming_day_version_checks_features() -> None:
     result = _summary(0.67, 0.12, ("failed", "warning", "ok")).result()
     json.dumps(result, allow_nan=False)
     assert result["status"] == "failed"
@@ -462,27 +486,56 @@ def test_a_failed_day_is_one_alert_naming_day_version_checks_features_and_comman
     assert result["drifted_features"] == ["amount", "country"]
     assert result["features_compared"] == 3
     with pytest.raises(MonitoringFailed) as failed:
-        checked(result)
-    for text in (str(failed.value), monitoring_alert(result).text):
+        checked(result, FAIL_ON_FAILED)
+    raised = failed.value.result
+    assert raised["fails_run"] and raised["alert"]
+    alert = monitoring_alert(raised)
+    assert alert is not None
+    for text in (str(failed.value), alert.text):
         assert str(DRIFT_DAY) in text and "7" in text and "drift_share" in text
         assert "amount, country" in text and f"mlpipeline monitor show {DRIFT_DAY}" in text
-    alert = monitoring_alert(result)
     assert alert.subject == f"[fraud pipeline] MONITORING FAILED for day {DRIFT_DAY} (model 7)"
     assert "score: 0.12 (warning at 0.1)" in alert.text and "marked failed" in alert.text
     assert alert.document()["kind"] == "monitoring"
 
 
 def test_a_warning_day_alerts_and_passes_an_ok_day_is_silent() -> None:
-    warned = _summary(0.2, 0.12, ("warning", "warning", "ok")).result()
-    assert checked(warned) == warned
+    warned = checked(_summary(0.2, 0.12, ("warning", "warning", "ok")).result(), FAIL_ON_FAILED)
+    assert warned["alert"] and not warned["fails_run"]
     alert = monitoring_alert(warned)
     assert alert is not None and "MONITORING WARNING" in alert.subject
     assert "the run goes on" in alert.text and "Failed checks" not in alert.text
-    quiet = _summary(0.0, 0.01, ("ok", "ok", "ok")).result()
-    assert checked(quiet)["failed_checks"] == [] and monitoring_alert(quiet) is None
+    quiet = checked(_summary(0.0, 0.01, ("ok", "ok", "ok")).result(), FAIL_ON_FAILED)
+    assert not quiet["alert"] and monitoring_alert(quiet) is None
     unbounded = _summary(0.0, 0.01, ("ok", "ok", "failed")).result()
     assert unbounded["failed_checks"][0]["value"] is None  # |rate / 0 - 1|: not a JSON number
-    assert "decision_rate: not computable" in monitoring_alert(unbounded).text
+    with pytest.raises(MonitoringFailed) as failed:
+        checked(unbounded, FAIL_ON_FAILED)
+    assert "decision_rate: not computable" in monitoring_alert(failed.value.result).text
+
+
+def test_the_actions_of_a_status_come_from_the_conf(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = copy.deepcopy(pipeline_conf())
+    conf["monitoring"]["actions"] = {"alert": "warning", "fail_run": "failed"}
+    monkeypatch.setattr("mlpipeline.monitoring.conf.pipeline_conf", lambda: conf)
+    assert MonitoringConf.load().actions == FAIL_ON_FAILED
+    failed_day = _summary(0.67, 0.12, ("failed", "ok", "ok")).result()
+    alert_only = checked(failed_day, MonitoringActions(alert="failed", fail_run="never"))
+    assert alert_only["alert"] and "the run goes on" in monitoring_alert(alert_only).text
+    warned = _summary(0.2, 0.01, ("warning", "ok", "ok")).result()
+    assert not checked(warned, MonitoringActions(alert="failed", fail_run="failed"))["alert"]
+    with pytest.raises(MonitoringFailed):
+        checked(warned, MonitoringActions(alert="never", fail_run="warning"))
+    silent = checked(failed_day, MonitoringActions(alert="never", fail_run="never"))
+    assert monitoring_alert(silent) is None
+
+
+def test_an_unknown_action_level_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = copy.deepcopy(pipeline_conf())
+    conf["monitoring"]["actions"]["fail_run"] = "fail"
+    monkeypatch.setattr("mlpipeline.monitoring.conf.pipeline_conf", lambda: conf)
+    with pytest.raises(ValueError, match="fail_run are one of"):
+        MonitoringConf.load()
 
 
 def test_a_day_with_nothing_to_compare_passes_with_a_log_line(
@@ -507,7 +560,9 @@ def test_a_day_with_nothing_to_compare_passes_with_a_log_line(
         ]
     )
     result = MonitoringSummary.from_rows(rows).result()
+    strictest = MonitoringActions(alert="warning", fail_run="warning")
     with caplog.at_level(logging.INFO):
-        assert checked(result)["status"] == "no_reference"
+        result = checked(result, strictest)
+    assert result["status"] == "no_reference" and not result["alert"]
     assert any("nothing to compare" in r.getMessage() for r in caplog.records)
     assert monitoring_alert(result) is None

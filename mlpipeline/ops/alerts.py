@@ -218,17 +218,18 @@ def monitoring_failure_of(error: BaseException | None) -> dict[str, Any] | None:
 
 
 def monitoring_alert(result: Mapping[str, Any], task: FailedTask | None = None) -> Alert | None:
-    """The alert for a monitored day (`MonitoringSummary.result`) with checks at warning or
-    failed, or None when there is nothing to say. `task` is the task that failed on it."""
-    status = result["status"]
-    if status not in ("failed", "warning"):
+    """The alert for a monitored day whose status alerts (the monitor stage's result, its
+    `alert` and `fails_run` set by pipeline.yaml's `monitoring.actions`), or None when it does
+    not. `task` is the task that failed on it."""
+    if not result["alert"]:
         return None
+    status = result["status"]
     day, version = result["scored_day"], result["model_version"]
     subject = f"[fraud pipeline] MONITORING {status.upper()} for day {day} (model {version})"
     lines = [
         f"Monitoring of scored day {day} (run day {result['run_day']}), model version {version}: "
         f"{status}. Its metrics are published (monitoring.metrics)"
-        + ("; the run is marked failed." if status == "failed" else "; the run goes on."),
+        + ("; the run is marked failed." if result["fails_run"] else "; the run goes on."),
         *([f"DAG run: {task.dag_id} / {task.run_id}", f"Task log: {task.log_url}"] if task else []),
     ]
     for label, checks in (

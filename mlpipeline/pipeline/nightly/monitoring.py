@@ -1,30 +1,36 @@
 """Monitoring stage: the scored day's inputs and scores against the version that scored it.
 
-Runs after scoring. The day's metrics are published whatever they say; a check at `failed`
-then raises `MonitoringFailed`, so the run goes red and its failure alert names the checks.
+Runs after scoring. The day's metrics are published whatever they say; then pipeline.yaml's
+`monitoring.actions` decide: a status at `fail_run` raises `MonitoringFailed` (the run goes red
+and its failure alert names the checks), one at `alert` is marked for the task to alert.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpipeline.pipeline.nightly.common import configured
+
+if TYPE_CHECKING:
+    from mlpipeline.monitoring.conf import MonitoringActions
 
 log = logging.getLogger(__name__)
 
 
 class MonitoringFailed(Exception):
-    """A monitored day has a check at `failed`; its metrics are published. `result` is the
-    day's summary (`MonitoringSummary.result`), which the alert is written from."""
+    """A monitored day's status fails the run; its metrics are published. `result` is the
+    day's summary (`MonitoringSummary.result`, as `checked` completes it), which the alert is
+    written from."""
 
     def __init__(self, result: dict[str, Any]) -> None:
         failed = ", ".join(
-            f"{c['check']}.{c['metric']} = {_value(c['value'])}" for c in result["failed_checks"]
+            f"{c['check']}.{c['metric']} = {_value(c['value'])}"
+            for c in [*result["failed_checks"], *result["warned_checks"]]
         )
         super().__init__(
             f"monitoring of scored day {result['scored_day']} (model version "
-            f"{result['model_version']}) failed: {failed}; drifted inputs: "
+            f"{result['model_version']}) is {result['status']}: {failed}; drifted inputs: "
             f"{', '.join(result['drifted_features']) or 'none'}. See `{result['show']}`."
         )
         self.result = result
@@ -36,16 +42,21 @@ def _value(value: float | None) -> str:
 
 def monitor(day: str, run_id: str) -> dict[str, Any]:
     """Monitor scored day D as run day D; returns its summary, or raises `MonitoringFailed`
-    once the metrics are published when a check failed."""
+    once the metrics are published when the day's status fails the run."""
+    from mlpipeline.monitoring.conf import MonitoringConf
     from mlpipeline.monitoring.monitor import monitor_day
 
-    return checked({**monitor_day(configured(), day).result(), "run_id": run_id})
+    conf = MonitoringConf.load()
+    summary = monitor_day(configured(), day, conf=conf)
+    return checked({**summary.result(), "run_id": run_id}, conf.actions)
 
 
-def checked(result: dict[str, Any]) -> dict[str, Any]:
-    """`result` when no check failed, with a log line saying what the status means."""
+def checked(result: dict[str, Any], actions: MonitoringActions) -> dict[str, Any]:
+    """`result` with what its status does (`alert`, `fails_run`); raises `MonitoringFailed`
+    when it fails the run, else logs what the status means and returns it."""
     status = result["status"]
-    if status == "failed":
+    result = {**result, "alert": actions.alerts(status), "fails_run": actions.fails_run(status)}
+    if result["fails_run"]:
         raise MonitoringFailed(result)
     if status == "no_reference":
         log.info(
@@ -54,11 +65,15 @@ def checked(result: dict[str, Any]) -> dict[str, Any]:
             result["scored_day"],
             result["show"],
         )
-    elif status == "warning":
+    elif status != "ok":
         log.warning(
-            "monitoring of %s: checks at warning %s; see `%s`",
+            "monitoring of %s: %s (checks %s); the run goes on. See `%s`.",
             result["scored_day"],
-            [f"{c['check']}.{c['metric']}" for c in result["warned_checks"]],
+            status,
+            [
+                f"{c['check']}.{c['metric']}"
+                for c in result["failed_checks"] + result["warned_checks"]
+            ],
             result["show"],
         )
     return result
