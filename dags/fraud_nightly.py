@@ -17,8 +17,9 @@ the day of its logical date, or for the `day` param when given.
 6. **score** — score D's transactions with the champion (also when training is skipped or fails).
 7. **monitor** — after scoring: D's model inputs and scores against the training rows and
    validation scores of the version that scored it (`monitoring.metrics`, `mlpipeline monitor show
-   D`). Checks at warning send an alert; a check at failed fails the task (and the run) after the
-   metrics are published, its alert naming the checks. Nothing to compare (no model yet) passes.
+   D`). The day's status sends an alert naming the checks, or fails the task (and the run) once
+   the metrics are published, as pipeline.yaml's `monitoring.actions` say. Nothing to compare
+   (no model yet) passes. It never holds up `switch_online`.
 8. **switch_online** — the final task: make the verified snapshot current in Redis (with the
    `push_online` param false, push, verify and switch are skipped and only the export is written).
 
@@ -31,8 +32,8 @@ run whatever happened before them; on a good night it is skipped.
 online switch and a new champion emit Airflow asset events (`fraud.raw.<dataset>`,
 `fraud.snapshot_export`, `fraud.scores`, `fraud.monitoring`, `fraud.online_snapshot`,
 `fraud.champion`) whose `extra` says what was published; see `example_scores_consumer`.
-**Alerts.** A failed task, a raw batch quarantined by its checks, or a day's monitoring checks at
-warning or failed, sends one alert to each destination configured in the environment
+**Alerts.** A failed task, a raw batch quarantined by its checks, or a day's monitoring status
+(`monitoring.actions`) sends one alert to each destination configured in the environment
 (`MLPIPELINE_ALERT_*`).
 """
 
@@ -288,7 +289,8 @@ def fraud_nightly() -> None:
     def score(day: str) -> dict:
         return publish(SCORES, scores_extra, nightly.score(day, run_id_of(get_current_context())))
 
-    # Checks at warning alert here; a failed check raises, and the failure callback alerts once.
+    # A status that alerts is sent here; one that fails the run raises, and the failure callback
+    # sends that alert instead (once, after the last try).
     @task(pool=WAREHOUSE, outlets=[MONITORING])
     def monitor(day: str) -> dict:
         result = nightly.monitor(day, run_id_of(get_current_context()))

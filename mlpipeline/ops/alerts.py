@@ -1,12 +1,12 @@
 """What an alert says and where it goes: a failed task of the nightly or the backfill, a raw
-batch revision quarantined by its checks, or a monitored day with checks at warning or failed.
+batch revision quarantined by its checks, or a monitored day whose status alerts.
 
 No Airflow here: `mlpipeline_airflow.alerts` reads the failed task's context into a
 `FailedTask`, asks `quarantine_of` whether the failure is a quarantine (and
-`monitoring_failure_of` whether it is a failed monitoring check), and sends the `Alert` built by
-`build_alert` or `monitoring_alert` (or, from a task that succeeded, `expired_pending_alert` and
-a warning's `monitoring_alert`) through Airflow's notifiers to the destinations of
-`mlpipeline.core.config.AlertSettings`.
+`monitoring_failure_of` whether it is a monitored day that fails the run), and sends the
+`Alert` built by `build_alert` or `monitoring_alert` (or, from a task that succeeded,
+`expired_pending_alert` and a monitored day's `monitoring_alert`) through Airflow's notifiers to
+the destinations of `mlpipeline.core.config.AlertSettings`.
 Texts name what failed, for which run and day, where the log is, and what to do next.
 """
 
@@ -211,7 +211,7 @@ def expired_pending_alert(
 
 
 def monitoring_failure_of(error: BaseException | None) -> dict[str, Any] | None:
-    """The monitored day's summary when the task failed on its checks, else None."""
+    """The monitored day's summary when the task failed on the day's status, else None."""
     from mlpipeline.pipeline.nightly import MonitoringFailed
 
     return error.result if isinstance(error, MonitoringFailed) else None
@@ -254,7 +254,8 @@ def monitoring_alert(result: Mapping[str, Any], task: FailedTask | None = None) 
         "kind": "monitoring",
         **dict(result),
         "dag_id": task.dag_id if task else None,
-        "task_run_id": task.run_id if task else None,
+        "task_id": task.task_id if task else None,
+        "try_number": task.try_number if task else None,
         "log_url": task.log_url if task else None,
     }
     return Alert("monitoring", subject, "\n".join(lines), payload)
