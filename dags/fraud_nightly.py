@@ -16,7 +16,13 @@ the day of its logical date, or for the `day` param when given.
 5. **training** — GX gate on the training set, split, train candidates in parallel, evaluate and
    register `fraud_detector` (skipped at cold start, and on backfills unless `train` is true).
 6. **score** — score D's transactions with the champion (also when training is skipped or fails).
-7. **switch_online** — the final task: make the verified snapshot current in Redis (with the
+7. **monitor** — after scoring: D's model inputs and scores against the training rows and
+   validation scores of the version that scored it, and its realized performance on the labels
+   arrived so far (`monitoring.metrics`, `mlpipeline monitor show D`, the "Monitoring report"
+   link). The day's status sends an alert naming the checks, or fails the task (and the run) once
+   the metrics are published, as pipeline.yaml's `monitoring.actions` say. Nothing to compare
+   (no model yet) passes. It never holds up `switch_online`.
+8. **switch_online** — the final task: make the verified snapshot current in Redis (with the
    `push_online` param false, push, verify and switch are skipped and only the export is written).
 
 `ready_to_score` joins the training branch and the export whatever their outcome, so a failed
@@ -24,11 +30,13 @@ training never leaves the day unscored; `watcher` (Airflow's watcher pattern: tr
 ONE_FAILED, downstream of every task) fails the run when any task failed, since the final tasks
 run whatever happened before them; on a good night it is skipped.
 
-**Events.** Promoting a raw batch, the snapshot export, the scores, the online switch and a new
-champion emit Airflow asset events (`fraud.raw.<dataset>`, `fraud.snapshot_export`,
-`fraud.scores`, `fraud.online_snapshot`, `fraud.champion`) whose `extra` says what was published;
-see `example_scores_consumer`. **Alerts.** A failed task, or a raw batch quarantined by its checks,
-sends one alert to each destination configured in the environment (`MLPIPELINE_ALERT_*`).
+**Events.** Promoting a raw batch, the snapshot export, the scores, the monitoring metrics, the
+online switch and a new champion emit Airflow asset events (`fraud.raw.<dataset>`,
+`fraud.snapshot_export`, `fraud.scores`, `fraud.monitoring`, `fraud.online_snapshot`,
+`fraud.champion`) whose `extra` says what was published; see `example_scores_consumer`.
+**Alerts.** A failed task, a raw batch quarantined by its checks, or a day's monitoring status
+(`monitoring.actions`) sends one alert to each destination configured in the environment
+(`MLPIPELINE_ALERT_*`).
 """
 
 from __future__ import annotations
@@ -51,12 +59,14 @@ from mlpipeline_airflow.alerts import FailureAlert, send
 from mlpipeline_airflow.dbt_nodes import before_dbt_node
 from mlpipeline_airflow.pipeline_assets import (
     CHAMPION_CHANGES,
+    MONITORING,
     ONLINE_SNAPSHOT,
     RAW_BATCHES,
     SCORES,
     SNAPSHOT_EXPORT,
     champion_extra,
     emit_champion,
+    monitoring_extra,
     online_extra,
     publish,
     raw_batch_extra,
@@ -68,7 +78,7 @@ from mlpipeline_airflow.stage_runner import run_id_of, run_stage
 from mlpipeline_airflow.warehouse_access import WAREHOUSE
 
 from mlpipeline.ops import nightly_backfill
-from mlpipeline.ops.alerts import expired_pending_alert
+from mlpipeline.ops.alerts import expired_pending_alert, monitoring_alert
 from mlpipeline.pipeline import nightly
 
 log = logging.getLogger(__name__)
@@ -281,6 +291,16 @@ def fraud_nightly() -> None:
     def score(day: str) -> dict:
         return publish(SCORES, scores_extra, nightly.score(day, run_id_of(get_current_context())))
 
+    # A status that alerts is sent here; one that fails the run raises, and the failure callback
+    # sends that alert instead (once, after the last try).
+    @task(pool=WAREHOUSE, outlets=[MONITORING])
+    def monitor(day: str) -> dict:
+        result = nightly.monitor(day, run_id_of(get_current_context()))
+        alert = monitoring_alert(result)
+        if alert is not None:
+            send(alert)
+        return publish(MONITORING, monitoring_extra, result)
+
     # Skipped (nothing verified, or a pinned rollback): no event.
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[ONLINE_SNAPSHOT])
     def switch_online(manifest: dict | None, verified: dict | None) -> dict:
@@ -305,6 +325,7 @@ def fraud_nightly() -> None:
     [trained, manifest] >> ready_to_score
     scored = score(day)
     [snapshot_ok, ready_to_score] >> scored
+    scored >> monitor(day)
     switched = switch_online(manifest, verified)
     scored >> switched
 

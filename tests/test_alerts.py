@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Iterator
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 from pydantic import SecretStr
@@ -228,3 +228,55 @@ def test_a_revision_quarantined_at_load_is_recognised(settings):
     assert quarantine is not None and quarantine.batch_id == f"transactions-{DAY}"
     assert quarantine.rules == ("row count matches _SUCCESS",)
     assert quarantine.files == (prepared["error"]["file"],) and quarantine.files[0]
+
+
+MONITORED = {
+    "run_day": "2026-02-14",
+    "scored_day": "2026-02-14",
+    "model_version": "7",
+    "status": "failed",
+    "checks": {"failed": 1, "ok": 2},
+    "failed_checks": [
+        {"check": "input_drift", "metric": "drift_share", "value": 0.41, "warning_at": 0.1}
+    ],
+    "warned_checks": [],
+    "drift_share": 0.41,
+    "features_compared": 27,
+    "drifted_features": ["amount", "country"],
+    "show": "mlpipeline monitor show 2026-02-14",
+    "run_id": "scheduled__2026-02-15T00:00:00+00:00",
+    "alert": True,
+    "fails_run": True,
+}
+
+
+@pytest.mark.integration
+def test_a_monitoring_failure_sends_the_monitoring_alert_in_place_of_the_task_failure(
+    plugin, sinks, monkeypatch
+):
+    """The callback of a `monitor` task that raised on its checks: one alert, the checks'."""
+    http, _, destinations = sinks
+    monkeypatch.setattr(plugin.AlertSettings, "from_env", classmethod(lambda cls: destinations))
+    ti = SimpleNamespace(
+        dag_id="fraud_nightly",
+        task_id="monitor",
+        run_id=MONITORED["run_id"],
+        try_number=2,
+        map_index=-1,
+        log_url="http://airflow.example.com/log/monitor",
+    )
+    context = {
+        "ti": ti,
+        "exception": nightly.MonitoringFailed(MONITORED),
+        "params": {"day": "2026-02-14"},
+    }
+    plugin.FailureAlert()(context)
+    [hook] = http.json_bodies("/hooks/pipeline")
+    assert hook["kind"] == "monitoring" and hook["model_version"] == "7"
+    assert hook["subject"] == "[fraud pipeline] MONITORING FAILED for day 2026-02-14 (model 7)"
+    assert hook["failed_checks"] == MONITORED["failed_checks"]
+    for text in (hook["text"], *(b["text"] for b in http.json_bodies("/slack/T000/B000/XXX"))):
+        assert "input_drift drift_share: 0.41" in text and "amount, country" in text
+        assert "mlpipeline monitor show 2026-02-14" in text and ti.log_url in text
+    other = dict(context, exception=RuntimeError("IO Error: could not set lock"))
+    assert plugin.FailureAlert().alert_for(other).kind == "task_failed"

@@ -16,6 +16,7 @@ import pytest
 from mlpipeline.core.config import PROJECT_ROOT, Settings
 from mlpipeline.devtools.local_airflow import airflow_env
 from mlpipeline.features import export, transform
+from mlpipeline.monitoring import metrics_table
 from mlpipeline.scoring import score_table, scores_consumer
 from tests.airflow_probe import run_probe
 
@@ -101,6 +102,7 @@ def test_the_nightly_publishing_tasks_carry_their_outlets(parsed):
             "fraud.snapshot_export", f"objectstore/{export.EXPORT_ROOT}"
         ),
         "score": _asset("fraud.scores", f"objectstore/{score_table.SCORE_TABLE_KEY}"),
+        "monitor": _asset("fraud.monitoring", f"objectstore/{metrics_table.METRICS_TABLE_KEY}"),
         "switch_online": _asset("fraud.online_snapshot", "online-store/customer_snapshot"),
         "training.evaluate_register": [
             {"kind": "alias", "name": "fraud.champion_changes", "uri": None}

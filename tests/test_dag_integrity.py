@@ -163,6 +163,15 @@ def test_nightly_stages_are_in_order(parsed):
     assert set(tasks) - _ancestors(tasks, "watcher") == {"watcher"}
 
 
+def test_monitoring_follows_scoring_and_never_holds_up_the_switch(parsed):
+    nightly = parsed["dags"]["fraud_nightly"]
+    tasks = nightly["tasks"]
+    assert set(tasks["monitor"]) == {"resolve_day", "score"}
+    assert nightly["trigger_rules"]["monitor"] == "all_success"
+    assert "monitor" not in _ancestors(tasks, "switch_online")
+    assert "monitor" in tasks["watcher"]
+
+
 def test_final_tasks_run_whatever_happened_before(parsed):
     nightly = parsed["dags"]["fraud_nightly"]
     rules = nightly["trigger_rules"]
@@ -190,6 +199,7 @@ def test_every_duckdb_opener_uses_the_warehouse_pool(parsed):
         "training.check_training_set",
         "training.split",
         "score",
+        "monitor",
     ):
         assert pools[task_id] == "warehouse", task_id
     assert pools["ingest_transactions.prepare_transactions"] != "warehouse"

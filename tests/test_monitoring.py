@@ -11,7 +11,10 @@ transactions in a country the generator never uses (JP).
 
 from __future__ import annotations
 
+import copy
 import io
+import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -22,7 +25,7 @@ import pytest
 
 from mlpipeline import warehouse
 from mlpipeline.cli import main
-from mlpipeline.core.config import Settings
+from mlpipeline.core.config import Settings, pipeline_conf
 from mlpipeline.core.days import day_range
 from mlpipeline.core.landing import day_prefix
 from mlpipeline.core.objectstore import LocalStore, S3Store
@@ -30,12 +33,14 @@ from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import transform
 from mlpipeline.ingest import batches, revisions
 from mlpipeline.monitoring import report
-from mlpipeline.monitoring.conf import MonitoringConf
+from mlpipeline.monitoring.conf import MonitoringActions, MonitoringConf
 from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
 from mlpipeline.monitoring.metrics_table import METRICS_TABLE_KEY, read_metrics
 from mlpipeline.monitoring.monitor import monitor_day
 from mlpipeline.monitoring.summary import MonitoringSummary
+from mlpipeline.ops.alerts import monitoring_alert
 from mlpipeline.pipeline import nightly
+from mlpipeline.pipeline.nightly.monitoring import MonitoringFailed, checked
 from mlpipeline.scoring import score
 from mlpipeline.scoring.score_table import delta_location, read_scores
 from mlpipeline.training import model_registry
@@ -91,6 +96,11 @@ PLANTED = {"amount", "country", "amount_to_mean_30d", "is_foreign_country"}
 # chargebacks grow with the calendar. They are the online features apart from usual_country
 # (stable from the first purchases) and the request-time features computed from them.
 HISTORY_FEATURES = (ONLINE - {"usual_country"}) | {"amount_to_mean_30d", "seconds_since_last_txn"}
+
+# A `failed` day fails the run (pipeline.yaml ships fail_run: never while every generated day is
+# `failed` against the warm-up train rows: see its comment).
+FAIL_ON_FAILED = MonitoringActions(alert="warning", fail_run="failed")
+SHIPPED = MonitoringActions(alert="warning", fail_run="never")
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,13 @@ class Monitored:
 def monitored(world: World) -> Monitored:
     clean = {day: monitor_day(world.settings, day) for day in CLEAN_DAYS}
     return Monitored(clean, monitor_day(world.settings, DRIFT_DAY))
+
+
+@pytest.fixture()
+def fail_on_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipeline.yaml's monitoring with a `failed` day failing the run."""
+    conf = replace(MonitoringConf.load(), actions=FAIL_ON_FAILED)
+    monkeypatch.setattr(MonitoringConf, "load", classmethod(lambda cls: conf))
 
 
 def _features(summary: MonitoringSummary) -> pd.DataFrame:
@@ -322,11 +339,14 @@ def test_no_reference_without_a_model(settings: Settings) -> None:
 def test_monitor_run_and_show_print_the_summary(
     world: World,
     monitored: Monitored,
+    fail_on_failed: None,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(world.settings.data_dir))
-    main(["monitor", "run", DRIFT_DAY.isoformat()])
+    with pytest.raises(SystemExit) as failed:  # the planted drift fails its checks
+        main(["monitor", "run", DRIFT_DAY.isoformat()])
+    assert f"1 day(s) failed:\n  {DRIFT_DAY}: MonitoringFailed" in str(failed.value.code)
     ran = capsys.readouterr().out
     main(["monitor", "show", DRIFT_DAY.isoformat()])
     out = capsys.readouterr().out
@@ -385,3 +405,213 @@ def test_run_days_are_replaced_one_by_one_in_s3(s3_settings: Settings) -> None:
     assert rows.groupby("run_day").size().to_dict() == {first: len(kept), second: len(again)}
     assert set(rows.loc[rows["run_day"] == first, "computed_at"]) == set(kept["computed_at"])
     assert set(rows.loc[rows["run_day"] == second, "computed_at"]) == set(again["computed_at"])
+
+
+def test_the_nightly_stage_fails_a_failed_day_after_publishing_it(
+    world: World, monitored: Monitored, fail_on_failed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(world.settings.data_dir))
+    before = read_metrics(world.settings, DRIFT_DAY)["computed_at"].max()
+    with pytest.raises(MonitoringFailed) as failed:
+        nightly.monitor(DRIFT_DAY.isoformat(), "manual__x")
+    result = failed.value.result
+    assert result["run_id"] == "manual__x" and result["model_version"] == world.version
+    assert set(result["drifted_features"]) == set(monitored.drift.drifted_features)
+    assert {"input_drift", "drift_share"} <= {
+        v for c in result["failed_checks"] for v in c.values()
+    }
+    assert read_metrics(world.settings, DRIFT_DAY)["computed_at"].min() > before
+    later = DRIFT_DAY + timedelta(days=2)  # never scored: nothing to compare, the stage passes
+    passed = nightly.monitor(later.isoformat(), "manual__y")
+    assert passed["status"] == "no_reference" and passed["model_version"] is None
+    assert len(read_metrics(world.settings, later)) == 2
+
+
+def test_with_the_shipped_actions_a_failed_day_alerts_and_the_run_goes_on(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(world.settings.data_dir))
+    result = nightly.monitor(DRIFT_DAY.isoformat(), "manual__z")
+    assert result["status"] == "failed" and result["alert"] and not result["fails_run"]
+    alert = monitoring_alert(result)
+    assert alert is not None and "the run goes on" in alert.text
+
+
+def test_monitor_run_over_a_range_runs_every_day_and_names_the_failed_ones(
+    world: World,
+    monitored: Monitored,
+    fail_on_failed: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The drifted day fails; the unscored day after it still runs (no reference: passes)."""
+    monkeypatch.setenv("MLPIPELINE_DATA_DIR", str(world.settings.data_dir))
+    after = DRIFT_DAY + timedelta(days=1)
+    days = [CLEAN_DAYS[-1], DRIFT_DAY, after]
+    expected_failed = [
+        d for d in days if d in monitored.clean and monitored.clean[d].status == "failed"
+    ]
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as failed:
+        main(["monitor", "run", "--start", days[0].isoformat(), "--end", after.isoformat()])
+    message = str(failed.value.code)
+    assert f"{len(expected_failed) + 1} day(s) failed" in message
+    assert f"{DRIFT_DAY}: MonitoringFailed" in message and str(after) not in message
+    progress = [r.getMessage() for r in caplog.records if "days:" in r.getMessage()]
+    assert [p.split(" days:")[0] for p in progress] == [f"monitoring {n}/3" for n in (1, 2, 3)]
+    assert all(str(day) in line for day, line in zip(days, progress, strict=True))
+    assert "elapsed" in progress[-1]
+    out = capsys.readouterr().out
+    assert all(f"scored day {day}" in out for day in days)
+    assert set(read_metrics(world.settings, after)["status"]) == {"no_reference"}
+    with pytest.raises(SystemExit, match="not both"):
+        main(["monitor", "run", DRIFT_DAY.isoformat(), "--start", DRIFT_DAY.isoformat()])
+
+
+def _summary(
+    share: float, score: float, status: tuple[str, str, str], *realized: tuple
+) -> MonitoringSummary:
+    """A day of three inputs (two drifted) and three graded checks, as `monitor_day` writes it,
+    plus any `realized` rows (check, metric, value, threshold, status)."""
+    graded = [
+        ("input_drift", "drift_share", share, 0.1, status[0]),
+        ("prediction_drift", "score", score, 0.1, status[1]),
+        ("prediction_drift", "decision_rate", float("inf"), 1.0, status[2]),
+        *realized,
+    ]
+    inputs = [("amount", 0.4, True), ("country", 0.3, True), ("hour_of_day", 0.01, False)]
+    rows = [
+        {
+            "check": "input_drift",
+            "feature_or_metric": name,
+            "value": value,
+            "threshold": 0.1,
+            "drifted": drifted,
+            "status": "warning" if drifted else "ok",
+        }
+        for name, value, drifted in inputs
+    ] + [
+        {
+            "check": check,
+            "feature_or_metric": metric,
+            "value": value,
+            "threshold": warning,
+            "drifted": value >= warning,
+            "status": state,
+        }
+        for check, metric, value, warning, state in graded
+    ]
+    frame = pd.DataFrame(rows).assign(
+        run_day=DRIFT_DAY,
+        scored_day=DRIFT_DAY,
+        model_version="7",
+        reference="train rows",
+        method="m",
+    )
+    return MonitoringSummary.from_rows(frame)
+
+
+def test_a_failed_day_fails_the_run_with_one_alert_naming_day_version_checks_features() -> None:
+    result = _summary(0.67, 0.12, ("failed", "warning", "ok")).result()
+    json.dumps(result, allow_nan=False)
+    assert result["status"] == "failed"
+    assert result["checks"] == {"failed": 1, "warning": 1, "ok": 1}
+    assert result["failed_checks"] == [
+        {"check": "input_drift", "metric": "drift_share", "value": 0.67, "warning_at": 0.1}
+    ]
+    assert [c["metric"] for c in result["warned_checks"]] == ["score"]
+    assert result["drifted_features"] == ["amount", "country"]
+    assert result["features_compared"] == 3
+    with pytest.raises(MonitoringFailed) as failed:
+        checked(result, FAIL_ON_FAILED)
+    raised = failed.value.result
+    assert raised["fails_run"] and raised["alert"]
+    alert = monitoring_alert(raised)
+    assert alert is not None
+    for text in (str(failed.value), alert.text):
+        assert str(DRIFT_DAY) in text and "7" in text and "drift_share" in text
+        assert "amount, country" in text and f"mlpipeline monitor show {DRIFT_DAY}" in text
+    assert alert.subject == f"[fraud pipeline] MONITORING FAILED for day {DRIFT_DAY} (model 7)"
+    assert "score: 0.12 (warning at 0.1)" in alert.text and "marked failed" in alert.text
+    assert alert.document()["kind"] == "monitoring"
+
+
+def test_a_warning_day_alerts_and_passes_an_ok_day_is_silent() -> None:
+    warned = checked(_summary(0.2, 0.12, ("warning", "warning", "ok")).result(), FAIL_ON_FAILED)
+    assert warned["alert"] and not warned["fails_run"]
+    alert = monitoring_alert(warned)
+    assert alert is not None and "MONITORING WARNING" in alert.subject
+    assert "the run goes on" in alert.text and "Failed checks" not in alert.text
+    quiet = checked(_summary(0.0, 0.01, ("ok", "ok", "ok")).result(), FAIL_ON_FAILED)
+    assert not quiet["alert"] and monitoring_alert(quiet) is None
+    unbounded = _summary(0.0, 0.01, ("ok", "ok", "failed")).result()
+    assert unbounded["failed_checks"][0]["value"] is None  # |rate / 0 - 1|: not a JSON number
+    with pytest.raises(MonitoringFailed) as failed:
+        checked(unbounded, FAIL_ON_FAILED)
+    assert "decision_rate: not computable" in monitoring_alert(failed.value.result).text
+
+
+def test_a_champion_below_its_floor_on_matured_labels_alerts_the_rollback_command() -> None:
+    below = ("realized_performance", "roc_auc_floor", 0.61, 0.7, "failed")
+    above = ("realized_performance", "pr_auc_floor", 0.2, 0.05, "ok")
+    result = checked(_summary(0.0, 0.01, ("ok", "ok", "ok"), below, above).result(), SHIPPED)
+    assert result["below_floors"] == ["roc_auc"] and result["alert"]
+    text = monitoring_alert(result).text
+    assert 'mlpipeline model rollback --reason "roc_auc below floor' in text
+    assert "version 7" in text
+    healthy = checked(_summary(0.0, 0.01, ("ok", "ok", "ok"), above).result(), SHIPPED)
+    assert healthy["below_floors"] == [] and monitoring_alert(healthy) is None
+
+
+def test_the_actions_of_a_status_come_from_the_conf(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = copy.deepcopy(pipeline_conf())
+    conf["monitoring"]["actions"] = {"alert": "warning", "fail_run": "failed"}
+    monkeypatch.setattr("mlpipeline.monitoring.conf.pipeline_conf", lambda: conf)
+    assert MonitoringConf.load().actions == FAIL_ON_FAILED
+    failed_day = _summary(0.67, 0.12, ("failed", "ok", "ok")).result()
+    alert_only = checked(failed_day, MonitoringActions(alert="failed", fail_run="never"))
+    assert alert_only["alert"] and "the run goes on" in monitoring_alert(alert_only).text
+    warned = _summary(0.2, 0.01, ("warning", "ok", "ok")).result()
+    assert not checked(warned, MonitoringActions(alert="failed", fail_run="failed"))["alert"]
+    with pytest.raises(MonitoringFailed):
+        checked(warned, MonitoringActions(alert="never", fail_run="warning"))
+    silent = checked(failed_day, MonitoringActions(alert="never", fail_run="never"))
+    assert monitoring_alert(silent) is None
+
+
+def test_an_unknown_action_level_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = copy.deepcopy(pipeline_conf())
+    conf["monitoring"]["actions"]["fail_run"] = "fail"
+    monkeypatch.setattr("mlpipeline.monitoring.conf.pipeline_conf", lambda: conf)
+    with pytest.raises(ValueError, match="fail_run are one of"):
+        MonitoringConf.load()
+
+
+def test_a_day_with_nothing_to_compare_passes_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = pd.DataFrame(
+        [
+            {
+                "check": c,
+                "feature_or_metric": m,
+                "value": None,
+                "threshold": None,
+                "drifted": None,
+                "status": "no_reference",
+                "reference": "no scores",
+                "method": None,
+                "run_day": DRIFT_DAY,
+                "scored_day": DRIFT_DAY,
+                "model_version": None,
+            }
+            for c, m in (("input_drift", "drift_share"), ("prediction_drift", "score"))
+        ]
+    )
+    result = MonitoringSummary.from_rows(rows).result()
+    strictest = MonitoringActions(alert="warning", fail_run="warning")
+    with caplog.at_level(logging.INFO):
+        result = checked(result, strictest)
+    assert result["status"] == "no_reference" and not result["alert"]
+    assert any("nothing to compare" in r.getMessage() for r in caplog.records)
+    assert monitoring_alert(result) is None

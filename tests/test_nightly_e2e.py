@@ -8,6 +8,7 @@ session's history (tests/history.py):
 - a normal night: a champion is registered and every transaction of the day is scored;
 - a night whose training fails: scoring (with the existing champion) and the Redis switch
   still happen, and the run ends failed.
+Each scored night is monitored after scoring (the cold night: nothing to compare).
 The nights' asset events are read back from Airflow's metadata, and the example consumer DAG
 reads the normal night's scores.
 """
@@ -30,6 +31,7 @@ from mlpipeline.core.objectstore import from_settings
 from mlpipeline.devtools import local_airflow
 from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features.export import latest_export
+from mlpipeline.monitoring.metrics_table import read_metrics
 from mlpipeline.scoring import scores_consumer
 from mlpipeline.scoring.score_table import read_scores
 from mlpipeline.training import model_registry
@@ -286,6 +288,27 @@ def test_the_night_published_asset_events_saying_what_and_for_which_day(nights):
         assert batch["extra"]["batch_id"] == f"{dataset}-{NIGHT}"
     [cold] = _events(nights, "fraud.scores", COLD_DAY)
     assert cold["extra"]["no_model_yet"] is True and cold["extra"]["table_version"] is None
+
+
+def test_the_night_is_monitored_after_scoring_and_published(nights):
+    """The night's inputs and scores against the champion that scored them: metrics in the Delta
+    table and the warehouse, a `fraud.monitoring` event; the cold night has nothing to compare."""
+    settings, version = nights["settings"], nights["champion_after_night"].version
+    assert nights["states"]["night"]["monitor"] == "success"
+    rows = read_metrics(settings, NIGHT)
+    assert len(rows) > 2 and set(rows["scored_day"]) == {NIGHT}
+    assert set(rows["model_version"]) == {version}
+    assert {"input_drift", "prediction_drift"} == set(rows["check"])
+    with connect(settings, read_only=True) as con:
+        [(copied,)] = con.execute(
+            "SELECT count(*) FROM monitoring.metrics WHERE run_day = ?", [NIGHT]
+        ).fetchall()
+    assert copied == len(rows)
+    [event] = _events(nights, "fraud.monitoring", NIGHT)
+    assert event["task_id"] == "monitor" and event["extra"]["model_version"] == version
+    assert event["extra"]["status"] in {"ok", "warning", "failed"}
+    assert nights["states"]["cold"]["monitor"] == "success"
+    assert set(read_metrics(settings, COLD_DAY)["status"]) == {"no_reference"}
 
 
 def test_a_champion_event_only_on_the_night_the_champion_changed(nights):

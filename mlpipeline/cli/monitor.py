@@ -25,10 +25,19 @@ def cmd_monitor_show(args: argparse.Namespace) -> None:
 
 
 def cmd_monitor_run(args: argparse.Namespace) -> None:
-    """Monitor a scored day now (what the nightly does after scoring) and print its summary."""
-    from mlpipeline.monitoring.monitor import monitor_day
+    """Monitor a scored day, or each of a range, now (what the nightly does after scoring) and
+    print each summary; exits non-zero naming the days that failed, as the nightly task would."""
+    from mlpipeline.core.days import parse_day
+    from mlpipeline.pipeline.monitor_days import monitor_days
 
-    print(monitor_day(Settings.from_env(), args.day).text())
+    ranged = args.start is not None or args.end is not None
+    if (args.day is not None) == ranged or (ranged and (args.start is None or args.end is None)):
+        sys.exit("mlpipeline monitor run: give a day, or --start and --end (not both)")
+    start, end = (args.day, args.day) if args.day else (args.start, args.end)
+    failed = monitor_days(Settings.from_env(), parse_day(start), parse_day(end), report=print)
+    if failed:
+        days = "\n".join(f"  {day}: {why}" for day, why in failed.items())
+        sys.exit(f"mlpipeline monitor run: {len(failed)} day(s) failed:\n{days}")
 
 
 def cmd_monitor_report(args: argparse.Namespace) -> None:
@@ -56,8 +65,12 @@ def register(sub: Any) -> None:
     show = msub.add_parser("show", help="print a run day's monitoring summary")
     show.add_argument("day", help="run day, YYYY-MM-DD")
     show.set_defaults(func=cmd_monitor_show)
-    run = msub.add_parser("run", help="monitor a scored day and print its summary")
-    run.add_argument("day", help="scored day, YYYY-MM-DD")
+    run = msub.add_parser(
+        "run", help="monitor a scored day (or --start to --end, oldest first); print each summary"
+    )
+    run.add_argument("day", nargs="?", help="scored day, YYYY-MM-DD")
+    run.add_argument("--start", help="first scored day of a range, YYYY-MM-DD")
+    run.add_argument("--end", help="last scored day of a range (inclusive), YYYY-MM-DD")
     run.set_defaults(func=cmd_monitor_run)
     page = msub.add_parser("report", help="write a run day's report page (HTML, 60-day trends)")
     page.add_argument("day", help="run day, YYYY-MM-DD")

@@ -1,4 +1,5 @@
-"""The monitoring settings of pipeline.yaml (`monitoring:`): sample bound, tests, check statuses."""
+"""The monitoring settings of pipeline.yaml (`monitoring:`): sample bound, tests, check statuses,
+and what a day's status does (alert, fail the run)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from mlpipeline.core.config import pipeline_conf
 from mlpipeline.monitoring.drift_tests import METHODS
 
 CHECKS = ("input_drift", "score_drift", "decision_rate", "realized_performance")
+# The lowest day status an action takes place at; `never` turns it off.
+ACTION_LEVELS = ("warning", "failed", "never")
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,32 @@ class RealizedConf:
 
 
 @dataclass(frozen=True)
+class MonitoringActions:
+    """What a day's status (its worst check's) does: each names the lowest status that acts."""
+
+    alert: str
+    fail_run: str
+
+    def alerts(self, status: str) -> bool:
+        return _reaches(status, self.alert)
+
+    def fails_run(self, status: str) -> bool:
+        return _reaches(status, self.fail_run)
+
+
+def _reaches(status: str, level: str) -> bool:
+    """`ok` and `no_reference` never act; `warning` acts at level warning, `failed` at both."""
+    return status == "failed" and level != "never" or status == level == "warning"
+
+
+@dataclass(frozen=True)
 class MonitoringConf:
     sample_rows: int
     sample_seed: int
     drift_thresholds: dict[str, float]
     checks: dict[str, CheckThresholds]
     realized: RealizedConf
+    actions: MonitoringActions
 
     @classmethod
     def load(cls) -> MonitoringConf:
@@ -50,6 +73,9 @@ class MonitoringConf:
             )
         missing = [f"checks.{name}" for name in CHECKS if name not in conf["checks"]]
         missing += [f"drift_thresholds.{m}" for m in METHODS if m not in conf["drift_thresholds"]]
+        missing += [
+            f"actions.{a}" for a in ("alert", "fail_run") if a not in conf.get("actions", {})
+        ]
         if missing:
             raise ValueError(f"pipeline.yaml monitoring lacks {missing}; add them to `monitoring:`")
         checks = {
@@ -58,6 +84,11 @@ class MonitoringConf:
             )
             for name in CHECKS
         }
+        actions = MonitoringActions(str(conf["actions"]["alert"]), str(conf["actions"]["fail_run"]))
+        if {actions.alert, actions.fail_run} - set(ACTION_LEVELS):
+            raise ValueError(
+                f"pipeline.yaml monitoring.actions: alert and fail_run are one of {ACTION_LEVELS}"
+            )
         if int(conf["sample_rows"]) < 1:
             raise ValueError("pipeline.yaml monitoring.sample_rows must be at least 1")
         realized = conf.get("realized") or {}
@@ -74,4 +105,5 @@ class MonitoringConf:
             drift_thresholds={k: float(v) for k, v in conf["drift_thresholds"].items()},
             checks=checks,
             realized=RealizedConf(**{name: int(realized[name]) for name in fields}),
+            actions=actions,
         )

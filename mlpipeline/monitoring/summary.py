@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import pandas as pd
 
@@ -44,6 +46,32 @@ class MonitoringSummary:
             rows=rows,
         )
 
+    def result(self) -> dict[str, Any]:
+        """The summary as JSON-able values (a task's XCom, an alert's payload): the day's
+        status, its checks per status, those at warning or failed, and the drifted inputs."""
+        rows = self.rows
+        per_feature = (rows["check"] == INPUT_DRIFT) & (rows["feature_or_metric"] != DRIFT_SHARE)
+        graded = rows[~per_feature]
+        return {
+            "run_day": self.run_day.isoformat(),
+            "scored_day": self.scored_day.isoformat(),
+            "model_version": self.model_version,
+            "status": self.status,
+            "checks": {str(k): int(n) for k, n in graded["status"].value_counts().items()},
+            "failed_checks": _checks_at(graded, "failed"),
+            "warned_checks": _checks_at(graded, "warning"),
+            "drift_share": self.drift_share,
+            "features_compared": int(per_feature.sum()),
+            "drifted_features": list(self.drifted_features),
+            "show": f"mlpipeline monitor show {self.run_day.isoformat()}",
+            "report": f"mlpipeline monitor report {self.run_day.isoformat()}",
+            "below_floors": [
+                c["metric"].removesuffix("_floor")
+                for c in _checks_at(graded, "failed")
+                if c["check"] == REALIZED and c["metric"].endswith("_floor")
+            ],
+        }
+
     def text(self) -> str:
         lines = [
             f"monitoring of scored day {self.scored_day} (run day {self.run_day}), model "
@@ -75,3 +103,21 @@ def _line(row: pd.Series) -> str:
         f"  {row['feature_or_metric']:<24} {row['method'] or '-':<16} value {value:<10} "
         f"threshold {limit:<6} {row['status']}"
     )
+
+
+def _checks_at(graded: pd.DataFrame, status: str) -> list[dict[str, Any]]:
+    """The graded checks at `status`, with their value and warning level."""
+    return [
+        {
+            "check": row["check"],
+            "metric": row["feature_or_metric"],
+            "value": _finite(row["value"]),
+            "warning_at": None if pd.isna(row["threshold"]) else float(row["threshold"]),
+        }
+        for _, row in graded[graded["status"] == status].iterrows()
+    ]
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number: None for a value not computed (NaN) or unbounded (a rate from zero)."""
+    return None if pd.isna(value) or math.isinf(value) else float(value)

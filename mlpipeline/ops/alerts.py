@@ -1,10 +1,12 @@
-"""What an alert says and where it goes: a failed task of the nightly or the backfill, or a raw
-batch revision quarantined by its checks.
+"""What an alert says and where it goes: a failed task of the nightly or the backfill, a raw
+batch revision quarantined by its checks, or a monitored day whose status alerts.
 
 No Airflow here: `mlpipeline_airflow.alerts` reads the failed task's context into a
-`FailedTask`, asks `quarantine_of` whether the failure is a quarantine, and sends the `Alert`
-built by `build_alert` (or, from a promotion that succeeded, `expired_pending_alert`) through
-Airflow's notifiers to the destinations of `mlpipeline.core.config.AlertSettings`.
+`FailedTask`, asks `quarantine_of` whether the failure is a quarantine (and
+`monitoring_failure_of` whether it is a monitored day that fails the run), and sends the
+`Alert` built by `build_alert` or `monitoring_alert` (or, from a task that succeeded,
+`expired_pending_alert` and a monitored day's `monitoring_alert`) through Airflow's notifiers to
+the destinations of `mlpipeline.core.config.AlertSettings`.
 Texts name what failed, for which run and day, where the log is, and what to do next.
 """
 
@@ -206,3 +208,67 @@ def expired_pending_alert(
         "rows": expired,
     }
     return Alert("pending_expired", subject, "\n".join(lines), payload)
+
+
+def monitoring_failure_of(error: BaseException | None) -> dict[str, Any] | None:
+    """The monitored day's summary when the task failed on the day's status, else None."""
+    from mlpipeline.pipeline.nightly import MonitoringFailed
+
+    return error.result if isinstance(error, MonitoringFailed) else None
+
+
+def monitoring_alert(result: Mapping[str, Any], task: FailedTask | None = None) -> Alert | None:
+    """The alert for a monitored day whose status alerts (the monitor stage's result, its
+    `alert` and `fails_run` set by pipeline.yaml's `monitoring.actions`), or None when it does
+    not. `task` is the task that failed on it."""
+    if not result["alert"]:
+        return None
+    status = result["status"]
+    day, version = result["scored_day"], result["model_version"]
+    subject = f"[fraud pipeline] MONITORING {status.upper()} for day {day} (model {version})"
+    lines = [
+        f"Monitoring of scored day {day} (run day {result['run_day']}), model version {version}: "
+        f"{status}. Its metrics are published (monitoring.metrics)"
+        + ("; the run is marked failed." if result["fails_run"] else "; the run goes on."),
+        *([f"DAG run: {task.dag_id} / {task.run_id}", f"Task log: {task.log_url}"] if task else []),
+    ]
+    for label, checks in (
+        ("Failed", result["failed_checks"]),
+        ("Warning", result["warned_checks"]),
+    ):
+        if checks:
+            lines += [f"{label} checks:", *(f"- {_check_line(c)}" for c in checks)]
+    drifted = result["drifted_features"]
+    lines += [
+        f"Drifted inputs ({len(drifted)} of {result['features_compared']}): "
+        + (", ".join(drifted) or "none"),
+        "",
+        "Next steps:",
+        f"- see every check and input: `{result['show']}`",
+        "- a changed upstream (new values, units, countries): have the producer fix it and "
+        "land the day again; a real shift in behaviour: retrain (trigger the nightly with "
+        "`train` true)",
+        f"- re-compute the day's checks after a fix: `mlpipeline monitor run {day}`",
+    ]
+    if result.get("below_floors"):
+        floors = ", ".join(result["below_floors"])
+        lines += [
+            f"- the champion (version {version}) is below its promotion floor on matured labels "
+            f"({floors}): restore the previous champion with `mlpipeline model rollback "
+            f'--reason "{floors} below floor on matured labels, monitoring of {day}"` '
+            "(the nightly then stops promoting until `mlpipeline model release`)",
+        ]
+    payload = {
+        "kind": "monitoring",
+        **dict(result),
+        "dag_id": task.dag_id if task else None,
+        "task_id": task.task_id if task else None,
+        "try_number": task.try_number if task else None,
+        "log_url": task.log_url if task else None,
+    }
+    return Alert("monitoring", subject, "\n".join(lines), payload)
+
+
+def _check_line(check: Mapping[str, Any]) -> str:
+    value = "not computable" if check["value"] is None else f"{check['value']:.4g}"
+    return f"{check['check']} {check['metric']}: {value} (warning at {check['warning_at']})"

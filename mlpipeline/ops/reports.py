@@ -78,7 +78,7 @@ def scored_day(result: Any) -> tuple[str, int | None] | None:  # noqa: ANN401
 
 def monitored_day(result: Any) -> str | None:  # noqa: ANN401 - any task's return value
     """The run day of a monitoring result (the nightly's `monitor` task)."""
-    if not isinstance(result, dict) or not result.get("run_day") or "monitoring" not in result:
+    if not isinstance(result, dict) or not result.get("run_day") or "report" not in result:
         return None
     return str(result["run_day"])
 

@@ -17,7 +17,14 @@ from typing import Any
 from pydantic import SecretStr
 
 from mlpipeline.core.config import AlertSettings
-from mlpipeline.ops.alerts import Alert, FailedTask, build_alert, quarantine_of
+from mlpipeline.ops.alerts import (
+    Alert,
+    FailedTask,
+    build_alert,
+    monitoring_alert,
+    monitoring_failure_of,
+    quarantine_of,
+)
 from mlpipeline_airflow.processing_day import processing_day
 
 log = logging.getLogger(__name__)
@@ -33,7 +40,9 @@ class FailureAlert:
     """`on_failure_callback`: one alert per failed task instance to each destination.
 
     `prepared_from` names the task whose result is the raw revision the failing task worked on
-    (the ingest group's `prepare_<dataset>`), so that a quarantine names its batch and files.
+    (the ingest group's `prepare_<dataset>`), so that a quarantine names its batch and files. A
+    monitoring task that failed on its checks sends the monitoring alert instead: one alert, on
+    the final try only.
     """
 
     def __init__(self, prepared_from: str | None = None) -> None:
@@ -62,6 +71,9 @@ class FailureAlert:
             map_index=ti.map_index,
             log_url=ti.log_url,
         )
+        monitored = monitoring_failure_of(raised)
+        if monitored is not None:
+            return monitoring_alert(monitored, task) or build_alert(task)
         return build_alert(task, quarantine_of(prepared, raised))
 
     def _prepared(self, ti: Any) -> dict[str, Any] | None:

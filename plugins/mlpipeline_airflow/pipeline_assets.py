@@ -25,11 +25,12 @@ from mlpipeline.core.landing import DATASETS
 from mlpipeline.training.model_registry import CHAMPION_ALIAS, MODEL_NAME
 
 GROUP = "fraud"
-# mlpipeline.scoring.score_table.SCORE_TABLE_KEY and mlpipeline.features.export.EXPORT_ROOT: those
-# modules import
-# deltalake / pyarrow, which parsing a DAG must not load.
+# mlpipeline.scoring.score_table.SCORE_TABLE_KEY, mlpipeline.features.export.EXPORT_ROOT and
+# mlpipeline.monitoring.metrics_table.METRICS_TABLE_KEY: those modules import deltalake /
+# pyarrow, which parsing a DAG must not load.
 SCORE_TABLE_KEY = "scores/transaction_scores"
 SNAPSHOT_EXPORT_ROOT = "features/customer_snapshot"
+METRICS_TABLE_KEY = "monitoring/metrics"
 
 
 SCHEME = "fraud-pipeline"
@@ -44,6 +45,7 @@ RAW_BATCHES: dict[str, Asset] = {
 }
 SNAPSHOT_EXPORT = _asset("fraud.snapshot_export", f"objectstore/{SNAPSHOT_EXPORT_ROOT}")
 SCORES = _asset("fraud.scores", f"objectstore/{SCORE_TABLE_KEY}")
+MONITORING = _asset("fraud.monitoring", f"objectstore/{METRICS_TABLE_KEY}")
 ONLINE_SNAPSHOT = _asset("fraud.online_snapshot", "online-store/customer_snapshot")
 # Default group: Airflow registers alias-emitted events under group "asset".
 CHAMPION = Asset(name="fraud.champion", uri=f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
@@ -75,6 +77,15 @@ def scores_extra(result: dict[str, Any]) -> dict[str, Any]:
         "model_version",
         "published",
     )
+
+
+def monitoring_extra(result: dict[str, Any]) -> dict[str, Any]:
+    """A day whose checks failed fails its task: no event. Checks are named `check.metric`."""
+    return {
+        "day": result["run_day"],
+        **_pick(result, "scored_day", "model_version", "status", "checks", "drifted_features"),
+        "warned_checks": [f"{c['check']}.{c['metric']}" for c in result["warned_checks"]],
+    }
 
 
 def online_extra(result: dict[str, Any]) -> dict[str, Any]:

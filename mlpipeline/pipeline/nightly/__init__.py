@@ -18,6 +18,7 @@ from mlpipeline.pipeline.nightly.ingest import (
     prepare,
     promote,
 )
+from mlpipeline.pipeline.nightly.monitoring import MonitoringFailed, monitor
 from mlpipeline.pipeline.nightly.online import (
     export_snapshot,
     push_staged,
@@ -37,6 +38,7 @@ from mlpipeline.pipeline.nightly.training import (
 
 __all__ = [
     "DATASETS",
+    "MonitoringFailed",
     "NothingToDo",
     "RevisionRejected",
     "build_features",
@@ -50,6 +52,7 @@ __all__ = [
     "landing_ready",
     "landing_wait",
     "load",
+    "monitor",
     "prepare",
     "promote",
     "push_staged",
