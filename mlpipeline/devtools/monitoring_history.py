@@ -15,7 +15,7 @@ from datetime import date, timedelta
 
 from mlpipeline.core.config import Settings
 from mlpipeline.core.days import day_range
-from mlpipeline.monitoring.monitor import monitor_day
+from mlpipeline.pipeline.monitor_days import monitor_days
 from mlpipeline.scoring import score
 from mlpipeline.training import model_registry
 
@@ -38,22 +38,19 @@ def build(settings: Settings, night: date, days: int) -> dict[str, object]:
             load_model=model_registry.load_model,
             run_id="demo-monitoring-history",
         )
-        _progress("scored", done, len(history), began)
-    statuses: dict[str, int] = {}
-    began = time.monotonic()
-    run_days = [*history, night]
-    for done, day in enumerate(run_days, start=1):
-        status = monitor_day(settings, day).status
-        statuses[status] = statuses.get(status, 0) + 1
-        _progress("monitored", done, len(run_days), began)
-    return {"days": len(run_days), "first": history[0], "statuses": statuses}
+        _progress(done, len(history), began)
+    failed = monitor_days(settings, history[0], night, report=log.debug)
+    return {
+        "days": len(history) + 1,
+        "first": history[0],
+        "failed": {str(day): why for day, why in failed.items()},
+    }
 
 
-def _progress(what: str, done: int, total: int, began: float) -> None:
+def _progress(done: int, total: int, began: float) -> None:
     elapsed = time.monotonic() - began
     log.info(
-        "monitoring history: %s %d/%d days in %.0fs, about %.0fs left",
-        what,
+        "monitoring history: scored %d/%d days in %.0fs, about %.0fs left",
         done,
         total,
         elapsed,
