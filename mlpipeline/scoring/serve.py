@@ -19,7 +19,7 @@ port whose URL is known before serving starts (the tests run it in a thread).
 Every answered `/score` request is logged to the object store for the nightly's replay against
 the batch scores (`mlpipeline.scoring.request_log`: buffered, written in Parquet batches by a
 background thread under `serving/requests/dt=<UTC day>/`, dropped and counted rather than
-waited for); the log is flushed when the server stops. MLPIPELINE_REQUEST_LOG_ENABLED=false
+waited for), flushed when the server stops (SIGTERM included). MLPIPELINE_REQUEST_LOG_ENABLED=false
 turns it off; the buffer and batch sizes and the flush interval are settings too.
 """
 
@@ -45,7 +45,7 @@ class ScoringServer:
     """uvicorn serving the API on a bound socket, with `http.server`'s verbs: `serve_forever`
     blocks (in the main thread it stops gracefully on SIGINT/SIGTERM), `shutdown` stops it
     from another thread and waits, `server_close` releases the socket. Once serving stops (the
-    requests in flight answered), the scorer's request log is flushed and closed."""
+    requests in flight answered), the app flushes and closes the scorer's request log."""
 
     def __init__(self, address: tuple[str, int], scorer: Scorer) -> None:
         self.scorer = scorer
@@ -69,8 +69,6 @@ class ScoringServer:
         try:
             self._server.run(sockets=[self.socket])
         finally:
-            if self.scorer.request_log is not None:
-                self.scorer.request_log.close()
             self._stopped.set()
 
     def shutdown(self) -> None:
