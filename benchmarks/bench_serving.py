@@ -53,6 +53,7 @@ VARIANTS = ("off", "on")
 def _switch_snapshot(redis_url: str, workdir: Path) -> list[str]:
     """A snapshot of the declared online features switched into Redis; its customer ids."""
     spec = dbt_project.online_spec()
+    store = LocalStore(workdir / "objectstore")
     names = ", ".join(f.name for f in spec.features)
     with duckdb.connect() as con:
         con.execute("CREATE SCHEMA features")
@@ -61,16 +62,12 @@ def _switch_snapshot(redis_url: str, workdir: Path) -> list[str]:
             f"customer_id, DATE '{CUTOFF}' AS cutoff_date, {names} "
             f"FROM ({features_sql(CUTOFF, CUSTOMERS_ROWS)}) ORDER BY customer_id"
         )
-        customers = [
-            r[0] for r in con.execute("SELECT customer_id FROM features.customer_snapshot")
-        ]
-        manifest = export_snapshot(
-            con, LocalStore(workdir / "objectstore"), CUTOFF, spec, "bench"
-        ).manifest
-    online.push_staged(redis_url, LocalStore(workdir / "objectstore"), manifest)
+        rows = con.execute("SELECT customer_id FROM features.customer_snapshot").fetchall()
+        manifest = export_snapshot(con, store, CUTOFF, spec, "bench").manifest
+    online.push_staged(redis_url, store, manifest)
     online.verify_staged(redis_url, manifest)
     online.switch(redis_url, manifest)
-    return customers
+    return [customer for (customer,) in rows]
 
 
 def _start(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
