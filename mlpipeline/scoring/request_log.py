@@ -143,16 +143,21 @@ class RequestLog:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.flush_seconds)
+            # Woken early by a full batch (or by close); else flush_seconds passed.
+            woken = self._wake.wait(self.flush_seconds)
             self._wake.clear()
             closing = self._closed  # read before draining: nothing is accepted after it is set
-            while batch := self._take():
+            # A full batch's wake writes full batches only: under steady traffic the files stay
+            # batch_size long instead of holding whatever arrived during the previous write.
+            while batch := self._take(full_only=woken and not closing):
                 self._write(batch)
             if closing:
                 return
 
-    def _take(self) -> list[dict[str, Any]]:
+    def _take(self, *, full_only: bool) -> list[dict[str, Any]]:
         with self._lock:
+            if full_only and len(self._pending) < self.batch_size:
+                return []
             count = min(self.batch_size, len(self._pending))
             return [self._pending.popleft() for _ in range(count)]
 
