@@ -319,7 +319,7 @@ def _logged(store: ObjectStore, first: date) -> pd.DataFrame:
     """The requests logged from UTC day `first` to today (a test may cross midnight)."""
     days = [first + timedelta(days=n) for n in range((datetime.now(UTC).date() - first).days + 1)]
     frames = [read_requests(store, day) for day in days]
-    return pd.concat([f for f in frames if len(f)], ignore_index=True)
+    return pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
 
 
 def test_served_requests_are_logged_under_their_utc_day(served, s3_store):
