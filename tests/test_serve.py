@@ -391,7 +391,8 @@ class _HungStore:
         self.store.put_bytes(key, data)
 
 
-def test_a_full_request_log_drops_and_counts_without_holding_requests(served, s3_store):
+def test_a_full_request_log_drops_and_counts_without_holding_requests(served, s3_store, caplog):
+    caplog.set_level(logging.WARNING, logger="mlpipeline.scoring.request_log")
     store = _HungStore(s3_store)
     bodies = _bodies(30, "full")
     started = datetime.now(UTC)
@@ -415,6 +416,8 @@ def test_a_full_request_log_drops_and_counts_without_holding_requests(served, s3
             store.gate.set()
     stats = server.scorer.request_log.stats()
     assert (stats.written, stats.dropped_queue_full, stats.dropped_upload_failed) == (7, 23, 0)
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "buffer full (5 requests)" in warnings[0]  # once, not 23 times
     logged = _logged(s3_store, started.date())
     assert len(logged) == 7 and logged["transaction_id"].is_unique
     assert set(logged["transaction_id"]) <= {b["transaction_id"] for b in bodies}

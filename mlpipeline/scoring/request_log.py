@@ -11,8 +11,9 @@ previous write, and on close:
 
 `dt` is the request's UTC day (a batch across midnight is written as one file per day). A
 request never waits on the object store: with the buffer full its record is dropped and
-counted; an upload is tried `upload_attempts` times, then its batch is dropped, counted and
-logged as an error. `stats()` gives the counts (`GET /health` shows them).
+counted (one warning per spell of drops); an upload is tried UPLOAD_ATTEMPTS times, then its
+batch is dropped, counted and logged as an error. `stats()` gives the counts (`GET /health`
+shows them).
 """
 
 from __future__ import annotations
@@ -78,15 +79,11 @@ class RequestLog:
         queue_size: int,
         batch_size: int,
         flush_seconds: float,
-        upload_attempts: int = UPLOAD_ATTEMPTS,
-        retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         self.store = store
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
-        self.upload_attempts = upload_attempts
-        self.retry_seconds = retry_seconds
         host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
         started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self._name = f"{host}-{os.getpid()}-{started}"
@@ -95,6 +92,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
+        self._full_warned = False  # one warning per spell of drops, until the next write
         self._stats = RequestLogStats()
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
@@ -111,13 +109,21 @@ class RequestLog:
     def record(self, row: dict[str, Any]) -> None:
         """Buffer one request's row; when the buffer is full (or the log closed), count a drop."""
         with self._lock:
-            if self._closed or len(self._pending) >= self.queue_size:
-                self._stats.dropped_queue_full += 1
+            if not self._closed and len(self._pending) < self.queue_size:
+                self._pending.append(row)
+                self._stats.accepted += 1
+                if len(self._pending) >= self.batch_size:
+                    self._wake.set()
                 return
-            self._pending.append(row)
-            self._stats.accepted += 1
-            if len(self._pending) >= self.batch_size:
-                self._wake.set()
+            self._stats.dropped_queue_full += 1
+            warn, self._full_warned = not self._full_warned, True
+        if warn:
+            log.warning(
+                "request log: buffer full (%d requests) or closed, dropping requests until the "
+                "next write; is the object store %s slow? (GET /health counts them)",
+                self.queue_size,
+                self.store.url,
+            )
 
     def stats(self) -> RequestLogStats:
         with self._lock:
@@ -178,14 +184,14 @@ class RequestLog:
             self._dropped(key, rows, exc, "the rows could not be encoded as Parquet")
             return
         put = retrying(
-            attempts=self.upload_attempts,
-            wait=tenacity.wait_exponential(multiplier=self.retry_seconds),
+            attempts=UPLOAD_ATTEMPTS,
+            wait=tenacity.wait_exponential(multiplier=RETRY_SECONDS),
             retry=tenacity.retry_if_exception_type(Exception),
             on_retry=lambda attempt, wait, outcome: log.warning(
                 "request log: writing %s failed (attempt %d of %d, next in %.1f s): %s",
                 key,
                 attempt,
-                self.upload_attempts,
+                UPLOAD_ATTEMPTS,
                 wait,
                 outcome.exception(),
             ),
@@ -204,6 +210,7 @@ class RequestLog:
         with self._lock:
             self._stats.written += len(rows)
             self._stats.files_written += 1
+            self._full_warned = False
             dropped = self._stats.dropped_queue_full
         log.info(
             "request log: wrote %d requests to %s (dropped so far with the buffer full: %d)",
