@@ -8,6 +8,8 @@ REQUESTS sequential requests to each over a kept-alive connection, alternating b
 so they share the machine's noise; p50 and p99 are of those. When the servers have stopped
 (the log flushed), every request of the logging server must be in the object store.
 
+Both servers run the model with one OpenMP thread (SERVER_ENV, see there).
+
 Target: on/off at most 1.1x, for p50 and for p99.
 """
 
@@ -48,6 +50,10 @@ S3_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 VARIANTS = ("off", "on")
+# One OpenMP thread per server: the model's predict_proba otherwise parallelises one row over
+# every core, and on a busy machine its threads' barrier stalls a request for up to ~1 s (16 % of
+# requests over 0.3 s at load 7 on 2 cores, none with one thread): p99 measured that, not the log.
+SERVER_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def _switch_snapshot(redis_url: str, workdir: Path) -> list[str]:
@@ -171,7 +177,7 @@ def run(workdir: Path) -> list[Result]:
         for variant in VARIANTS:
             servers[variant], urls[variant] = _start(
                 [sys.executable, "-m", "benchmarks.bench_serving", variant, str(workdir)],
-                {**S3_ENV, "REDIS_URL": redis_url, "AWS_ENDPOINT_URL": endpoint},
+                {**S3_ENV, **SERVER_ENV, "REDIS_URL": redis_url, "AWS_ENDPOINT_URL": endpoint},
             )
         day = datetime.now(UTC).date()
         latency = _latencies(urls, _bodies(customers))
