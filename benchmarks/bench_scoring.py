@@ -30,6 +30,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from benchmarks.harness import Result
@@ -93,21 +94,20 @@ FROM range({rows}) AS r(i)
 """
 
 
-def _prepare(settings: Settings) -> None:
-    """The day to score, and a champion trained on another day with planted fraud."""
+def train_champion(settings: Settings, rows: int = TRAIN_ROWS) -> None:
+    """A champion (the configured hist_gradient_boosting candidate, threshold THRESHOLD) trained
+    on `rows` transactions of TRAIN_DAY with planted fraud; bench_serving serves it too."""
     from mlpipeline.training.candidates import load_candidates
     from mlpipeline.training.split import split_dataset
     from mlpipeline.training.train import train_candidate
 
-    warehouse.create(settings)
-    with warehouse.connect(settings) as con:
-        con.execute(f"CREATE TABLE features.transaction_features AS {features_sql(DAY, ROWS)}")
+    with duckdb.connect() as con:
         training = con.execute(
             f"""
             SELECT *, (CASE WHEN (channel = 'online' AND amount > 300
                                   AND country IS DISTINCT FROM usual_country)
                               OR hash(transaction_id) % 200 = 0 THEN 1 ELSE 0 END) AS is_fraud
-            FROM ({features_sql(TRAIN_DAY, TRAIN_ROWS)})
+            FROM ({features_sql(TRAIN_DAY, rows)})
             """
         ).df()
     candidate = next(c for c in load_candidates() if c.estimator == "hist_gradient_boosting")
@@ -127,6 +127,14 @@ def _prepare(settings: Settings) -> None:
     name = model_registry.MODEL_NAME
     client.set_model_version_tag(name, result.model_version, "decision_threshold", THRESHOLD)
     client.set_registered_model_alias(name, model_registry.CHAMPION_ALIAS, result.model_version)
+
+
+def _prepare(settings: Settings) -> None:
+    """The day to score, and a champion trained on another day."""
+    warehouse.create(settings)
+    with warehouse.connect(settings) as con:
+        con.execute(f"CREATE TABLE features.transaction_features AS {features_sql(DAY, ROWS)}")
+    train_champion(settings)
 
 
 def _plain(settings: Settings, champion: Any, model: Any) -> int:

@@ -141,6 +141,19 @@ class Settings(_FromEnv):
     training_parallel_tasks: int = Field(
         2, ge=1, validation_alias="MLPIPELINE_TRAINING_PARALLEL_TASKS"
     )
+    # `mlpipeline serve`'s request log (mlpipeline.scoring.request_log): on or off, how many
+    # requests it buffers (beyond that they are dropped and counted, never waited for), and
+    # when it writes to the object store: a batch of this many, or this long after the last.
+    request_log_enabled: bool = Field(True, validation_alias="MLPIPELINE_REQUEST_LOG_ENABLED")
+    request_log_queue_size: int = Field(
+        10_000, ge=1, validation_alias="MLPIPELINE_REQUEST_LOG_QUEUE_SIZE"
+    )
+    request_log_batch_size: int = Field(
+        1_000, ge=1, validation_alias="MLPIPELINE_REQUEST_LOG_BATCH_SIZE"
+    )
+    request_log_flush_seconds: float = Field(
+        60.0, gt=0, validation_alias="MLPIPELINE_REQUEST_LOG_FLUSH_SECONDS"
+    )
 
     @model_validator(mode="before")
     @classmethod

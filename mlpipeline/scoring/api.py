@@ -10,9 +10,11 @@ requests by transaction id only, never by their content.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
@@ -119,10 +121,21 @@ class ScoreBodyGate:
 
 
 def create_app(scorer: Scorer) -> FastAPI:
-    """The API answering with `scorer`; its OpenAPI page is at /docs."""
+    """The API answering with `scorer`; its OpenAPI page is at /docs. When the app stops (the
+    server has answered the requests in flight), the scorer's request log is flushed and closed:
+    in the app's lifespan, because uvicorn re-raises a SIGTERM once it has stopped, ending the
+    process before any code after its `run` (`docker stop` would lose the log's buffer)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if scorer.request_log is not None:
+            await asyncio.to_thread(scorer.request_log.close)
+
     app = FastAPI(
         title="mlpipeline scoring API",
         summary="Scores one card transaction with the champion model and the online features.",
+        lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)

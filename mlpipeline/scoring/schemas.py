@@ -118,6 +118,20 @@ class ScoreResult(BaseModel):
     customer_known: bool = Field(description="false: the snapshot's declared defaults were used")
 
 
+class RequestLogStats(BaseModel):
+    """The request log's counts since the server started (`mlpipeline.scoring.request_log`).
+    Each accepted request ends up written or dropped_upload_failed (queued: still buffered);
+    dropped_queue_full ones were refused, the buffer being full (or the server stopping)."""
+
+    accepted: int = 0
+    queued: int = 0
+    written: int = 0
+    files_written: int = 0
+    dropped_queue_full: int = 0
+    dropped_upload_failed: int = 0
+    last_error: str | None = None
+
+
 class HealthReport(BaseModel):
     """`ok` when a champion and a current snapshot are available; the snapshot's fields are
     present when it could be read, `snapshot_error` when it could not."""
@@ -128,6 +142,9 @@ class HealthReport(BaseModel):
     snapshot_cutoff: str | None = None
     snapshot_export_id: str | None = None
     snapshot_error: str | None = None
+    request_log: RequestLogStats | None = Field(
+        None, description="the request log's counts; absent when request logging is off"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -17,12 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 import redis
 
 from mlpipeline.online import NoCurrentSnapshot, OnlineReader, OnlineStoreError
+from mlpipeline.scoring.request_log import RequestLog, served_record
 from mlpipeline.scoring.schemas import HealthReport, ScoreResult, Transaction
 from mlpipeline.training import model_registry
 
@@ -97,13 +99,21 @@ class ChampionCache:
 
 
 class Scorer:
-    """Blocking (Redis, the model): the API calls it from its thread pool."""
+    """Blocking (Redis, the model): the API calls it from its thread pool. With a request log,
+    every answered request is recorded there (a buffer: never waits on the object store)."""
 
-    def __init__(self, reader: OnlineReader, champion: ChampionCache) -> None:
+    def __init__(
+        self,
+        reader: OnlineReader,
+        champion: ChampionCache,
+        request_log: RequestLog | None = None,
+    ) -> None:
         self.reader = reader
         self.champion = champion
+        self.request_log = request_log
 
     def score(self, transaction: Transaction) -> ScoreResult:
+        requested = datetime.now(UTC)
         loaded = self.champion.get()
         if loaded is None:
             if self.champion.last_error:
@@ -122,7 +132,7 @@ class Scorer:
         frame = pd.DataFrame([{**transaction.model_dump(), **read.rows[0]}])
         score = float(loaded.model.predict_proba(frame)[0, 1])
         threshold = float(loaded.ref.decision_threshold)
-        return ScoreResult(
+        result = ScoreResult(
             transaction_id=transaction.transaction_id,
             customer_id=transaction.customer_id,
             score=score,
@@ -134,6 +144,13 @@ class Scorer:
             snapshot_export_id=read.export_id,
             customer_known=read.known[0],
         )
+        if self.request_log is not None:
+            self.request_log.record(
+                served_record(
+                    requested, transaction.model_dump(), read.rows[0], result.model_dump()
+                )
+            )
+        return result
 
     def health(self) -> HealthReport:
         """Only the fields that apply are set (the API answers with the set ones)."""
@@ -147,5 +164,7 @@ class Scorer:
             report.update(snapshot_cutoff=read.cutoff, snapshot_export_id=read.export_id)
         except (OnlineStoreError, redis.RedisError) as exc:
             report["snapshot_error"] = str(exc)
+        if self.request_log is not None:
+            report["request_log"] = self.request_log.stats()
         ok = loaded is not None and "snapshot_error" not in report
         return HealthReport(status="ok" if ok else "unavailable", **report)

@@ -6,7 +6,8 @@
     -> 200 {"transaction_id", "customer_id", "score", "decision", "decision_threshold",
             "model_name", "model_version", "snapshot_cutoff", "snapshot_export_id",
             "customer_known"}
-    GET /health   -> 200 when a champion and a current snapshot are available, else 503
+    GET /health   -> 200 when a champion and a current snapshot are available, else 503;
+                     the body also carries the request log's counts
     GET /docs     the OpenAPI page (/openapi.json the schema)
 
 Errors are JSON `{"error": ...}`: 400 for a malformed transaction (every problem listed), 404,
@@ -14,6 +15,12 @@ Errors are JSON `{"error": ...}`: 400 for a malformed transaction (every problem
 unreachable. The app is `mlpipeline.scoring.api`, the scoring `mlpipeline.scoring.scorer`;
 this module runs them under uvicorn on a socket it binds itself, so that port 0 gives a free
 port whose URL is known before serving starts (the tests run it in a thread).
+
+Every answered `/score` request is logged to the object store for the nightly's replay against
+the batch scores (`mlpipeline.scoring.request_log`: buffered, written in Parquet batches by a
+background thread under `serving/requests/dt=<UTC day>/`, dropped and counted rather than
+waited for), flushed when the server stops (SIGTERM included). MLPIPELINE_REQUEST_LOG_ENABLED=false
+turns it off; the buffer and batch sizes and the flush interval are settings too.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ import threading
 
 import uvicorn
 
+from mlpipeline.core import objectstore
 from mlpipeline.core.config import Settings
 from mlpipeline.online import OnlineReader, redis_client
 from mlpipeline.scoring.api import create_app
+from mlpipeline.scoring.request_log import PREFIX, RequestLog
 from mlpipeline.scoring.scorer import DEFAULT_MODEL_REFRESH_SECONDS, ChampionCache, Scorer
 
 log = logging.getLogger(__name__)
@@ -35,7 +44,8 @@ log = logging.getLogger(__name__)
 class ScoringServer:
     """uvicorn serving the API on a bound socket, with `http.server`'s verbs: `serve_forever`
     blocks (in the main thread it stops gracefully on SIGINT/SIGTERM), `shutdown` stops it
-    from another thread and waits, `server_close` releases the socket."""
+    from another thread and waits, `server_close` releases the socket. Once serving stops (the
+    requests in flight answered), the app flushes and closes the scorer's request log."""
 
     def __init__(self, address: tuple[str, int], scorer: Scorer) -> None:
         self.scorer = scorer
@@ -76,12 +86,19 @@ def make_server(
     settings: Settings | None = None,
     redis_url: str | None = None,
     model_refresh_seconds: float = DEFAULT_MODEL_REFRESH_SECONDS,
+    request_store: objectstore.ObjectStore | None = None,
 ) -> ScoringServer:
-    """A server bound to host:port (0: a free port), reading the configured Redis and MLflow."""
+    """A server bound to host:port (0: a free port), reading the configured Redis and MLflow,
+    logging requests (when enabled) to `request_store`, by default the configured object store."""
     settings = settings or Settings.from_env()
     reader = OnlineReader(redis_client(redis_url or settings))
     champion = ChampionCache(settings.mlflow_tracking_uri, refresh_seconds=model_refresh_seconds)
-    server = ScoringServer((host, port), Scorer(reader, champion))
+    request_log = None
+    if settings.request_log_enabled:
+        store = request_store or objectstore.from_settings(settings)
+        request_log = RequestLog.from_settings(settings, store)
+        log.info("logging requests to %s under %s/", store.url, PREFIX)
+    server = ScoringServer((host, port), Scorer(reader, champion, request_log))
     report = server.scorer.health()
     (log.info if report.status == "ok" else log.warning)(
         "scoring server on %s: %s", server.url, report.model_dump(exclude_unset=True)
