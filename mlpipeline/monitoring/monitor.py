@@ -2,8 +2,9 @@
 
 `monitor_day` is the stage's one entry point (the nightly calls it after scoring): it reads the
 day's scores from the score table, the version's reference (`reference`), the day's feature
-rows from the warehouse (a bounded sample on large days), computes the checks and replaces the
-run day's rows of the metrics table.
+rows from the warehouse (a bounded sample on large days), computes the checks, replays the day's
+logged `/score` requests against its batch rows (`serving_skew`) and replaces the run day's rows
+of the metrics table.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import pandas as pd
 from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.core.days import parse_day
+from mlpipeline.core.objectstore import from_settings
 from mlpipeline.ingest.gates import label_maturity_days
-from mlpipeline.monitoring import checks, metrics_table, realized
+from mlpipeline.monitoring import checks, metrics_table, realized, serving_skew
 from mlpipeline.monitoring.conf import MonitoringConf
 from mlpipeline.monitoring.model_inputs import column_kinds, monitored_frame
 from mlpipeline.monitoring.reference import (
@@ -66,6 +68,9 @@ def monitor_day(
     except ReferenceUnavailable as exc:
         log.warning("monitoring %s: no reference: %s", day, exc)
         rows = checks.no_reference_rows(str(exc))
+    rows += serving_skew.day_rows(
+        settings, from_settings(settings), day, conf.checks[serving_skew.SERVING_SKEW]
+    )
     computed_at = utcnow()
     table = metrics_table.metrics_table(
         [
