@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
 
 import pandas as pd
@@ -21,8 +21,9 @@ from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.core.objectstore import from_settings
 from mlpipeline.monitoring.conf import CheckThresholds, MonitoringConf
-from mlpipeline.monitoring.serving_skew import SERVING_SKEW, day_rows
-from mlpipeline.monitoring.summary import MonitoringSummary
+from mlpipeline.monitoring.metrics_table import read_metrics
+from mlpipeline.monitoring.monitor import monitor_day
+from mlpipeline.monitoring.serving_skew import SERVING_SKEW, day_rows, mismatched, skew_rows
 from mlpipeline.scoring import score
 from mlpipeline.scoring.request_log import RequestLog, served_record
 from mlpipeline.scoring.schemas import ScoreResult, Transaction
@@ -30,8 +31,6 @@ from mlpipeline.scoring.score_table import read_scores
 from mlpipeline.training import model_registry
 from tests.champion import register_champion
 from tests.test_score import DAY1, DAY2, FEATURES_SQL
-
-pytestmark = pytest.mark.integration
 
 ONLINE = ("txn_count_24h", "amount_mean_30d", "usual_country")
 REQUESTED = 200  # the first transactions of DAY1 (of 2,600): most traffic is batch-only
@@ -141,11 +140,14 @@ def _record(
     return served_record(requested, transaction.model_dump(), features, answer.model_dump())
 
 
+@pytest.mark.integration
 def test_planted_skew_is_flagged_exactly_where_planted(scored: Scored) -> None:
     _log_requests(scored.settings, scored.version)
-    rows = day_rows(scored.settings, from_settings(scored.settings), DAY1, LEVELS)
-    table = pd.DataFrame(rows).set_index("feature_or_metric")
-    assert (table["check"] == SERVING_SKEW).all()
+    # The stage's entry point (the version has no training split: the drift checks have no
+    # reference, the replay does not need one), its rows as published in the metrics table.
+    summary = monitor_day(scored.settings, DAY1)
+    published = read_metrics(scored.settings, DAY1)
+    table = published[published["check"] == SERVING_SKEW].set_index("feature_or_metric")
     assert set(table.index) == {
         *ONLINE,
         "score_diff",
@@ -179,15 +181,13 @@ def test_planted_skew_is_flagged_exactly_where_planted(scored: Scored) -> None:
     assert f"{2600 - REQUESTED} of 2600 batch rows never requested" in unmatched["method"]
     assert unmatched["status"] == "warning"
     assert (table["rows_reference"] == 2600).all()
-
-    summary = MonitoringSummary.from_rows(
-        pd.DataFrame(rows).assign(run_day=DAY1, scored_day=DAY1, model_version=scored.version)
-    )
+    assert (table["model_version"] == scored.version).all()
     assert summary.status == "failed"
     text = summary.text()
     assert "amount_mean_30d" in text and "txn_count_24h" not in text
 
 
+@pytest.mark.unit
 def test_a_day_without_requests_has_no_reference(settings: Settings) -> None:
     rows = day_rows(settings, from_settings(settings), DAY2, LEVELS)
     assert rows == [
@@ -204,6 +204,7 @@ def test_a_day_without_requests_has_no_reference(settings: Settings) -> None:
     ]
 
 
+@pytest.mark.unit
 def test_shipped_thresholds_grade_one_skewed_request_in_a_hundred_as_failed() -> None:
     levels = MonitoringConf.load().checks[SERVING_SKEW]
     assert (levels.status(0.0), levels.status(0.001), levels.status(0.01)) == (
@@ -211,3 +212,47 @@ def test_shipped_thresholds_grade_one_skewed_request_in_a_hundred_as_failed() ->
         "warning",
         "failed",
     )
+
+
+@pytest.mark.unit
+def test_values_compare_by_type_nulls_equal_only_nulls() -> None:
+    cases = [
+        ([1, 2, None], [1, 3, None], "Int64", [False, True, False]),
+        (
+            [1.0, 1e12, 1e12, 0.0],
+            [1 + 1e-12, 1e12 + 1, 1e12 + 1e4, 1e-8],
+            "float64",
+            [False, False, True, True],
+        ),
+        (["DE", None, "FR"], ["DE", "NL", None], "object", [False, True, True]),
+        ([True, False], [True, True], "bool", [False, True]),
+    ]
+    for served, batch, dtype, expected in cases:
+        got = mismatched(pd.Series(served, dtype=dtype), pd.Series(batch, dtype=dtype))
+        assert got.tolist() == expected, dtype
+    days = pd.Series([date(2026, 1, 4), None, date(2026, 1, 4)], dtype=object)
+    rule = pd.to_datetime(pd.Series(["2026-01-04", None, "2026-01-03"]))
+    assert mismatched(days, rule).tolist() == [False, False, True]
+
+
+@pytest.mark.unit
+def test_a_snapshot_newer_than_the_rule_warns() -> None:
+    requests = pd.DataFrame(
+        {
+            "transaction_id": ["a", "b"],
+            "score": [0.1, 0.2],
+            "decision": [False, False],
+            "model_version": ["1", "1"],
+            "snapshot_cutoff": ["2026-01-05", "2026-01-04"],
+            "feature_n": [5, 6],
+        }
+    )
+    batch = requests.rename(columns={"feature_n": "n"}).assign(
+        snapshot_cutoff=pd.to_datetime(["2026-01-04", "2026-01-04"]), n=[7, 6]
+    )
+    rows = {r["feature_or_metric"]: r for r in skew_rows(requests, batch, 10, DAY1, LEVELS)}
+    assert rows["snapshot_timing"]["status"] == "warning"
+    assert "0 older (late switch), 1 newer" in rows["snapshot_timing"]["method"]
+    # Request a's feature differs, but on another snapshot than the rule's: not code skew.
+    assert (rows["n"]["value"], rows["n"]["rows_current"], rows["n"]["status"]) == (0.0, 1, "ok")
+    assert rows["unmatched_requests"]["status"] == "ok"
