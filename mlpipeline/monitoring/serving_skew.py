@@ -3,11 +3,12 @@ day D replayed against what batch scoring computed for the same transactions.
 
 Both sides read one feature definition: batch scoring scores `features.transaction_features`,
 whose online-feature columns are the values of the snapshot the as-of rule assigns (its
-`snapshot_cutoff`: the latest cutoff available `publication_lag_hours` after it at the
-transaction's time), and the service reads the same export from Redis. So on a request served
-that snapshot, any feature or score difference is code skew; a request served another snapshot
-(the switch came later or earlier than the rule) is switch timing and reported apart, as is a
-request scored by another model version (a promotion between the request and the nightly).
+`snapshot_cutoff`: the latest cutoff whose snapshot is available, cutoff_ts +
+publication_lag_hours, at the transaction's time), and the service reads the same export from
+Redis. So on a request served that snapshot, any feature or score difference is code skew; a
+request served another snapshot (the switch came later or earlier than the rule) is switch
+timing and reported apart, as is a request scored by another model version (a promotion between
+the request and the nightly).
 
 Rows (check `serving_skew`), each against D's batch rows matched by `transaction_id`:
 
