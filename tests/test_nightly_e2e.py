@@ -298,7 +298,11 @@ def test_the_night_is_monitored_after_scoring_and_published(nights):
     rows = read_metrics(settings, NIGHT)
     assert len(rows) > 2 and set(rows["scored_day"]) == {NIGHT}
     assert set(rows["model_version"]) == {version}
-    assert {"input_drift", "prediction_drift"} == set(rows["check"])
+    checks = {"input_drift", "prediction_drift", "realized_performance", "serving_skew"}
+    assert set(rows["check"]) == checks
+    # The champion scored only this night: no day is old enough for labels; no /score request.
+    assert set(rows.loc[rows["check"] == "realized_performance", "status"]) == {"pending"}
+    assert set(rows.loc[rows["check"] == "serving_skew", "status"]) == {"no_reference"}
     with connect(settings, read_only=True) as con:
         [(copied,)] = con.execute(
             "SELECT count(*) FROM monitoring.metrics WHERE run_day = ?", [NIGHT]

@@ -528,8 +528,24 @@ def test_score_table_link_shows_the_days_scores(night, api, page, stack, artifac
     assert api.extra_links(run_id, "resolve_day") == {
         "Data Docs": None,
         "MLflow run": None,
+        "Monitoring report": None,
         "Score table": None,
     }
+
+
+def test_monitoring_report_link_shows_the_nights_checks_and_trends(
+    night, api, page, stack, artifacts
+):
+    """The demo monitored its night and the 28 days before it: the monitor task's link opens the
+    night's page, with its trend charts, served over HTTP behind the login."""
+    run_id = night["run_id"]
+    monitored = api.xcom(run_id, "monitor")
+    assert monitored["run_day"] == night["day"].isoformat()
+    _link(_details(page, stack, run_id, "monitor"), "Monitoring report").click()
+    page.get_by_role("heading", name=f"Monitoring of {night['day'].isoformat()}").wait_for()
+    assert page.locator("svg").count() >= 3  # drift share, score drift, decision rate at least
+    assert page.get_by_text(f"model version {monitored['model_version']}").count() >= 1
+    page.screenshot(path=artifacts / "07_monitoring_report.png", full_page=True)
 
 
 def test_a_released_batch_starts_its_backfill_through_the_rest_api(night, api, stack):
