@@ -295,6 +295,7 @@ def test_the_report_page_shows_the_day_and_its_trends(
     page = (tmp_path / "page.html").read_text()
     assert page.count("<svg") == len(found.trends) - 2  # realized AUCs: no value yet
     assert "<script" not in page and "http" not in page, "the page opens offline"
+    assert ">nan<" not in page and " nan " not in page, "a missing cell reads '-'"
     assert f"Monitoring of {DRIFT_DAY}" in page and "amount_to_mean_30d" in page
 
 

@@ -20,7 +20,7 @@ from mlpipeline.monitoring.checks import DRIFT_SHARE, INPUT_DRIFT, PREDICTION_DR
 from mlpipeline.monitoring.conf import MonitoringConf
 from mlpipeline.monitoring.metrics_table import read_metrics
 from mlpipeline.monitoring.realized import PENDING, REALIZED
-from mlpipeline.monitoring.summary import STATUS_ORDER, MonitoringSummary
+from mlpipeline.monitoring.summary import STATUS_ORDER, MonitoringSummary, text_cell
 
 TREND_DAYS = 60
 WIDTH, HEIGHT, PAD = 640, 150, 30
@@ -105,7 +105,7 @@ def render(report: MonitoringReport) -> str:
     rows = rows.sort_values(["_order", "check", "feature_or_metric"])
     table = "".join(
         f"<tr><td>{esc(str(r.check))}</td><td>{esc(str(r.feature_or_metric))}</td>"
-        f"<td>{esc(str(r.method or '-'))}</td><td class='n'>{_number(r.value)}</td>"
+        f"<td>{esc(text_cell(r.method))}</td><td class='n'>{_number(r.value)}</td>"
         f"<td class='n'>{_number(r.threshold)}</td>"
         f"<td style='color:{COLOURS.get(r.status, '#6b7280')}'>{esc(str(r.status))}</td></tr>"
         for r in rows.itertuples()

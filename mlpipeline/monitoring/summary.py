@@ -106,7 +106,7 @@ def _line(row: pd.Series) -> str:
     value = "-" if pd.isna(row["value"]) else f"{row['value']:.4g}"
     limit = "-" if pd.isna(row["threshold"]) else f"{row['threshold']:g}"
     return (
-        f"  {row['feature_or_metric']:<24} {row['method'] or '-':<16} value {value:<10} "
+        f"  {row['feature_or_metric']:<24} {text_cell(row['method']):<16} value {value:<10} "
         f"threshold {limit:<6} {row['status']}"
     )
 
@@ -127,3 +127,8 @@ def _checks_at(graded: pd.DataFrame, status: str) -> list[dict[str, Any]]:
 def _finite(value: Any) -> float | None:
     """A JSON number: None for a value not computed (NaN) or unbounded (a rate from zero)."""
     return None if pd.isna(value) or math.isinf(value) else float(value)
+
+
+def text_cell(value: Any) -> str:
+    """A text cell; '-' for a missing one (None, or NaN once read back from the table)."""
+    return "-" if value is None or pd.isna(value) else str(value)
