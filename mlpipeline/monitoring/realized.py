@@ -88,24 +88,30 @@ def labelled_scores(
 def choose_pool(rows: pd.DataFrame, run_day: date, maturity_days: int, conf: RealizedConf) -> Pool:
     """The newest matured days holding `min_frauds` frauds; without enough of them, the newest
     days at least `min_label_age_days` old (pending); the pool grows a day at a time."""
-    ages = {day: (run_day - day).days for day in set(rows["dt"])}
+    frauds = rows.groupby("dt")["is_fraud"].sum()  # once: the pools below only add them up
+    ages = {day: (run_day - day).days for day in frauds.index}
     matured = _pool(
-        rows, [d for d, a in ages.items() if a >= maturity_days], ages, maturity_days, conf
+        rows, frauds, [d for d, a in ages.items() if a >= maturity_days], ages, maturity_days, conf
     )
     if matured.frauds >= conf.min_frauds:
         return matured
     early = [d for d, a in ages.items() if a >= conf.min_label_age_days]
-    return _pool(rows, early, ages, maturity_days, conf)
+    return _pool(rows, frauds, early, ages, maturity_days, conf)
 
 
 def _pool(
-    rows: pd.DataFrame, days: list[date], ages: dict[date, int], maturity: int, conf: RealizedConf
+    rows: pd.DataFrame,
+    frauds_per_day: pd.Series,
+    days: list[date],
+    ages: dict[date, int],
+    maturity: int,
+    conf: RealizedConf,
 ) -> Pool:
     pooled: list[date] = []
     frauds = 0
     for day in sorted(days, reverse=True):
         pooled.append(day)
-        frauds += int(rows.loc[rows["dt"] == day, "is_fraud"].sum())
+        frauds += int(frauds_per_day[day])
         if frauds >= conf.min_frauds:
             break
     coverage = min((ages[d] / maturity for d in pooled), default=0.0)

@@ -54,13 +54,14 @@ class MonitoringSummary:
         rows = self.rows
         per_feature = (rows["check"] == INPUT_DRIFT) & (rows["feature_or_metric"] != DRIFT_SHARE)
         graded = rows[~per_feature]
+        failed = _checks_at(graded, "failed")
         return {
             "run_day": self.run_day.isoformat(),
             "scored_day": self.scored_day.isoformat(),
             "model_version": self.model_version,
             "status": self.status,
             "checks": {str(k): int(n) for k, n in graded["status"].value_counts().items()},
-            "failed_checks": _checks_at(graded, "failed"),
+            "failed_checks": failed,
             "warned_checks": _checks_at(graded, "warning"),
             "drift_share": self.drift_share,
             "features_compared": int(per_feature.sum()),
@@ -69,7 +70,7 @@ class MonitoringSummary:
             "report": f"mlpipeline monitor report {self.run_day.isoformat()}",
             "below_floors": [
                 c["metric"].removesuffix("_floor")
-                for c in _checks_at(graded, "failed")
+                for c in failed
                 if c["check"] == REALIZED and c["metric"].endswith("_floor")
             ],
         }
