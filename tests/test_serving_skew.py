@@ -23,7 +23,13 @@ from mlpipeline.core.objectstore import from_settings
 from mlpipeline.monitoring.conf import CheckThresholds, MonitoringConf
 from mlpipeline.monitoring.metrics_table import read_metrics
 from mlpipeline.monitoring.monitor import monitor_day
-from mlpipeline.monitoring.serving_skew import SERVING_SKEW, day_rows, mismatched, skew_rows
+from mlpipeline.monitoring.serving_skew import (
+    SERVING_SKEW,
+    day_rows,
+    day_scores,
+    mismatched,
+    skew_rows,
+)
 from mlpipeline.scoring import score
 from mlpipeline.scoring.request_log import RequestLog, served_record
 from mlpipeline.scoring.schemas import ScoreResult, Transaction
@@ -189,7 +195,7 @@ def test_planted_skew_is_flagged_exactly_where_planted(scored: Scored) -> None:
 
 @pytest.mark.unit
 def test_a_day_without_requests_has_no_reference(settings: Settings) -> None:
-    rows = day_rows(settings, from_settings(settings), DAY2, LEVELS)
+    rows = day_rows(settings, from_settings(settings), DAY2, day_scores(settings, DAY2), LEVELS)
     assert rows == [
         {
             "check": SERVING_SKEW,

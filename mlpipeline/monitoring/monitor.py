@@ -30,7 +30,6 @@ from mlpipeline.monitoring.reference import (
 )
 from mlpipeline.monitoring.summary import MonitoringSummary
 from mlpipeline.scoring.model_scores import FEATURES_TABLE
-from mlpipeline.scoring.score_table import ScoreTableNotFound, open_score_table
 from mlpipeline.training.evaluate import EvaluationRules
 from mlpipeline.warehouse.meta import utcnow
 
@@ -49,8 +48,8 @@ def monitor_day(
     day = parse_day(day)
     run_day = parse_day(run_day) if run_day is not None else day
     conf = conf or MonitoringConf.load()
-    scores = _day_scores(settings, day)
-    versions = sorted(scores["model_version"].unique()) if scores is not None else []
+    scores = serving_skew.day_scores(settings, day)  # read once: the checks and the replay
+    versions = sorted(scores["model_version"].unique())
     if len(versions) > 1:
         raise ValueError(
             f"the score table holds {day} scored by versions {versions}; a day is scored by one "
@@ -69,7 +68,7 @@ def monitor_day(
         log.warning("monitoring %s: no reference: %s", day, exc)
         rows = checks.no_reference_rows(str(exc))
     rows += serving_skew.day_rows(
-        settings, from_settings(settings), day, conf.checks[serving_skew.SERVING_SKEW]
+        settings, from_settings(settings), day, scores, conf.checks[serving_skew.SERVING_SKEW]
     )
     computed_at = utcnow()
     table = metrics_table.metrics_table(
@@ -91,16 +90,6 @@ def monitor_day(
     summary = MonitoringSummary.from_rows(table.to_pandas())
     log.info("%s", summary.text())
     return summary
-
-
-def _day_scores(settings: Settings, day: date) -> pd.DataFrame | None:
-    try:
-        table = open_score_table(settings)
-    except ScoreTableNotFound:
-        return None
-    return table.to_pandas(
-        columns=["score", "decision", "model_version"], filters=[("dt", "=", day)]
-    )
 
 
 def _compare(

@@ -55,13 +55,17 @@ BATCH_COLUMNS = ["transaction_id", "score", "decision", "model_version"]
 
 
 def day_rows(
-    settings: Settings, store: ObjectStore, day: date, levels: CheckThresholds
+    settings: Settings,
+    store: ObjectStore,
+    day: date,
+    scores: pd.DataFrame,
+    levels: CheckThresholds,
 ) -> list[Row]:
-    """Day `day`'s serving-skew rows: its logged requests against its batch rows."""
+    """Day `day`'s serving-skew rows: its logged requests against its batch rows (`scores`:
+    `day_scores`)."""
     requests = read_requests(store, day)
     if requests.empty:
         return [no_reference_row(SERVING_SKEW, UNMATCHED, f"no /score request logged for {day}")]
-    scores = _day_scores(settings, day)
     features = _requested_features(settings, day, requests["transaction_id"].dropna().unique())
     batch = scores.merge(features, on="transaction_id", how="inner")
     return skew_rows(requests, batch, len(scores), day, levels)
@@ -196,8 +200,8 @@ def _version_row(same_version: np.ndarray, matched: pd.DataFrame) -> Row:
     return _informational(OTHER_VERSION, ~same_version, method, warn=False)
 
 
-def _day_scores(settings: Settings, day: date) -> pd.DataFrame:
-    """D's batch scores; none when no score table exists yet."""
+def day_scores(settings: Settings, day: date) -> pd.DataFrame:
+    """D's batch scores (no row when no score table exists yet)."""
     try:
         table = open_score_table(settings)
     except ScoreTableNotFound:
