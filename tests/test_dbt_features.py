@@ -36,6 +36,8 @@ FIRST_DAY = date(2026, 1, 1)
 FIRST_BUILD = date(2026, 2, 8)
 LAST_DAY = date(2026, 2, 10)
 LINEAGE = ["dbt_invocation_id", "built_at"]
+# A training window shorter than the scenario's matured history (dbt var training_window_days).
+WINDOW_DAYS = 10
 TABLES = (
     "features.customer_lifetime",
     "features.customer_snapshot",
@@ -201,11 +203,19 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         variables={"training_cutoff": FIRST_BUILD.isoformat()},
     )
     with_future = _read(refreshed, {})
+    transform.build(
+        LAST_DAY,
+        settings=refreshed,
+        select="training_set",
+        variables={"training_window_days": WINDOW_DAYS},
+    )
+    windowed = _read(refreshed, {})
     return {
         "nightly": states,
         "rerun": rerun,
         "full": full,
         "with_future": with_future,
+        "windowed": windowed,
         "refreshed": refreshed,
         "freshness": freshness,
         "dbt_log": collect.messages,
@@ -350,6 +360,20 @@ def test_training_set_keeps_matured_rows_with_labels_known_at_the_cutoff(scenari
     assert (early_labels["h-a"], early_labels["h-b"], early_labels["h-c"]) == (1, 0, 0)
     assert (late_labels["h-a"], late_labels["h-b"], late_labels["h-c"]) == (1, 1, 0)
     assert "h-d" not in late_labels
+
+
+def test_the_training_window_bounds_the_rows_and_keeps_their_labels(scenario: dict) -> None:
+    """Only the last WINDOW_DAYS before the label horizon are training rows, labelled and
+    featured exactly as in the unbounded set."""
+    horizon = ts("2026-01-21 00:00:00")
+    start = horizon - timedelta(days=WINDOW_DAYS)
+    windowed = scenario["windowed"].tables["marts.training_set"]
+    unbounded = scenario["full"].tables["marts.training_set"]
+    assert min(r["event_ts"] for r in unbounded) < start, "the window must cut something"
+    assert windowed and all(start <= r["event_ts"] < horizon for r in windowed)
+    assert _rows(scenario["windowed"], "marts.training_set") == _rows(
+        scenario["full"], "marts.training_set", lambda r: r["event_ts"] >= start
+    )
 
 
 def _rows(wh: Warehouse, table: str, keep: Any = None) -> list[tuple]:

@@ -65,6 +65,24 @@
     cast({{ dbt.dateadd('day', -var('label_maturity_days'), cutoff_ts(day)) }} as timestamp)
 {%- endmacro %}
 
+{% macro training_window_start(day) -%}
+    {#-
+        Training rows of a cutoff are the matured transactions of the last training_window_days
+        before its label horizon, so training cost follows the window, not the history. None
+        when the var is null (all matured history).
+    -#}
+    {%- set days = var('training_window_days', none) -%}
+    {%- if days is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- if days is not number or days < 1 -%}
+        {{ exceptions.raise_compiler_error(
+            "var training_window_days must be a whole number of days >= 1 or null, got '"
+            ~ days ~ "'; pass e.g. --vars '{training_window_days: 60}'") }}
+    {%- endif -%}
+    {{ return("cast(" ~ dbt.dateadd('day', -days, label_horizon(day)) ~ " as timestamp)") }}
+{%- endmacro %}
+
 {% macro feature_lookback_days() -%}
     {#-
         Days of transactions before a cutoff that an incremental run reads: the longest feature

@@ -16,9 +16,14 @@ chargebacks as (
 
 matured as (
 
-    -- Transactions old enough that their chargeback, if any, has had time to be reported.
+    -- Transactions old enough that their chargeback, if any, has had time to be reported,
+    -- within the training window before that horizon.
+    {%- set window_start = training_window_start(training_cutoff()) %}
     select * from transaction_features
     where event_ts < {{ label_horizon(training_cutoff()) }}
+    {%- if window_start is not none %}
+        and event_ts >= {{ window_start }}
+    {%- endif %}
 
 ),
 
