@@ -35,6 +35,7 @@ pytestmark = pytest.mark.integration
 FIRST_DAY = date(2026, 1, 1)
 FIRST_BUILD = date(2026, 2, 8)
 LAST_DAY = date(2026, 2, 10)
+OLDER_DAY = LAST_DAY - timedelta(days=1)
 LINEAGE = ["dbt_invocation_id", "built_at"]
 # A training window shorter than the scenario's matured history (dbt var training_window_days).
 WINDOW_DAYS = 10
@@ -183,6 +184,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         load_raw(con, "transactions", correction, revision="r2")
         retire(con, "transactions", LAST_DAY, "r1")
     rerun = _read(nightly, transform.build(LAST_DAY, settings=nightly))
+    # Then an older day is corrected and re-run alone: its cutoff's snapshot changes under
+    # transactions of the next day that saw it.
+    with connect(nightly) as con:
+        load_raw(
+            con, "transactions", _corrected(transactions, chargebacks, OLDER_DAY), revision="r2"
+        )
+        retire(con, "transactions", OLDER_DAY, "r1")
+    older_rerun = _read(nightly, transform.build(OLDER_DAY, settings=nightly))
 
     refreshed = Settings.under(tmp_path_factory.mktemp("refreshed"))
     _load(
@@ -213,6 +222,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {
         "nightly": states,
         "rerun": rerun,
+        "older_rerun": older_rerun,
         "full": full,
         "with_future": with_future,
         "windowed": windowed,
@@ -403,6 +413,27 @@ def test_incremental_day_by_day_with_a_rerun_equals_full_refresh(scenario: dict)
     assert len(after) == len(before) - 1, "the withdrawn transaction is gone after the re-run"
     assert sum(r["amount"] == Decimal("999.99") for r in after) == 1
     assert {r["revision"] for r in after if r["dt"] == LAST_DAY} == {"r2"}
+
+
+def test_rerunning_an_older_day_rejoins_the_later_transactions_that_saw_its_cutoff(
+    scenario: dict,
+) -> None:
+    before, after = scenario["rerun"], scenario["older_rerun"]
+    snapshot = {
+        r["customer_id"]: r
+        for r in after.tables["features.customer_snapshot"]
+        if r["cutoff_date"] == OLDER_DAY
+    }
+    rows = after.tables["features.transaction_features"]
+    features = (set(rows[0]) & set(next(iter(snapshot.values())))) - {"customer_id", *LINEAGE}
+    saw = [r for r in rows if r["snapshot_cutoff"] == OLDER_DAY and r["customer_id"] in snapshot]
+    assert saw and {r["dt"] for r in saw} == {LAST_DAY}
+    for row in saw:
+        assert {f: row[f] for f in features} == {
+            f: snapshot[row["customer_id"]][f] for f in features
+        }, row["transaction_id"]
+    old = {r["transaction_id"]: r for r in before.tables["features.transaction_features"]}
+    assert any(old[r["transaction_id"]]["amount_sum_24h"] != r["amount_sum_24h"] for r in saw)
 
 
 def test_incremental_runs_carry_lifetime_totals_without_reading_history(scenario: dict) -> None:

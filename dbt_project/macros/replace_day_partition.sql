@@ -1,6 +1,7 @@
 {#
     Pre-hook of the day-partitioned incremental models: an incremental run replaces the whole
-    partition of day D (delete, then the model's rows are appended) in one transaction. Deleting
+    partition of day D (delete, then the model's rows are appended) in one transaction; a model
+    whose rows belong to day D by one of several columns names them all. Deleting
     by the run's day, not by the keys of the new rows, also empties a partition whose
     recomputation has no rows.
 
@@ -9,11 +10,14 @@
     not built yet) and then insert both commit (duckdb/ducklake#1393), so two builds of a new day
     would leave both builds' rows. With the claim, one commit is refused and that build runs again.
 #}
-{% macro replace_day_partition(column, day) -%}
+{% macro replace_day_partition(columns, day) -%}
+    {#- columns: one column, or a list (a row belongs to day D when any of them is D). -#}
     {%- if is_incremental() -%}
+        {%- set columns = [columns] if columns is string else columns -%}
         update {{ this.database }}.meta.registry_claims set claims = claims + 1
         where registry = '{{ this.schema }}.{{ this.identifier }}';
-        delete from {{ this }} where {{ column }} = {{ day }}
+        delete from {{ this }} where
+        {%- for column in columns %} {{ column }} = {{ day }}{{ " or" if not loop.last }}{% endfor %}
     {%- endif -%}
 {%- endmacro %}
 
