@@ -11,8 +11,11 @@ Never deleted, whatever their age:
   release or discard), and revisions not promoted yet with no newer current one. Superseded,
   discarded and never-promoted revisions lose their rows and files; `meta.batches` keeps them
   as `purged`. Runs in the `warehouse` pool.
-- **exports** — the online snapshot's current, previous (rollback target) and pinned exports;
-  within the age, the newest export of each cutoff.
+- **exports** — the online snapshot's current, previous (rollback target) and pinned exports,
+  and the exports requests of the request log not replayed yet were served from; within the
+  age, the newest export of each cutoff.
+- **request_log** — the online service's logged requests of a day not replayed by monitoring
+  yet (logged with the command that replays it); replayed days within the age.
 - **splits** — the splits of the champion's, challenger's, pinned and rollback-target model
   versions, and splits a run used within the age.
 - **score_versions** — the score table's current version and every version within the age

@@ -68,6 +68,18 @@ def _exports(settings: Settings, now: datetime, dry_run: bool) -> Report:
     )
 
 
+def _request_log(settings: Settings, now: datetime, dry_run: bool) -> Report:
+    from mlpipeline.core import objectstore
+    from mlpipeline.ops.retention.request_log import clean_request_log
+
+    return clean_request_log(
+        objectstore.from_settings(settings),
+        now=now,
+        max_age=max_age("request_log"),
+        dry_run=dry_run,
+    )
+
+
 def _splits(settings: Settings, now: datetime, dry_run: bool) -> Report:
     from mlpipeline.core import objectstore
     from mlpipeline.ops.retention.splits import clean_splits
@@ -139,6 +151,7 @@ def _warehouse_snapshots(settings: Settings, now: datetime, dry_run: bool) -> Re
 _RUNNERS: dict[str, Callable[[Settings, datetime, bool], Report]] = {
     "raw_revisions": _raw_revisions,
     "exports": _exports,
+    "request_log": _request_log,
     "splits": _splits,
     "score_versions": _score_versions,
     "data_docs": _data_docs,

@@ -20,6 +20,7 @@ from mlpipeline.core.objectstore import ObjectStore
 from mlpipeline.features.export import EXPORT_ROOT, MANIFEST_NAME, export_time
 from mlpipeline.features.wire_format import ExportError
 from mlpipeline.ops.retention.report import Report, delete_folders, utc
+from mlpipeline.ops.retention.request_log import unreplayed_exports
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,11 @@ def clean_exports(
     max_age: timedelta,
     dry_run: bool,
 ) -> Report:
-    """Delete old and replaced snapshot exports; never the current, previous or pinned one."""
+    """Delete old and replaced snapshot exports; never the current, previous or pinned one,
+    nor one that unreplayed requests were served from."""
     report = Report("exports", utc(now), max_age, dry_run)
     protected = online.protected_exports(client)
+    served = unreplayed_exports(store)
     folders = _folders(store)
     complete = [p for p, keys in folders.items() if p + MANIFEST_NAME in keys]
     newest: dict[str, str] = {}
@@ -70,6 +73,13 @@ def clean_exports(
             continue
         if export_id in protected:
             report.keep(prefix, f"online: {protected[export_id]}")
+        elif export_id in served:
+            report.keep(prefix, "served requests not replayed yet (request log)")
+            log.info(
+                "retention exports: %s kept: it served the unreplayed requests of %s",
+                prefix,
+                ", ".join(map(str, served[export_id])),
+            )
         elif recent and newest.get(_cutoff(prefix)) == prefix:
             report.keep(prefix, "newest export of its cutoff within the age")
         elif recent and prefix not in complete:

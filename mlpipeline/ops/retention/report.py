@@ -80,16 +80,16 @@ def deletions(report: Report, total: int) -> Progress:
 
 
 def delete_folders(
-    store: ObjectStore, report: Report, folders: dict[str, list[str]], marker: str
+    store: ObjectStore, report: Report, folders: dict[str, list[str]], marker: str | None = None
 ) -> None:
     """Delete each folder (prefix -> its keys), recording it in `report`; nothing under a dry
-    run. The `marker` file (a manifest written last) goes first: a folder without it reads as
-    unfinished, so no reader ever picks up a half-deleted one."""
+    run. The `marker` file (a manifest written last), if any, goes first: a folder without it
+    reads as unfinished, so no reader ever picks up a half-deleted one."""
     progress = deletions(report, len(folders))
     for prefix, keys in folders.items():
         report.delete(prefix, files=len(keys))
         if report.dry_run:
             continue
-        for key in sorted(keys, key=lambda k: not k.endswith("/" + marker)):
+        for key in sorted(keys, key=lambda k: marker is None or not k.endswith("/" + marker)):
             store.delete(key)
         progress.add()
