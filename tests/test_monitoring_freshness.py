@@ -10,7 +10,6 @@ freshness does not need.
 
 from __future__ import annotations
 
-import enum
 from datetime import date, datetime, timedelta
 
 import pandas as pd
@@ -172,16 +171,11 @@ def test_a_late_batch_and_a_stale_snapshot_are_flagged_with_day_batch_and_delay(
     assert f"freshness {SNAPSHOT_AGE}: 48 (warning at 48.0)" in alert.text
 
 
-class RunType(enum.Enum):
-    """Stands for Airflow's DagRunType, which the stage gets from the DAG as is."""
-
-    SCHEDULED = "scheduled"
-    BACKFILL = "backfill"
-
-
 def test_a_backfill_or_manual_run_records_freshness_ungraded(settings: Settings) -> None:
+    from airflow.utils.types import DagRunType  # the DAG hands the stage the run's own type
+
     _late_night(settings)
-    for run_type in (RunType.BACKFILL, "manual"):
+    for run_type in (DagRunType.BACKFILL_JOB, DagRunType.MANUAL, "manual"):
         result = nightly.monitor(DAY.isoformat(), "backfill__x", run_type=run_type)
         assert result["status"] == "no_reference" and not result["alert"]
         rows = _freshness(read_metrics(settings, DAY))
@@ -193,8 +187,10 @@ def test_a_backfill_or_manual_run_records_freshness_ungraded(settings: Settings)
 
 
 def test_a_rerun_keeps_what_the_scheduled_run_graded(settings: Settings) -> None:
+    from airflow.utils.types import DagRunType
+
     _late_night(settings)
-    graded = nightly.monitor(DAY.isoformat(), "scheduled__x", run_type=RunType.SCHEDULED)
+    graded = nightly.monitor(DAY.isoformat(), "scheduled__x", run_type=DagRunType.SCHEDULED)
     assert graded["status"] == "failed" and graded["alert"]
     before = _freshness(read_metrics(settings, DAY))
     rerun = monitor_day(settings, DAY)
