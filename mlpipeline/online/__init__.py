@@ -37,7 +37,7 @@ MGET touch keys of several hash slots, so this needs one Redis server (or a prim
 replicas), not Cluster.
 """
 
-from mlpipeline.online.admin import record_event, release, rollback, status
+from mlpipeline.online.admin import live_at, record_event, release, rollback, status
 from mlpipeline.online.connection import as_client, connect, redact, redis_client
 from mlpipeline.online.exports import (
     delete_snapshot,
@@ -102,6 +102,7 @@ __all__ = [
     "entity_prefix",
     "export_key",
     "index_key",
+    "live_at",
     "protected_exports",
     "purge_retired",
     "push_staged",
