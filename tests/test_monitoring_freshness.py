@@ -26,6 +26,7 @@ from mlpipeline.monitoring.conf import MonitoringConf
 from mlpipeline.monitoring.freshness import FRESHNESS, LANDING_DELAY, NOT_GRADED, SNAPSHOT_AGE
 from mlpipeline.monitoring.metrics_table import read_metrics
 from mlpipeline.monitoring.monitor import monitor_day
+from mlpipeline.monitoring.summary import MonitoringSummary
 from mlpipeline.ops.alerts import monitoring_alert
 from mlpipeline.pipeline import nightly
 from mlpipeline.pipeline.nightly.monitoring import checked
@@ -213,3 +214,16 @@ def test_nothing_to_time_has_no_reference(settings: Settings) -> None:
     assert rows[TRANSACTIONS]["status"] == "no_reference"
     assert "mlpipeline batches show transactions-2026-03-10" in rows[TRANSACTIONS]["reference"]
     assert rows[CHARGEBACKS]["status"] == "ok"
+
+
+def test_nothing_to_time_does_not_lower_an_ok_day() -> None:
+    """No online store yet (no switch ever recorded): the day's status stays its checks'."""
+    graded = {"check": "input_drift", "feature_or_metric": "drift_share", "value": 0.0}
+    untimed = {"check": FRESHNESS, "feature_or_metric": SNAPSHOT_AGE, "value": None}
+    rows = pd.DataFrame(
+        [
+            {**graded, "status": "ok", "drifted": False},
+            {**untimed, "status": "no_reference", "drifted": None},
+        ]
+    ).assign(run_day=DAY, scored_day=DAY, model_version="3")
+    assert MonitoringSummary.from_rows(rows).status == "ok"
