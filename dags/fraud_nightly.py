@@ -17,10 +17,11 @@ the day of its logical date, or for the `day` param when given.
    register `fraud_detector` (skipped at cold start, and on backfills unless `train` is true).
 6. **score** — score D's transactions with the champion (also when training is skipped or fails).
 7. **monitor** — after scoring: D's model inputs and scores against the training rows and
-   validation scores of the version that scored it, and its realized performance on the labels
-   arrived so far (`monitoring.metrics`, `mlpipeline monitor show D`, the "Monitoring report"
-   link). The day's status sends an alert naming the checks, or fails the task (and the run) once
-   the metrics are published, as pipeline.yaml's `monitoring.actions` say. Nothing to compare
+   validation scores of the version that scored it, its realized performance on the labels
+   arrived so far, serving skew, and freshness (graded on scheduled runs only)
+   (`monitoring.metrics`, `mlpipeline monitor show D`, the "Monitoring report" link). The day's
+   status sends an alert naming the checks, or fails the task (and the run) once the metrics are
+   published, as pipeline.yaml's `monitoring.actions` say. Nothing to compare
    (no model yet) passes. It never holds up `switch_online`.
 8. **switch_online** — the final task: make the verified snapshot current in Redis (with the
    `push_online` param false, push, verify and switch are skipped and only the export is written).
@@ -295,7 +296,8 @@ def fraud_nightly() -> None:
     # sends that alert instead (once, after the last try).
     @task(pool=WAREHOUSE, outlets=[MONITORING])
     def monitor(day: str) -> dict:
-        result = nightly.monitor(day, run_id_of(get_current_context()))
+        context = get_current_context()
+        result = nightly.monitor(day, run_id_of(context), run_type=context["dag_run"].run_type)
         alert = monitoring_alert(result)
         if alert is not None:
             send(alert)

@@ -417,6 +417,17 @@ def test_rollback_stays_pinned_through_nightly_retries_until_release(
         ("release", "released"),
     ]
     assert records[0]["reason"] == "bad amounts" and records[0]["pinned"] is True
+    # What was live when is read back from them (monitoring's freshness): the release switched
+    # the pending export in; just before it, the rollback's target was live.
+    live = online.live_at(local_store, datetime.now(UTC))
+    assert (live["export_id"], live["cutoff"], live["action"]) == (
+        day3["export_id"],
+        "2026-01-07",
+        "release",
+    )
+    released_at = datetime.strptime(released["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    live = online.live_at(local_store, released_at)
+    assert (live["export_id"], live["action"]) == (day1["export_id"], "rollback")
 
 
 def test_rollback_refuses_without_a_whole_previous_snapshot(db, redis_url, client, local_store):

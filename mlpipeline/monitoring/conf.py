@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from mlpipeline.core.config import pipeline_conf
 from mlpipeline.monitoring.drift_tests import METHODS
 
-CHECKS = ("input_drift", "score_drift", "decision_rate", "realized_performance", "serving_skew")
+CHECKS = (
+    "input_drift",
+    "score_drift",
+    "decision_rate",
+    "realized_performance",
+    "serving_skew",
+    "snapshot_age",
+    "landing_delay",
+)
 # The lowest day status an action takes place at; `never` turns it off.
 ACTION_LEVELS = ("warning", "failed", "never")
 

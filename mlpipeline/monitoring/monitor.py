@@ -3,8 +3,8 @@
 `monitor_day` is the stage's one entry point (the nightly calls it after scoring): it reads the
 day's scores from the score table, the version's reference (`reference`), the day's feature
 rows from the warehouse (a bounded sample on large days), computes the checks, replays the day's
-logged `/score` requests against its batch rows (`serving_skew`) and replaces the run day's rows
-of the metrics table.
+logged `/score` requests against its batch rows (`serving_skew`), measures how fresh its online
+snapshot and batches were (`freshness`) and replaces the run day's rows of the metrics table.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mlpipeline.core.config import Settings
 from mlpipeline.core.days import parse_day
 from mlpipeline.core.objectstore import from_settings
 from mlpipeline.ingest.gates import label_maturity_days
-from mlpipeline.monitoring import checks, metrics_table, realized, serving_skew
+from mlpipeline.monitoring import checks, freshness, metrics_table, realized, serving_skew
 from mlpipeline.monitoring.conf import MonitoringConf
 from mlpipeline.monitoring.model_inputs import column_kinds, monitored_frame
 from mlpipeline.monitoring.reference import (
@@ -42,9 +42,11 @@ def monitor_day(
     *,
     run_day: str | date | None = None,
     conf: MonitoringConf | None = None,
+    graded_freshness: bool = False,
 ) -> MonitoringSummary:
     """Compute scored day `day`'s checks and publish them as run day `run_day` (default `day`);
-    `conf` defaults to pipeline.yaml's `monitoring:`."""
+    `conf` defaults to pipeline.yaml's `monitoring:`. Freshness is graded only when
+    `graded_freshness` says this is the scheduled nightly's run of the day (`freshness`)."""
     day = parse_day(day)
     run_day = parse_day(run_day) if run_day is not None else day
     conf = conf or MonitoringConf.load()
@@ -67,9 +69,11 @@ def monitor_day(
     except ReferenceUnavailable as exc:
         log.warning("monitoring %s: no reference: %s", day, exc)
         rows = checks.no_reference_rows(str(exc))
+    store = from_settings(settings)
     rows += serving_skew.day_rows(
-        settings, from_settings(settings), day, scores, conf.checks[serving_skew.SERVING_SKEW]
+        settings, store, day, scores, conf.checks[serving_skew.SERVING_SKEW]
     )
+    rows += freshness.day_rows(settings, store, day, run_day, conf, graded=graded_freshness)
     computed_at = utcnow()
     table = metrics_table.metrics_table(
         [

@@ -10,12 +10,16 @@ from typing import Any
 import pandas as pd
 
 from mlpipeline.monitoring.checks import DRIFT_SHARE, INPUT_DRIFT, PREDICTION_DRIFT
+from mlpipeline.monitoring.freshness import FRESHNESS
 from mlpipeline.monitoring.realized import PENDING, REALIZED
 from mlpipeline.monitoring.serving_skew import METRICS, SERVING_SKEW
 
 # Worst first: the day's status is its worst check's (a realized measure still waiting for
-# labels is no worse than ok; a day without logged /score requests to replay is no worse either).
+# labels is no worse than ok; a day without logged /score requests to replay, or without an
+# online snapshot or a current batch to time, is no worse either).
 STATUS_ORDER = ("failed", "warning", "no_reference", "ok", PENDING)
+# Checks whose `no_reference` rows do not count in the day's status (nothing to measure).
+INFORMATIONAL_WITHOUT_REFERENCE = (SERVING_SKEW, FRESHNESS)
 
 
 @dataclass(frozen=True)
@@ -35,14 +39,18 @@ class MonitoringSummary:
         per_feature = (rows["check"] == INPUT_DRIFT) & (rows["feature_or_metric"] != DRIFT_SHARE)
         share = rows.loc[(rows["check"] == INPUT_DRIFT) & ~per_feature, "value"]
         drifted = per_feature & rows["drifted"].fillna(False).astype(bool)
-        no_traffic = (rows["check"] == SERVING_SKEW) & (rows["status"] == "no_reference")
+        nothing_to_measure = rows["check"].isin(INFORMATIONAL_WITHOUT_REFERENCE) & (
+            rows["status"] == "no_reference"
+        )
         first = rows.iloc[0]
         version = first["model_version"]
         return cls(
             run_day=pd.Timestamp(first["run_day"]).date(),
             scored_day=pd.Timestamp(first["scored_day"]).date(),
             model_version=None if pd.isna(version) else str(version),
-            status=min(rows.loc[~per_feature & ~no_traffic, "status"], key=STATUS_ORDER.index),
+            status=min(
+                rows.loc[~per_feature & ~nothing_to_measure, "status"], key=STATUS_ORDER.index
+            ),
             drift_share=None if share.isna().all() else float(share.iloc[0]),
             drifted_features=tuple(rows.loc[drifted, "feature_or_metric"]),
             rows=rows,
@@ -80,7 +88,7 @@ class MonitoringSummary:
             f"monitoring of scored day {self.scored_day} (run day {self.run_day}), model "
             f"version {self.model_version or '-'}: {self.status}"
         ]
-        for check in (INPUT_DRIFT, PREDICTION_DRIFT, REALIZED, SERVING_SKEW):
+        for check in (INPUT_DRIFT, PREDICTION_DRIFT, REALIZED, SERVING_SKEW, FRESHNESS):
             part = self.rows[self.rows["check"] == check]
             if part.empty:
                 continue

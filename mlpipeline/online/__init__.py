@@ -31,11 +31,13 @@ Key layout (every key starts with `fs:customer_snapshot:`):
                                    reason)
 
 Switch, rollback and release records also go to the object store under
-`features/customer_snapshot/switches/`. The scripts and the reader's MGET touch keys of several
-hash slots, so this needs one Redis server (or a primary with replicas), not Cluster.
+`features/customer_snapshot/switches/`, one object each named by the event's time: the history
+monitoring reads what was live at a day's end from (`live_at`). The scripts and the reader's
+MGET touch keys of several hash slots, so this needs one Redis server (or a primary with
+replicas), not Cluster.
 """
 
-from mlpipeline.online.admin import record_event, release, rollback, status
+from mlpipeline.online.admin import live_at, record_event, release, rollback, status
 from mlpipeline.online.connection import as_client, connect, redact, redis_client
 from mlpipeline.online.exports import (
     delete_snapshot,
@@ -100,6 +102,7 @@ __all__ = [
     "entity_prefix",
     "export_key",
     "index_key",
+    "live_at",
     "protected_exports",
     "purge_retired",
     "push_staged",

@@ -6,7 +6,7 @@ import getpass
 import json
 import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -38,6 +38,9 @@ from mlpipeline.online.reader import current_snapshot
 from mlpipeline.online.writer import switch, verify_staged
 
 log = logging.getLogger(__name__)
+
+EVENT_KEY_TIME = "%Y%m%dT%H%M%S%fZ"
+EVENT_KEY_MARGIN = timedelta(minutes=10)
 
 
 def _operator() -> str:
@@ -192,11 +195,47 @@ def release(
 
 
 def record_event(store: ObjectStore, event: dict[str, Any]) -> str:
-    """Write a switch, rollback or release record to the object store (one new object each)."""
-    at = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    """Write a switch, rollback or release record to the object store (one new object each),
+    named by the event's time (its `at`, else now) so that the names sort as the events ran."""
+    when = _event_time(event["at"]) if event.get("at") else datetime.now(UTC)
+    at = when.strftime(EVENT_KEY_TIME)
     key = f"{EVENTS_PREFIX}{at}-{event.get('action', 'switch')}-{event.get('export_id') or 'none'}"
     store.put_bytes(key + ".json", json.dumps(event, default=str, indent=2).encode())
     return key + ".json"
+
+
+def live_at(store: ObjectStore, moment: datetime) -> dict[str, Any] | None:
+    """What was live online at `moment` (UTC), from the recorded events: `export_id`, `cutoff`,
+    `at` (when it went live) and `action` (switch, rollback or release) of the last event before
+    `moment` that changed the current snapshot; None when none was recorded before it.
+
+    Reads the events newest first from the last one named before `moment` (plus a margin: an
+    event recorded by an older build is named by its recording time, just after its `at`)."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    newest = (moment + EVENT_KEY_MARGIN).strftime(EVENT_KEY_TIME)
+    for key in sorted(store.list(EVENTS_PREFIX), reverse=True):
+        if key.removeprefix(EVENTS_PREFIX) >= newest:
+            continue
+        event = json.loads(store.get_bytes(key))
+        made_live = _made_live(event)
+        if made_live is not None and _event_time(made_live["at"]) < moment:
+            return {**made_live, "action": event.get("action", "switch")}
+    return None
+
+
+def _made_live(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The export an event made current (a switch that switched, a rollback, a release that
+    switched its pending export), or None."""
+    if event.get("action") == "release":
+        event = event.get("switch") or {}
+    if event.get("outcome") not in {"switched", "rolled back"}:
+        return None
+    return {name: event[name] for name in ("export_id", "cutoff", "at")}
+
+
+def _event_time(at: str) -> datetime:
+    """An event's `at` (`keys.utc_now`'s form) as an aware UTC time."""
+    return datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def status(client_or_url: redis.Redis | str, events: int = 10) -> dict[str, Any]:

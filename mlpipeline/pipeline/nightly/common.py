@@ -26,6 +26,12 @@ class RevisionRejected(ValueError):
         self.batch_id, self.revision, self.status = batch_id, revision, status
 
 
+def run_kind(run_type: object) -> str:
+    """An Airflow run's type as text (`scheduled`, `manual`, `backfill`, ...): the DAG hands the
+    run's `run_type` (an enum there) to the stages, which never import Airflow."""
+    return str(getattr(run_type, "value", run_type))
+
+
 def configured() -> Settings:
     """Settings read at each call: a task sees its worker's environment, not the parser's."""
     return Settings.from_env()

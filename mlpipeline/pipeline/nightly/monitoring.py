@@ -3,6 +3,8 @@
 Runs after scoring. The day's metrics are published whatever they say; then pipeline.yaml's
 `monitoring.actions` decide: a status at `fail_run` raises `MonitoringFailed` (the run goes red
 and its failure alert names the checks), one at `alert` is marked for the task to alert.
+Only a scheduled run grades the day's freshness: any other run monitors the day after its end
+by design (a catch-up, backfill or manual run).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mlpipeline.pipeline.nightly.common import configured
+from mlpipeline.pipeline.nightly.common import configured, run_kind
 
 if TYPE_CHECKING:
     from mlpipeline.monitoring.conf import MonitoringActions
@@ -40,14 +42,16 @@ def _value(value: float | None) -> str:
     return "not computable" if value is None else f"{value:.4g}"
 
 
-def monitor(day: str, run_id: str) -> dict[str, Any]:
+def monitor(day: str, run_id: str, *, run_type: object = "manual") -> dict[str, Any]:
     """Monitor scored day D as run day D; returns its summary, or raises `MonitoringFailed`
-    once the metrics are published when the day's status fails the run."""
+    once the metrics are published when the day's status fails the run. `run_type` is the
+    Airflow run's: a `scheduled` one grades freshness."""
     from mlpipeline.monitoring.conf import MonitoringConf
     from mlpipeline.monitoring.monitor import monitor_day
 
     conf = MonitoringConf.load()
-    summary = monitor_day(configured(), day, conf=conf)
+    graded = run_kind(run_type) == "scheduled"
+    summary = monitor_day(configured(), day, conf=conf, graded_freshness=graded)
     return checked({**summary.result(), "run_id": run_id}, conf.actions)
 
 

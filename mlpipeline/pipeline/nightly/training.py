@@ -7,7 +7,13 @@ from datetime import date
 from typing import Any
 
 from mlpipeline.core.config import Settings, pipeline_conf
-from mlpipeline.pipeline.nightly.common import NothingToDo, configured, enforced, object_store
+from mlpipeline.pipeline.nightly.common import (
+    NothingToDo,
+    configured,
+    enforced,
+    object_store,
+    run_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +21,7 @@ log = logging.getLogger(__name__)
 def training_wanted(train: bool | None, run_type: object) -> tuple[bool, str]:
     """Whether this run trains, and why: the `train` param when set, else every run but a
     backfill (re-running history must not retrain and re-promote on old cutoffs by accident)."""
-    kind = str(getattr(run_type, "value", run_type))
+    kind = run_kind(run_type)
     if train is not None:
         return bool(train), f"param train={str(bool(train)).lower()}"
     if kind == "backfill":
