@@ -27,6 +27,7 @@ from mlpipeline.monitoring.reference import (
     ReferenceUnavailable,
     VersionReference,
     load_reference,
+    test_metrics_at_age,
 )
 from mlpipeline.monitoring.summary import MonitoringSummary
 from mlpipeline.scoring.model_scores import FEATURES_TABLE
@@ -146,14 +147,16 @@ def _compare(
 def _realized(
     settings: Settings, run_day: date, reference: VersionReference, conf: MonitoringConf
 ) -> list[dict[str, Any]]:
-    """The version's realized performance on the labels known at the end of the run day."""
-    labelled = realized.labelled_scores(
-        settings, reference.version, run_day, conf.realized.lookback_days
-    )
-    pool = realized.choose_pool(labelled, run_day, label_maturity_days(settings), conf.realized)
+    """The version's realized performance on the labels known at the end of the run day,
+    against its test metrics at the pool's label coverage."""
+    maturity = label_maturity_days(settings)
+    pool = realized.pooled_scores(settings, reference.version, run_day, maturity, conf.realized)
+    expected: dict[str, float] | None = reference.test_metrics
+    if pool.measurable(conf.realized) and not pool.matured:
+        expected = test_metrics_at_age(settings, reference, pool.label_age_days)
     return realized.realized_rows(
         pool,
-        reference.test_metrics,
+        expected,
         EvaluationRules.from_conf().floors,
         conf.checks["realized_performance"],
         conf.realized,
