@@ -38,7 +38,7 @@ from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
 from mlpipeline.monitoring.metrics_table import METRICS_TABLE_KEY, read_metrics
 from mlpipeline.monitoring.monitor import monitor_day
 from mlpipeline.monitoring.realized import COMPARED, choose_days, pooled_scores, realized_rows
-from mlpipeline.monitoring.reference import load_reference, test_metrics_at_age
+from mlpipeline.monitoring.reference import coverage_test_metrics, load_reference
 from mlpipeline.monitoring.summary import MonitoringSummary
 from mlpipeline.ops.alerts import monitoring_alert
 from mlpipeline.pipeline import nightly
@@ -306,11 +306,11 @@ def test_a_young_pool_is_read_by_day_and_graded_against_the_test_rows_at_its_age
     assert pool.frauds == scores.loc[scores["dt"].isin(days), "is_fraud"].sum() >= 5
 
     reference = load_reference(world.settings, world.version)
-    every_label = test_metrics_at_age(world.settings, reference, 10_000)
+    every_label = coverage_test_metrics(world.settings, reference, 10_000)
     assert every_label == pytest.approx(
         {name: reference.test_metrics[name] for name in COMPARED.values()}
     )
-    at_age = test_metrics_at_age(world.settings, reference, pool.label_age_days)
+    at_age = coverage_test_metrics(world.settings, reference, pool.label_age_days)
     assert at_age is not None and at_age["test_pr_auc"] != pytest.approx(every_label["test_pr_auc"])
     levels = MonitoringConf.load().checks["realized_performance"]
     rows = {r["feature_or_metric"]: r for r in realized_rows(pool, at_age, {}, levels, conf)}

@@ -59,7 +59,7 @@ def _pool(frame: pd.DataFrame) -> Pool:
 
 def _test_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """What evaluation logged for the version: its metrics on healthy rows (or what
-    `test_metrics_at_age` re-measures at a coverage)."""
+    `coverage_test_metrics` re-measures at a coverage)."""
     values = measured(frame)
     return {
         "test_roc_auc": values["roc_auc"],

@@ -26,8 +26,8 @@ from mlpipeline.monitoring.model_inputs import column_kinds, monitored_frame
 from mlpipeline.monitoring.reference import (
     ReferenceUnavailable,
     VersionReference,
+    coverage_test_metrics,
     load_reference,
-    test_metrics_at_age,
 )
 from mlpipeline.monitoring.summary import MonitoringSummary
 from mlpipeline.scoring.model_scores import FEATURES_TABLE
@@ -153,7 +153,7 @@ def _realized(
     pool = realized.pooled_scores(settings, reference.version, run_day, maturity, conf.realized)
     expected: dict[str, float] | None = reference.test_metrics
     if pool.measurable(conf.realized) and not pool.matured:
-        expected = test_metrics_at_age(settings, reference, pool.label_age_days)
+        expected = coverage_test_metrics(settings, reference, pool.label_age_days)
     return realized.realized_rows(
         pool,
         expected,

@@ -6,7 +6,7 @@ early are biased low. The check therefore pools the version's scored days, newes
 the pool holds `min_frauds` known frauds (one day rarely holds enough), preferring days whose
 labels have matured. A matured pool is compared with the version's test metrics (measured on
 matured labels too) and with the promotion floors. An immature pool is compared with the same
-test metrics re-measured at its label coverage (`reference.test_metrics_at_age`: the test rows
+test metrics re-measured at its label coverage (`reference.coverage_test_metrics`: the test rows
 labelled only with the chargebacks reported as soon after their transaction as the pool's
 youngest day has had), so partial labels bias both sides alike; the floors, set for matured
 labels, wait for maturity. Too few frauds are reported `pending`, never graded.

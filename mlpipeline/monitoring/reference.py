@@ -3,7 +3,7 @@
 The score table names the version that scored a day; its MLflow version carries the split it
 was trained on (tag `split_id`, the split kept in the object store) and its run the feature
 columns it reads (params `features.*`) and the validation scores evaluation kept. Its test
-metrics can also be re-measured at a partial label coverage (`test_metrics_at_age`).
+metrics can also be re-measured at a partial label coverage (`coverage_test_metrics`).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def load_reference(settings: Settings, version: str) -> VersionReference:
     )
 
 
-def test_metrics_at_age(
+def coverage_test_metrics(
     settings: Settings, reference: VersionReference, label_age_days: int
 ) -> dict[str, float] | None:
     """The version's test metrics (named as evaluation logs them) with each test row labelled
