@@ -33,16 +33,18 @@ from mlpipeline.devtools.generate import generate_range
 from mlpipeline.features import transform
 from mlpipeline.ingest import batches, revisions
 from mlpipeline.monitoring import report
-from mlpipeline.monitoring.conf import MonitoringActions, MonitoringConf
+from mlpipeline.monitoring.conf import MonitoringActions, MonitoringConf, RealizedConf
 from mlpipeline.monitoring.drift_tests import column_drift, normed_wasserstein
 from mlpipeline.monitoring.metrics_table import METRICS_TABLE_KEY, read_metrics
 from mlpipeline.monitoring.monitor import monitor_day
+from mlpipeline.monitoring.realized import COMPARED, choose_days, pooled_scores, realized_rows
+from mlpipeline.monitoring.reference import coverage_test_metrics, load_reference
 from mlpipeline.monitoring.summary import MonitoringSummary
 from mlpipeline.ops.alerts import monitoring_alert
 from mlpipeline.pipeline import nightly
 from mlpipeline.pipeline.nightly.monitoring import MonitoringFailed, checked
 from mlpipeline.scoring import score
-from mlpipeline.scoring.score_table import delta_location, read_scores
+from mlpipeline.scoring.score_table import delta_location, open_score_table, read_scores
 from mlpipeline.training import model_registry
 from mlpipeline.training.evaluate import EvaluationRules, evaluate_candidate, validation_scores
 from mlpipeline.training.split_store import load_split
@@ -280,6 +282,43 @@ def test_realized_performance_waits_for_labels(monitored: Monitored) -> None:
     assert "realized performance" in monitored.drift.text()
 
 
+def test_a_young_pool_is_read_by_day_and_graded_against_the_test_rows_at_its_age(
+    world: World,
+) -> None:
+    """Pooling from two days old: the scan reads the pool the old full read chose, and its
+    reference is the test rows labelled with the chargebacks reported as soon."""
+    conf = RealizedConf(min_frauds=5, min_label_age_days=2, lookback_days=120)
+    pool = pooled_scores(world.settings, world.version, LAST, 21, conf)
+    scores = open_score_table(world.settings).to_pandas(
+        columns=["dt", "transaction_id", "score", "decision"],
+        filters=[("model_version", "=", world.version)],
+    )
+    with warehouse.connect(world.settings, read_only=True) as con:
+        known = con.execute(
+            "SELECT transaction_id FROM raw.chargebacks_current WHERE reported_at < ?",
+            [LAST + timedelta(days=1)],
+        ).df()["transaction_id"]
+    scores["is_fraud"] = scores["transaction_id"].isin(known).astype(int)
+    scores["dt"] = pd.to_datetime(scores["dt"]).dt.date
+    days = choose_days(scores.groupby("dt")["is_fraud"].sum(), LAST, 21, conf)
+    assert pool.days == days and pool.label_age_days == 2 and not pool.matured
+    assert len(pool.rows) == scores["dt"].isin(days).sum()
+    assert pool.frauds == scores.loc[scores["dt"].isin(days), "is_fraud"].sum() >= 5
+
+    reference = load_reference(world.settings, world.version)
+    every_label = coverage_test_metrics(world.settings, reference, 10_000)
+    assert every_label == pytest.approx(
+        {name: reference.test_metrics[name] for name in COMPARED.values()}
+    )
+    at_age = coverage_test_metrics(world.settings, reference, pool.label_age_days)
+    assert at_age is not None and at_age["test_pr_auc"] != pytest.approx(every_label["test_pr_auc"])
+    levels = MonitoringConf.load().checks["realized_performance"]
+    rows = {r["feature_or_metric"]: r for r in realized_rows(pool, at_age, {}, levels, conf)}
+    for metric, test_name in COMPARED.items():
+        assert rows[metric]["status"] in {"ok", "warning", "failed"}
+        assert rows[metric]["threshold"] == pytest.approx(at_age[test_name])
+
+
 def test_the_report_page_shows_the_day_and_its_trends(
     world: World, monitored: Monitored, tmp_path: Path
 ) -> None:
@@ -293,7 +332,8 @@ def test_the_report_page_shows_the_day_and_its_trends(
     assert report.load_report(world.settings, DRIFT_DAY + timedelta(days=1)) is None
     main(["monitor", "report", DRIFT_DAY.isoformat(), "--out", str(tmp_path / "page.html")])
     page = (tmp_path / "page.html").read_text()
-    assert page.count("<svg") == len(found.trends) - 2  # realized AUCs: no value yet
+    # No value yet: the realized AUCs (no label), serving skew (no request logged).
+    assert page.count("<svg") == len(found.trends) - 4
     assert "<script" not in page and "http" not in page, "the page opens offline"
     assert ">nan<" not in page and " nan " not in page, "a missing cell reads '-'"
     assert f"Monitoring of {DRIFT_DAY}" in page and "amount_to_mean_30d" in page

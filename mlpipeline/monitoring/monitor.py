@@ -26,6 +26,7 @@ from mlpipeline.monitoring.model_inputs import column_kinds, monitored_frame
 from mlpipeline.monitoring.reference import (
     ReferenceUnavailable,
     VersionReference,
+    coverage_test_metrics,
     load_reference,
 )
 from mlpipeline.monitoring.summary import MonitoringSummary
@@ -150,14 +151,16 @@ def _compare(
 def _realized(
     settings: Settings, run_day: date, reference: VersionReference, conf: MonitoringConf
 ) -> list[dict[str, Any]]:
-    """The version's realized performance on the labels known at the end of the run day."""
-    labelled = realized.labelled_scores(
-        settings, reference.version, run_day, conf.realized.lookback_days
-    )
-    pool = realized.choose_pool(labelled, run_day, label_maturity_days(settings), conf.realized)
+    """The version's realized performance on the labels known at the end of the run day,
+    against its test metrics at the pool's label coverage."""
+    maturity = label_maturity_days(settings)
+    pool = realized.pooled_scores(settings, reference.version, run_day, maturity, conf.realized)
+    expected: dict[str, float] | None = reference.test_metrics
+    if pool.measurable(conf.realized) and not pool.matured:
+        expected = coverage_test_metrics(settings, reference, pool.label_age_days)
     return realized.realized_rows(
         pool,
-        reference.test_metrics,
+        expected,
         EvaluationRules.from_conf().floors,
         conf.checks["realized_performance"],
         conf.realized,

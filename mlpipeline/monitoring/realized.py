@@ -4,9 +4,12 @@ Labels arrive weeks after scoring: a chargeback may be reported up to `label_mat
 after its transaction, so a day's labels are partial until then and recall or PR AUC measured
 early are biased low. The check therefore pools the version's scored days, newest first, until
 the pool holds `min_frauds` known frauds (one day rarely holds enough), preferring days whose
-labels have matured; only a matured pool is compared with the version's test metrics (measured
-on matured labels too) and with the promotion floors. An immature pool is reported with its
-label coverage and status `pending`, never graded.
+labels have matured. A matured pool is compared with the version's test metrics (measured on
+matured labels too) and with the promotion floors. An immature pool is compared with the same
+test metrics re-measured at its label coverage (`reference.coverage_test_metrics`: the test rows
+labelled only with the chargebacks reported as soon after their transaction as the pool's
+youngest day has had), so partial labels bias both sides alike; the floors, set for matured
+labels, wait for maturity. Too few frauds are reported `pending`, never graded.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ COMPARED = {
     "recall": "test_at_threshold_recall",
     "precision": "test_at_threshold_precision",
 }
+# The version's scores within the scanned days, each labelled with the chargebacks reported
+# before the end of the run day; DuckDB streams the score table's files through it, so only
+# the aggregate or the rows asked for are ever held in memory.
+_LABELLED = """
+SELECT dt, score, decision, (transaction_id IN (
+    SELECT transaction_id FROM raw.chargebacks_current WHERE reported_at < $known_before
+))::INTEGER AS is_fraud
+FROM version_scores WHERE model_version = $version AND dt BETWEEN $first AND $last
+"""
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,20 @@ class Pool:
     """The scored days pooled for one measurement and their labelled rows."""
 
     days: list[date]
-    rows: pd.DataFrame  # score, decision, is_fraud
-    coverage: float  # the youngest pooled day's age over label_maturity_days, at most 1
+    rows: pd.DataFrame  # dt, score, decision, is_fraud
+    label_age_days: int  # the youngest pooled day's age on the run day: its labels' age
+    maturity_days: int
+
+    @classmethod
+    def of(cls, days: list[date], rows: pd.DataFrame, run_day: date, maturity_days: int) -> Pool:
+        """The pool of `days` (newest first) and their rows, as labelled on `run_day`."""
+        age = min((run_day - day).days for day in days) if days else 0
+        return cls(days, rows, age, maturity_days)
+
+    @property
+    def coverage(self) -> float:
+        """The youngest pooled day's age over label_maturity_days, at most 1."""
+        return min(self.label_age_days / self.maturity_days, 1.0)
 
     @property
     def frauds(self) -> int:
@@ -51,62 +75,73 @@ class Pool:
     def matured(self) -> bool:
         return self.coverage >= 1.0
 
+    def measurable(self, conf: RealizedConf) -> bool:
+        """Enough frauds to measure, and at least one negative (AUCs need both classes)."""
+        return conf.min_frauds <= self.frauds < len(self.rows)
+
     def describe(self) -> str:
         span = f"{self.days[-1]}..{self.days[0]}" if self.days else "no day"
         return f"{len(self.days)} scored day(s) {span}, label coverage {self.coverage:.0%}"
 
 
-def labelled_scores(
-    settings: Settings, version: str, run_day: date, lookback_days: int
+def pooled_scores(
+    settings: Settings, version: str, run_day: date, maturity_days: int, conf: RealizedConf
+) -> Pool:
+    """The pool of the version's scored days before `run_day` within the lookback, labelled with
+    the chargebacks reported by the end of `run_day` (what the warehouse knows then): frauds are
+    counted per day in the scan, then only the pooled days' rows are read."""
+    first = run_day - timedelta(days=conf.lookback_days)
+    per_day = _scan(settings, version, run_day, first, run_day, grouped=True)
+    frauds = per_day.set_index("dt")["frauds"] if not per_day.empty else pd.Series(dtype=int)
+    days = choose_days(frauds, run_day, maturity_days, conf)
+    rows = (
+        _scan(settings, version, run_day, days[-1], days[0], grouped=False)
+        if days
+        else pd.DataFrame(columns=["dt", "score", "decision", "is_fraud"])
+    )
+    return Pool.of(days, rows, run_day, maturity_days)
+
+
+def _scan(
+    settings: Settings, version: str, run_day: date, first: date, last: date, *, grouped: bool
 ) -> pd.DataFrame:
-    """The version's scores of the days before `run_day` within the lookback, each labelled with
-    the chargebacks reported by the end of `run_day` (what the warehouse knows then)."""
+    """The labelled scores of days [first, last]: the frauds per day, or the rows."""
     try:
         table = open_score_table(settings)
     except ScoreTableNotFound:
-        return pd.DataFrame(columns=["dt", "transaction_id", "score", "decision", "is_fraud"])
-    scores = table.to_pandas(
-        columns=["dt", "transaction_id", "score", "decision"],
-        filters=[
-            ("model_version", "=", version),
-            ("dt", ">=", run_day - timedelta(days=lookback_days)),
-            ("dt", "<=", run_day),
-        ],
+        return pd.DataFrame(columns=["dt", "frauds"])
+    scores = table.to_pyarrow_dataset(
+        file_pruning_predicate=[("dt", ">=", first), ("dt", "<=", last)]
     )
-    cutoff = run_day + timedelta(days=1)
+    query = f"SELECT dt, sum(is_fraud) AS frauds FROM ({_LABELLED}) GROUP BY dt"
+    params = {
+        "known_before": run_day + timedelta(days=1),
+        "version": version,
+        "first": first,
+        "last": last,
+    }
     with warehouse.connect(settings, read_only=True) as con:
-        frauds = con.execute(
-            "SELECT DISTINCT transaction_id FROM raw.chargebacks_current WHERE reported_at < ?",
-            [cutoff],
-        ).fetchall()
-    known = {transaction for (transaction,) in frauds}
-    scores["is_fraud"] = scores["transaction_id"].isin(known).astype(int)
-    scores["dt"] = pd.to_datetime(scores["dt"]).dt.date
-    return scores
+        con.register("version_scores", scores)
+        frame = con.execute(query if grouped else _LABELLED, params).df()
+    frame["dt"] = pd.to_datetime(frame["dt"]).dt.date
+    return frame
 
 
-def choose_pool(rows: pd.DataFrame, run_day: date, maturity_days: int, conf: RealizedConf) -> Pool:
+def choose_days(
+    frauds_per_day: pd.Series, run_day: date, maturity_days: int, conf: RealizedConf
+) -> list[date]:
     """The newest matured days holding `min_frauds` frauds; without enough of them, the newest
-    days at least `min_label_age_days` old (pending); the pool grows a day at a time."""
-    frauds = rows.groupby("dt")["is_fraud"].sum()  # once: the pools below only add them up
-    ages = {day: (run_day - day).days for day in frauds.index}
-    matured = _pool(
-        rows, frauds, [d for d, a in ages.items() if a >= maturity_days], ages, maturity_days, conf
-    )
-    if matured.frauds >= conf.min_frauds:
+    days at least `min_label_age_days` old; the pool grows a day at a time, newest first, so
+    its days are every scored day between its oldest and its newest."""
+    ages = {day: (run_day - day).days for day in frauds_per_day.index}
+    matured = _newest([d for d, a in ages.items() if a >= maturity_days], frauds_per_day, conf)
+    if sum(int(frauds_per_day[day]) for day in matured) >= conf.min_frauds:
         return matured
     early = [d for d, a in ages.items() if a >= conf.min_label_age_days]
-    return _pool(rows, frauds, early, ages, maturity_days, conf)
+    return _newest(early, frauds_per_day, conf)
 
 
-def _pool(
-    rows: pd.DataFrame,
-    frauds_per_day: pd.Series,
-    days: list[date],
-    ages: dict[date, int],
-    maturity: int,
-    conf: RealizedConf,
-) -> Pool:
+def _newest(days: list[date], frauds_per_day: pd.Series, conf: RealizedConf) -> list[date]:
     pooled: list[date] = []
     frauds = 0
     for day in sorted(days, reverse=True):
@@ -114,15 +149,15 @@ def _pool(
         frauds += int(frauds_per_day[day])
         if frauds >= conf.min_frauds:
             break
-    coverage = min((ages[d] / maturity for d in pooled), default=0.0)
-    return Pool(pooled, rows[rows["dt"].isin(pooled)], min(coverage, 1.0))
+    return pooled
 
 
-def measured(pool: Pool) -> dict[str, float]:
-    """ROC AUC and PR AUC of the scores, recall and precision of the decisions, on the pool."""
-    y = pool.rows["is_fraud"].to_numpy(dtype=int)
-    scores = pool.rows["score"].to_numpy(dtype=float)
-    flagged = pool.rows["decision"].to_numpy(dtype=bool)
+def measured(rows: pd.DataFrame) -> dict[str, float]:
+    """ROC AUC and PR AUC of the scores, recall and precision of the decisions, on labelled
+    rows (score, decision, is_fraud)."""
+    y = rows["is_fraud"].to_numpy(dtype=int)
+    scores = rows["score"].to_numpy(dtype=float)
+    flagged = rows["decision"].to_numpy(dtype=bool)
     caught = int(np.sum(flagged & (y == 1)))
     return {
         "roc_auc": float(roc_auc_score(y, scores)),
@@ -134,13 +169,15 @@ def measured(pool: Pool) -> dict[str, float]:
 
 def realized_rows(
     pool: Pool,
-    test_metrics: dict[str, float],
+    expected: dict[str, float] | None,
     floors: dict[str, float],
     levels: CheckThresholds,
     conf: RealizedConf,
 ) -> list[Row]:
-    """The pool's rows: its frauds and coverage, each metric against the version's test value
-    (graded on a matured pool, `pending` otherwise), and each promotion floor on matured labels."""
+    """The pool's rows: its frauds and coverage, each metric against its `expected` value (the
+    version's test metrics at the pool's coverage: on matured labels for a matured pool; None
+    when they cannot be measured at it, which leaves the metrics `pending`), and each promotion
+    floor on matured labels only."""
     base = {"check": REALIZED, "reference": pool.describe(), "rows_current": len(pool.rows)}
     rows: list[Row] = [
         {
@@ -162,15 +199,23 @@ def realized_rows(
             "status": "ok" if pool.matured else PENDING,
         },
     ]
-    if pool.frauds < conf.min_frauds or pool.frauds == len(pool.rows):
+    if not pool.measurable(conf):
         return rows  # too few labels to measure (or no negatives): the two rows say so
-    values = measured(pool)
+    values = measured(pool.rows)
+    against = (
+        "matured labels"
+        if pool.matured
+        else f"label age {pool.label_age_days}d ({pool.coverage:.0%} coverage)"
+    )
     for metric, test_name in COMPARED.items():
-        row = relative_drop_row(
-            REALIZED, metric, values[metric], test_metrics.get(test_name), levels
-        )
-        if not pool.matured:
-            row |= {"status": PENDING, "drifted": None}
+        if expected is None:
+            row = _ungraded(metric, values[metric], f"no test fraud known at {against}")
+        else:
+            row = relative_drop_row(
+                REALIZED, metric, values[metric], expected.get(test_name), levels
+            )
+            if row["method"] is not None:
+                row["method"] += f" (test {against})"
         rows.append({**base, **row})
     if pool.matured:
         for metric, floor in floors.items():
@@ -188,3 +233,15 @@ def realized_rows(
                     }
                 )
     return rows
+
+
+def _ungraded(metric: str, value: float, why: str) -> Row:
+    return {
+        "check": REALIZED,
+        "feature_or_metric": metric,
+        "method": f"not graded: {why}",
+        "value": value,
+        "threshold": None,
+        "drifted": None,
+        "status": PENDING,
+    }

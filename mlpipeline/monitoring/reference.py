@@ -2,7 +2,8 @@
 
 The score table names the version that scored a day; its MLflow version carries the split it
 was trained on (tag `split_id`, the split kept in the object store) and its run the feature
-columns it reads (params `features.*`) and the validation scores evaluation kept.
+columns it reads (params `features.*`) and the validation scores evaluation kept. Its test
+metrics can also be re-measured at a partial label coverage (`coverage_test_metrics`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from mlpipeline import warehouse
 from mlpipeline.core import objectstore
 from mlpipeline.core.config import Settings
+from mlpipeline.monitoring.realized import COMPARED, measured
 from mlpipeline.training import model_registry
-from mlpipeline.training.evaluate import VALIDATION_SCORES, validation_scores
+from mlpipeline.training.evaluate import VALIDATION_SCORES, model_scores, validation_scores
 from mlpipeline.training.model_features import FeatureColumns
 from mlpipeline.training.split_store import load_split
 
@@ -32,6 +35,8 @@ class VersionReference:
     columns: FeatureColumns
     decision_threshold: float | None
     training_rows: pd.DataFrame
+    test_rows: pd.DataFrame  # the split's test part: its day `dt`, matured label `label`
+    label: str
     test_metrics: dict[str, float]
     validation_scores: np.ndarray | None
 
@@ -87,6 +92,55 @@ def load_reference(settings: Settings, version: str) -> VersionReference:
         ),
         decision_threshold=float(threshold) if threshold is not None else None,
         training_rows=split.train,
+        test_rows=split.test,
+        label=split.label,
         test_metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
         validation_scores=validation_scores(settings.mlflow_tracking_uri, model_version.run_id),
     )
+
+
+def coverage_test_metrics(
+    settings: Settings, reference: VersionReference, label_age_days: int
+) -> dict[str, float] | None:
+    """The version's test metrics (named as evaluation logs them) with each test row labelled
+    only by the chargebacks reported before the end of the `label_age_days`-th day after its
+    day, as a scored day that old is labelled on the run day; None when no test fraud was known
+    that soon. An immature pool is graded against these: its partial labels miss the slow
+    chargebacks, and so do these. The test rows carry their matured label, not when its
+    chargeback came: the report times of their frauds are read from raw.chargebacks_current."""
+    test = reference.test_rows
+    frauds = test.loc[test[reference.label] == 1, "transaction_id"].astype(str)
+    with warehouse.connect(settings, read_only=True) as con:
+        con.register("test_frauds", pd.DataFrame({"transaction_id": frauds}))
+        reported = con.execute(
+            "SELECT transaction_id, min(reported_at) AS reported_at FROM raw.chargebacks_current "
+            "JOIN test_frauds USING (transaction_id) GROUP BY transaction_id"
+        ).df()
+    known_before = pd.to_datetime(test["dt"]) + pd.Timedelta(days=label_age_days + 1)
+    first_report = pd.to_datetime(
+        test["transaction_id"].astype(str).map(reported.set_index("transaction_id")["reported_at"])
+    )
+    scores = _test_scores(settings, reference.version)
+    threshold = reference.decision_threshold
+    rows = pd.DataFrame(
+        {
+            "score": scores,
+            "decision": scores >= threshold if threshold is not None else False,
+            "is_fraud": (first_report < known_before).to_numpy(dtype=int),  # NaT: not known
+        }
+    )
+    if not rows["is_fraud"].any():
+        return None
+    values = measured(rows)
+    if threshold is None:  # no decisions to measure recall and precision of
+        values = {k: v for k, v in values.items() if k in ("roc_auc", "pr_auc")}
+    return {COMPARED[metric]: value for metric, value in values.items()}
+
+
+@lru_cache(maxsize=2)
+def _test_scores(settings: Settings, version: str) -> np.ndarray:
+    """The version's scores of its test rows, as evaluation computed them (its registered
+    model); scored once per process and version, only when an immature pool is graded."""
+    reference = load_reference(settings, version)
+    model = model_registry.load_version(settings.mlflow_tracking_uri, version)
+    return model_scores(model, reference.test_rows, reference.label)

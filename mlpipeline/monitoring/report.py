@@ -2,8 +2,9 @@
 
 Self-contained HTML (inline SVG charts, no script, no external asset), so the Airflow plugin
 serves it as is and it opens offline. The trends are read from the metrics table, one point per
-run day: drift share, score drift, decision-rate change, and realized ROC / PR AUC with their
-test values (a pending point, measured on partial labels, is drawn hollow).
+run day: drift share, score drift, decision-rate change, realized ROC / PR AUC with their
+test values (a point measured on immature labels is drawn hollow), and training/serving skew
+(the day's largest share of replayed requests differing, and the share left unmatched).
 """
 
 from __future__ import annotations
@@ -20,17 +21,31 @@ from mlpipeline.monitoring.checks import DRIFT_SHARE, INPUT_DRIFT, PREDICTION_DR
 from mlpipeline.monitoring.conf import MonitoringConf
 from mlpipeline.monitoring.metrics_table import read_metrics
 from mlpipeline.monitoring.realized import PENDING, REALIZED
+from mlpipeline.monitoring.serving_skew import SERVING_SKEW, UNMATCHED
 from mlpipeline.monitoring.summary import STATUS_ORDER, MonitoringSummary, text_cell
 
 TREND_DAYS = 60
 WIDTH, HEIGHT, PAD = 640, 150, 30
-# (title, check, metric, the check whose levels are drawn; None: the version's test value)
+# (title, check, metric, the check whose levels are drawn; None: the version's test value if
+# any). Metric None: the check's worst graded row (one with a threshold) of each run day.
 TRENDS = (
     ("Input drift: share of inputs drifted", INPUT_DRIFT, DRIFT_SHARE, "input_drift"),
     ("Score drift: normed Wasserstein distance", PREDICTION_DRIFT, "score", "score_drift"),
     ("Decision rate: change from validation", PREDICTION_DRIFT, "decision_rate", "decision_rate"),
     ("Realized ROC AUC (hollow: labels not matured)", REALIZED, "roc_auc", None),
     ("Realized PR AUC (hollow: labels not matured)", REALIZED, "pr_auc", None),
+    (
+        "Serving skew: largest share of replayed requests differing (a feature, score or decision)",
+        SERVING_SKEW,
+        None,
+        "serving_skew",
+    ),
+    (
+        "Unmatched requests: share of logged requests with no batch row",
+        SERVING_SKEW,
+        UNMATCHED,
+        None,
+    ),
 )
 COLOURS = {"failed": "#dc2626", "warning": "#d97706", "no_reference": "#6b7280", "ok": "#16a34a"}
 
@@ -42,6 +57,7 @@ class Trend:
     title: str
     points: list[tuple[date, float, str]]
     levels: dict[str, float]  # label -> horizontal line
+    hollow: frozenset[date] = frozenset()  # run days measured on immature labels
 
 
 @dataclass(frozen=True)
@@ -69,17 +85,33 @@ def load_report(settings: Settings, run_day: date) -> MonitoringReport | None:
             _points(history, check, metric),
             {"warning": checks[graded].warning, "failure": checks[graded].failure}
             if graded
-            else realized_levels[metric],
+            else realized_levels.get(metric, {}),
+            _immature(history) if check == REALIZED else frozenset(),
         )
         for title, check, metric, graded in TRENDS
     ]
     return MonitoringReport(MonitoringSummary.from_rows(today), first, trends)
 
 
-def _points(history: pd.DataFrame, check: str, metric: str) -> list[tuple[date, float, str]]:
-    rows = history[(history["check"] == check) & (history["feature_or_metric"] == metric)]
-    rows = rows.dropna(subset=["value"]).sort_values("run_day")
+def _points(history: pd.DataFrame, check: str, metric: str | None) -> list[tuple[date, float, str]]:
+    """One point per run day: the metric's row, or (metric None) the check's largest graded
+    value (the statuses of one check's rows follow their values)."""
+    rows = history[history["check"] == check].dropna(subset=["value"])
+    if metric is None:
+        rows = rows.dropna(subset=["threshold"]).sort_values("value")
+        rows = rows.drop_duplicates("run_day", keep="last")
+    else:
+        rows = rows[rows["feature_or_metric"] == metric]
+    rows = rows.sort_values("run_day")
     return [(r.run_day, float(r.value), str(r.status)) for r in rows.itertuples()]
+
+
+def _immature(history: pd.DataFrame) -> frozenset[date]:
+    """The run days whose realized pool had partial labels (graded at its coverage)."""
+    coverage = history[
+        (history["check"] == REALIZED) & (history["feature_or_metric"] == "label_coverage")
+    ]
+    return frozenset(coverage.loc[coverage["value"] < 1.0, "run_day"])
 
 
 def _test_values(today: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -155,7 +187,7 @@ def _chart(trend: Trend, first: date, last: date) -> str:
     line = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v, _ in trend.points)
     dots = "".join(
         f"<circle cx='{x(d):.1f}' cy='{y(v):.1f}' r='3' stroke='{COLOURS.get(s, '#2563eb')}' "
-        f"fill='{'white' if s == PENDING else COLOURS.get(s, '#2563eb')}'>"
+        f"fill='{'white' if s == PENDING or d in trend.hollow else COLOURS.get(s, '#2563eb')}'>"
         f"<title>{d}: {v:.4g} ({s})</title></circle>"
         for d, v, s in trend.points
     )
