@@ -22,7 +22,8 @@ history is built with `transform.build(last_day, full_refresh=True)`, then the n
 The first time, 29 days are built and a warm-up night (untimed) lands day 30: a process's first
 night pays one-off costs (imports, MLflow's tables, Great Expectations' context). The
 training-set gate reads the window from dbt_project.yml, so it is told WINDOW too.
-Target: the night at 90 and at 180 days costs at most 1.3x the night at 30.
+Target: the night at 90 and at 180 days costs at most 1.3x the night at 30. The log gives each
+night's seconds per stage and the dbt build's slowest models and tests (what grows, if anything).
 
 `BENCH_HISTORY_ROWS_PER_DAY` (default 100,000), `BENCH_HISTORY_SIZES` (default 30,90,180) and
 `BENCH_HISTORY_WINDOW` (default 7) shrink it for a quick look (10,000 a day: a few minutes).
@@ -30,6 +31,7 @@ Target: the night at 90 and at 180 days costs at most 1.3x the night at 30.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -87,6 +89,15 @@ def _pipeline_env(settings: Settings, redis_url: str) -> Iterator[None]:
         yield
 
 
+def _log_slowest_nodes(settings: Settings, day: date, count: int = 8) -> None:
+    """The dbt build's slowest models and tests (run_results.json): what grows, if anything."""
+    target = settings.data_dir / "dbt" / "prod" / "target"
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    slowest = sorted(results, key=lambda r: r["execution_time"], reverse=True)[:count]
+    nodes = ", ".join(f"{r['unique_id'].split('.')[2]} {r['execution_time']:.1f}" for r in slowest)
+    log.warning("night %s, dbt: slowest nodes (s): %s", day, nodes)
+
+
 def _night(settings: Settings, source: Path, day: date) -> dict[str, float]:
     """Seconds of each stage of the night of `day`, in the DAG's order."""
     seconds: dict[str, float] = {}
@@ -114,6 +125,7 @@ def _night(settings: Settings, source: Path, day: date) -> dict[str, float]:
         settings=settings,
         variables={"training_window_days": WINDOW},
     )
+    _log_slowest_nodes(settings, day)
     stage("check_snapshot", nightly.check_snapshot, iso, run_id)
     checked = stage("check_training_set", nightly.check_training_set, iso, run_id, train=True)
     split_info = stage("split", nightly.split, iso, checked)
