@@ -104,10 +104,13 @@ FROM raw.{dataset} GROUP BY batch_id, dt
 """
 
 
-def _generate(path: Path, last: date) -> int:
-    """Raw transactions and chargebacks, one current batch per dataset-day, in a plain DuckDB
-    file; returns the rows."""
+def generate(
+    path: Path, last: date, *, rows: int = ROWS_PER_DAY, customers: int = CUSTOMERS
+) -> int:
+    """Raw transactions (`rows` a day from FIRST_DAY to `last`) and their chargebacks reported
+    by `last`, one current batch per dataset-day, in a plain DuckDB file; returns the rows."""
     started = time.monotonic()
+    days = (last - FIRST_DAY).days + 1
     con = duckdb.connect(str(path))
     try:
         con.execute("SET enable_progress_bar = false")
@@ -115,10 +118,9 @@ def _generate(path: Path, last: date) -> int:
         ensure_raw(con)
         day = FIRST_DAY
         while day <= last:
-            params = {"day": day, "rows": ROWS_PER_DAY, "customers": CUSTOMERS}
-            con.execute(TRANSACTIONS, params)
+            con.execute(TRANSACTIONS, {"day": day, "rows": rows, "customers": customers})
             done = (day - FIRST_DAY).days + 1
-            log.warning("generated %d/%d days (%.0fs)", done, DAYS, time.monotonic() - started)
+            log.warning("generated %d/%d days (%.0fs)", done, days, time.monotonic() - started)
             day += timedelta(days=1)
         con.execute(CHARGEBACKS, {"last": last})
         for dataset in ("transactions", "chargebacks"):
@@ -129,14 +131,22 @@ def _generate(path: Path, last: date) -> int:
         con.close()
 
 
-def _copy_raw(source: Path, settings: Settings) -> None:
-    """The generated raw layer, copied into the warehouse as ingestion would have loaded it."""
+def copy_raw(
+    source: Path, settings: Settings, *, after: date | None = None, through: date | None = None
+) -> None:
+    """The generated raw layer (its days after `after` through `through`, default all), copied
+    into the warehouse as ingestion would have loaded it."""
+    days = " AND ".join(
+        f"dt {op} DATE '{day}'" for op, day in ((">", after), ("<=", through)) if day
+    )
     with warehouse.connect(settings) as con:
         ensure_meta(con)
         ensure_raw(con)
         con.execute(f"ATTACH '{source}' AS generated (READ_ONLY)")
         for table in ("raw.transactions", "raw.chargebacks", "meta.batches"):
-            con.execute(f"INSERT INTO {table} SELECT * FROM generated.{table}")
+            con.execute(
+                f"INSERT INTO {table} SELECT * FROM generated.{table} WHERE {days or 'true'}"
+            )
 
 
 def _compiled_sql(settings: Settings) -> list[tuple[str, str, str]]:
@@ -195,8 +205,8 @@ def run(workdir: Path) -> list[Result]:
     dbt_side.data_dir.mkdir(parents=True)
     direct_side.data_dir.mkdir(parents=True)
     warehouse.create(dbt_side)
-    rows = _generate(direct_side.duckdb_path, last)
-    _copy_raw(direct_side.duckdb_path, dbt_side)
+    rows = generate(direct_side.duckdb_path, last)
+    copy_raw(direct_side.duckdb_path, dbt_side)
     log.warning("raw data: %d transactions over %d days", rows, DAYS)
 
     full = _timed_dbt(dbt_side, last, full_refresh=True)

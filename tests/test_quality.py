@@ -500,11 +500,17 @@ def test_snapshot_row_count_is_compared_with_recent_cutoffs(warehouse):
     assert failed(outcome) == ["row count in line with recent cutoffs"]
 
 
-def training_check(settings: Settings, change=lambda df: df) -> quality.CheckOutcome:
+def training_check(
+    settings: Settings, change=lambda df: df, window_days: int | None = None
+) -> quality.CheckOutcome:
     with connect(settings) as con:
         frame = change(read_training_set(con, LAST))
         return gates.training_set_gate(
-            con, frame, LAST, maturity_days=gates.label_maturity_days(settings)
+            con,
+            frame,
+            LAST,
+            maturity_days=gates.label_maturity_days(settings),
+            window_days=window_days or gates.training_window_days(settings),
         )
 
 
@@ -512,6 +518,12 @@ def test_training_set_passes_on_the_real_build(warehouse):
     outcome = training_check(warehouse)
     assert outcome.success, outcome.describe()
     assert outcome.subject == f"training_cutoff={LAST}" and outcome.rows > 100
+
+
+def test_training_set_rows_are_counted_within_the_training_window(warehouse):
+    # The build's window holds every matured day; a gate told of a 2-day window expects fewer.
+    outcome = training_check(warehouse, window_days=2)
+    assert failed(outcome) == ["one row per current transaction before the label horizon"]
 
 
 @pytest.mark.parametrize(

@@ -248,10 +248,21 @@ def snapshot_gate(
     )
 
 
+def _dbt_var(settings: Settings, name: str) -> Any:  # noqa: ANN401 - a YAML value
+    project = yaml.safe_load((settings.dbt_project_dir / "dbt_project.yml").read_text())
+    return project["vars"][name]
+
+
 def label_maturity_days(settings: Settings) -> int:
     """The dbt var the training set's label horizon comes from (dbt_project.yml)."""
-    project = yaml.safe_load((settings.dbt_project_dir / "dbt_project.yml").read_text())
-    return int(project["vars"]["label_maturity_days"])
+    return int(_dbt_var(settings, "label_maturity_days"))
+
+
+def training_window_days(settings: Settings) -> int | None:
+    """The dbt var that bounds the training set to the days before its label horizon
+    (dbt_project.yml); None: all matured history."""
+    days = _dbt_var(settings, "training_window_days")
+    return None if days is None else int(days)
 
 
 def training_set_gate(
@@ -260,15 +271,20 @@ def training_set_gate(
     day: date,
     *,
     maturity_days: int,
+    window_days: int | None = None,
     docs: DataDocs | None = None,
     run_name: str | None = None,
 ) -> CheckOutcome:
     """Check the matured labelled rows for training cutoff D: one row per current transaction
-    before the label horizon, labels 0/1 at a plausible rate, features filled."""
+    of the training window (the `window_days` before the label horizon; None: all before it),
+    labels 0/1 at a plausible rate, features filled."""
     conf = quality_conf()["training_set"]
     horizon = cutoff_ts(day) - timedelta(days=maturity_days)
+    window = [horizon - timedelta(days=window_days)] if window_days is not None else []
     (matured,) = con.execute(
-        "SELECT count(*) FROM raw.transactions_current WHERE event_ts < ?", [horizon]
+        "SELECT count(*) FROM raw.transactions_current WHERE event_ts < ?"
+        + (" AND event_ts >= ?" if window else ""),
+        [horizon, *window],
     ).fetchone()
     parameters = {
         "day": pd.Timestamp(day),

@@ -80,6 +80,7 @@ def check_training_set(
                 frame,
                 cutoff,
                 maturity_days=gates.label_maturity_days(settings),
+                window_days=gates.training_window_days(settings),
                 docs=quality.DataDocs.from_settings(settings, object_store()),
                 run_name=run_id,
             ),
