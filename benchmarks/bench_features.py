@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 FIRST_DAY = date(2026, 1, 1)
 ROWS_PER_DAY = int(os.environ.get("BENCH_FEATURES_ROWS_PER_DAY", 1_000_000))
 DAYS = int(os.environ.get("BENCH_FEATURES_DAYS", 30))
-CUSTOMERS = max(ROWS_PER_DAY // 4, 1_000)
 MODELS = ["stg_transactions", "stg_chargebacks", "customer_lifetime", "customer_snapshot"]
 INCREMENTAL_RUNS = 3
 
@@ -104,10 +103,13 @@ FROM raw.{dataset} GROUP BY batch_id, dt
 """
 
 
-def _generate(path: Path, last: date) -> int:
-    """Raw transactions and chargebacks, one current batch per dataset-day, in a plain DuckDB
-    file; returns the rows."""
+def generate(path: Path, last: date, rows_per_day: int = ROWS_PER_DAY) -> int:
+    """Raw transactions (`rows_per_day` a day from FIRST_DAY to `last`, over a quarter as many
+    customers) and chargebacks, one current batch per dataset-day, in a plain DuckDB file;
+    returns the rows."""
     started = time.monotonic()
+    days = (last - FIRST_DAY).days + 1
+    customers = max(rows_per_day // 4, 1_000)
     con = duckdb.connect(str(path))
     try:
         con.execute("SET enable_progress_bar = false")
@@ -115,10 +117,10 @@ def _generate(path: Path, last: date) -> int:
         ensure_raw(con)
         day = FIRST_DAY
         while day <= last:
-            params = {"day": day, "rows": ROWS_PER_DAY, "customers": CUSTOMERS}
+            params = {"day": day, "rows": rows_per_day, "customers": customers}
             con.execute(TRANSACTIONS, params)
             done = (day - FIRST_DAY).days + 1
-            log.warning("generated %d/%d days (%.0fs)", done, DAYS, time.monotonic() - started)
+            log.warning("generated %d/%d days (%.0fs)", done, days, time.monotonic() - started)
             day += timedelta(days=1)
         con.execute(CHARGEBACKS, {"last": last})
         for dataset in ("transactions", "chargebacks"):
@@ -129,7 +131,7 @@ def _generate(path: Path, last: date) -> int:
         con.close()
 
 
-def _copy_raw(source: Path, settings: Settings) -> None:
+def copy_raw(source: Path, settings: Settings) -> None:
     """The generated raw layer, copied into the warehouse as ingestion would have loaded it."""
     with warehouse.connect(settings) as con:
         ensure_meta(con)
@@ -195,8 +197,8 @@ def run(workdir: Path) -> list[Result]:
     dbt_side.data_dir.mkdir(parents=True)
     direct_side.data_dir.mkdir(parents=True)
     warehouse.create(dbt_side)
-    rows = _generate(direct_side.duckdb_path, last)
-    _copy_raw(direct_side.duckdb_path, dbt_side)
+    rows = generate(direct_side.duckdb_path, last)
+    copy_raw(direct_side.duckdb_path, dbt_side)
     log.warning("raw data: %d transactions over %d days", rows, DAYS)
 
     full = _timed_dbt(dbt_side, last, full_refresh=True)
