@@ -183,17 +183,20 @@ def cli_json(args: list[str], env: dict[str, str]) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def task_instances(dag_id: str, day: date, env: dict[str, str]) -> list[dict]:
-    """The task instances of the newest run of day D as `airflow tasks states-for-dag-run`
-    shows them (task_id, map_index, state, start_date, end_date)."""
-    runs = [
-        r
-        for r in cli_json(["dags", "list-runs", dag_id], env)
-        if r["logical_date"].startswith(day.isoformat())
-    ]
-    if not runs:
-        raise LookupError(f"no {dag_id} run for {day}")
-    run_id = max(runs, key=lambda r: r["run_after"])["run_id"]
+def task_instances(
+    dag_id: str, day: date, env: dict[str, str], run_id: str | None = None
+) -> list[dict]:
+    """The task instances of run `run_id`, else of the newest run of day D, as `airflow tasks
+    states-for-dag-run` shows them (task_id, map_index, state, start_date, end_date)."""
+    if run_id is None:
+        runs = [
+            r
+            for r in cli_json(["dags", "list-runs", dag_id], env)
+            if r["logical_date"].startswith(day.isoformat())
+        ]
+        if not runs:
+            raise LookupError(f"no {dag_id} run for {day}")
+        run_id = max(runs, key=lambda r: r["run_after"])["run_id"]
     return cli_json(["tasks", "states-for-dag-run", dag_id, run_id], env)
 
 
