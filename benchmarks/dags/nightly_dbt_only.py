@@ -1,6 +1,7 @@
 """fraud_nightly cut down to `resolve_day` and its `dbt_build` group, the group rendered in the
-Cosmos execution mode BENCH_DBT_DAG_MODE names (`local` or `watcher`), run only when triggered.
-bench_dbt_dag runs it with the scheduler and the LocalExecutor, like a night in production.
+Cosmos execution mode BENCH_DBT_DAG_MODE names (`local`, `watcher`, `watcher_unpooled`), run
+only when triggered. bench_dbt_dag runs it with the scheduler and the LocalExecutor, like a night
+in production.
 
 The DAG is dags/fraud_nightly.py itself, built with Cosmos' ExecutionConfig (and for the watcher
 its RenderConfig) replaced: only the execution mode (and where the tests run) differ, nothing of
@@ -21,7 +22,10 @@ from cosmos.constants import ExecutionMode, TestBehavior
 
 from mlpipeline.core.config import PROJECT_ROOT
 
-MODE = ExecutionMode(os.environ.get("BENCH_DBT_DAG_MODE", "local"))
+# `watcher_unpooled`: the watcher with its consumers outside the `warehouse` pool (they read the
+# producer's XComs, not the warehouse), so they need not wait for the producer's slot.
+VARIANT = os.environ.get("BENCH_DBT_DAG_MODE", "local")
+MODE = ExecutionMode(VARIANT.removesuffix("_unpooled"))
 RENDERED = {"ExecutionConfig": cosmos.ExecutionConfig, "RenderConfig": cosmos.RenderConfig}
 CHANGES = {"ExecutionConfig": {"execution_mode": MODE}}
 if MODE == ExecutionMode.WATCHER:
@@ -61,3 +65,5 @@ _resolve_day = fraud_nightly_dbt.get_task("resolve_day")
 for _task in fraud_nightly_dbt.tasks:
     if _task is not _resolve_day and not _task.upstream_task_ids:
         _resolve_day >> _task
+    if VARIANT.endswith("_unpooled") and hasattr(_task, "producer_task_id"):
+        _task.pool = "default_pool"
