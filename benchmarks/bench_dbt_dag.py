@@ -17,9 +17,14 @@ runs start from identical state and build day D incrementally:
   starts from dbt's partial-parse state, as Cosmos' tasks do from its cache).
 
 `dags test` starts no task process and parses no DAG per task, so the figure is a lower bound of
-what the scheduler with the LocalExecutor adds. `BENCH_DBT_DAG_DAYS` / `BENCH_DBT_DAG_ROWS_PER_DAY`
+what the scheduler adds. The variants (BENCH_DBT_DAG_VARIANTS, each on its own copy, a failed one
+logged and left out) run the nightly cut down to its dbt group (benchmarks/dags) with the
+scheduler, the LocalExecutor and a triggerer: `local` as the nightly renders it, `watcher` in
+Cosmos' ExecutionMode.WATCHER (one `dbt build` by a producer task, one consumer task per model
+and test reporting its node's result), `watcher_unpooled` the same with the consumers outside the
+one-slot `warehouse` pool. `BENCH_DBT_DAG_DAYS` / `BENCH_DBT_DAG_ROWS_PER_DAY`
 shrink the data for a quick look; the README's figures come from the default size. Run: `make
-bench ONLY=bench_dbt_dag` (a few minutes on two cores).
+bench ONLY=bench_dbt_dag` (about 15 minutes on two cores).
 """
 
 from __future__ import annotations
