@@ -69,4 +69,4 @@ for _task in fraud_nightly_dbt.tasks:
         # Outside the pool the project's guard (require_warehouse) refuses a task; a consumer
         # only opens the warehouse when it falls back to running its node itself.
         _task.pool = "default_pool"
-        _task.pre_execute = None
+        _task._pre_execute_hook = None
