@@ -154,11 +154,19 @@ def set_connection(conn_id: str, fields: dict, env: dict[str, str]) -> None:
 
 
 def dags_test(
-    dag_id: str, day: date, env: dict[str, str], conf: dict[str, Any] | None = None
+    dag_id: str,
+    day: date,
+    env: dict[str, str],
+    conf: dict[str, Any] | None = None,
+    *,
+    mark_success: str | None = None,
 ) -> int:
-    """`airflow dags test` for the run of day D (with the run's `conf`, its params); returns
-    the exit code (non-zero: run failed)."""
+    """`airflow dags test` for the run of day D (with the run's `conf`, its params); task ids
+    fully matching the regex `mark_success` are marked successful instead of run. Returns the
+    exit code (non-zero: run failed)."""
     options = ["--conf", json.dumps(conf)] if conf else []
+    if mark_success:
+        options += ["--mark-success-pattern", mark_success]
     return run(["dags", "test", *options, dag_id, day.isoformat()], env, check=False)
 
 
@@ -175,18 +183,27 @@ def cli_json(args: list[str], env: dict[str, str]) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def task_instances(
+    dag_id: str, day: date, env: dict[str, str], run_id: str | None = None
+) -> list[dict]:
+    """The task instances of run `run_id`, else of the newest run of day D, as `airflow tasks
+    states-for-dag-run` shows them (task_id, map_index, state, start_date, end_date)."""
+    if run_id is None:
+        runs = [
+            r
+            for r in cli_json(["dags", "list-runs", dag_id], env)
+            if r["logical_date"].startswith(day.isoformat())
+        ]
+        if not runs:
+            raise LookupError(f"no {dag_id} run for {day}")
+        run_id = max(runs, key=lambda r: r["run_after"])["run_id"]
+    return cli_json(["tasks", "states-for-dag-run", dag_id, run_id], env)
+
+
 def task_states(dag_id: str, day: date, env: dict[str, str]) -> dict[str, str]:
     """task id (with map index when mapped) → state, for the newest run of day D."""
-    runs = [
-        r
-        for r in cli_json(["dags", "list-runs", dag_id], env)
-        if r["logical_date"].startswith(day.isoformat())
-    ]
-    if not runs:
-        raise LookupError(f"no {dag_id} run for {day}")
-    run_id = max(runs, key=lambda r: r["run_after"])["run_id"]
     states: dict[str, str] = {}
-    for ti in cli_json(["tasks", "states-for-dag-run", dag_id, run_id], env):
+    for ti in task_instances(dag_id, day, env):
         mapped = str(ti.get("map_index", "")) not in {"", "-1"}
         key = f"{ti['task_id']}[{ti['map_index']}]" if mapped else ti["task_id"]
         states[key] = ti["state"]

@@ -1,0 +1,72 @@
+"""fraud_nightly cut down to `resolve_day` and its `dbt_build` group, the group rendered in the
+Cosmos execution mode BENCH_DBT_DAG_MODE names (`local`, `watcher`, `watcher_unpooled`), run
+only when triggered. bench_dbt_dag runs it with the scheduler and the LocalExecutor, like a night
+in production.
+
+The DAG is dags/fraud_nightly.py itself, built with Cosmos' ExecutionConfig (and for the watcher
+its RenderConfig) replaced: only the execution mode (and where the tests run) differ, nothing of
+the nightly is copied. Watcher consumers poke every second in their worker slot instead of
+deferring (no triggerer runs under `dags test`).
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+from collections.abc import Callable
+
+import cosmos
+from airflow.sdk.definitions._internal.contextmanager import DagContext
+from airflow.sdk.definitions.timetables.simple import NullTimetable
+from cosmos.constants import ExecutionMode, TestBehavior
+
+from mlpipeline.core.config import PROJECT_ROOT
+
+# `watcher_unpooled`: the watcher with its consumers outside the `warehouse` pool (they read the
+# producer's XComs, not the warehouse), so they need not wait for the producer's slot.
+VARIANT = os.environ.get("BENCH_DBT_DAG_MODE", "local")
+MODE = ExecutionMode(VARIANT.removesuffix("_unpooled"))
+RENDERED = {"ExecutionConfig": cosmos.ExecutionConfig, "RenderConfig": cosmos.RenderConfig}
+CHANGES = {"ExecutionConfig": {"execution_mode": MODE}}
+if MODE == ExecutionMode.WATCHER:
+    # The watcher's producer runs the one `dbt build`: it has no per-model build task, so each
+    # model's tests are a task of their own.
+    CHANGES["RenderConfig"] = {"test_behavior": TestBehavior.AFTER_EACH}
+
+
+def _changed(name: str) -> Callable[..., object]:
+    return lambda **kwargs: RENDERED[name](**{**kwargs, **CHANGES.get(name, {})})
+
+
+for _name in RENDERED:
+    setattr(cosmos, _name, _changed(_name))
+try:
+    nightly = runpy.run_path(str(PROJECT_ROOT / "dags" / "fraud_nightly.py"))["fraud_nightly_dag"]
+finally:
+    for _name, _config in RENDERED.items():
+        setattr(cosmos, _name, _config)
+
+fraud_nightly_dbt = nightly.partial_subset(
+    [
+        t.task_id
+        for t in nightly.tasks
+        if t.task_id == "resolve_day" or t.task_id.startswith("dbt_build.")
+    ],
+    include_upstream=False,
+)
+fraud_nightly_dbt.fileloc = __file__
+# Runs only when triggered for a day: the nightly's timetable would add a run of its own.
+fraud_nightly_dbt.timetable = NullTimetable()
+# Only the cut-down DAG is this file's: the whole nightly registered itself as it was built.
+DagContext.autoregistered_dags -= {e for e in DagContext.autoregistered_dags if e[0] is nightly}
+del nightly
+# The group's first tasks waited for ingest, which waited for resolve_day (whose XCom is D).
+_resolve_day = fraud_nightly_dbt.get_task("resolve_day")
+for _task in fraud_nightly_dbt.tasks:
+    if _task is not _resolve_day and not _task.upstream_task_ids:
+        _resolve_day >> _task
+    if VARIANT.endswith("_unpooled") and hasattr(_task, "producer_task_id"):
+        # Outside the pool the project's guard (require_warehouse) refuses a task; a consumer
+        # only opens the warehouse when it falls back to running its node itself.
+        _task.pool = "default_pool"
+        _task._pre_execute_hook = None
