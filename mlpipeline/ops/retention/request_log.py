@@ -18,12 +18,13 @@ from __future__ import annotations
 import io
 import logging
 from collections import defaultdict
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from mlpipeline.core.days import cutoff_ts
 from mlpipeline.core.objectstore import ObjectStore
 from mlpipeline.monitoring.metrics_table import METRICS_TABLE_KEY
 from mlpipeline.monitoring.serving_skew import SERVING_SKEW
@@ -74,7 +75,8 @@ def replays(store: ObjectStore) -> dict[date, datetime]:
 
 
 def day_end(day: date) -> datetime:
-    return datetime.combine(day + timedelta(days=1), time(), UTC)
+    """The day's end (`cutoff_ts`) as an aware time, to compare with replay and age times."""
+    return cutoff_ts(day).replace(tzinfo=UTC)
 
 
 def is_replayed(day: date, replayed: dict[date, datetime]) -> bool:
