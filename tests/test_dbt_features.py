@@ -725,3 +725,31 @@ def test_staging_tests_judge_the_processing_day_so_an_old_bad_value_blocks_no_la
     assert [f.name for f in failed.value.failures if f.status != "skipped"] == [
         "accepted_values_stg_transactions_channel___var_categories_channel_values_"
     ]
+
+
+def test_feature_tests_judge_the_rows_the_night_built_so_an_old_bad_row_blocks_no_later_night(
+    settings: Settings,
+) -> None:
+    """The feature models' tests read the rows of their declared day partition (meta.day_partition):
+    a night costs its day, not the history. A broken row of an old cutoff (here written by hand)
+    is not judged by later nights, and is by the tests of its own day."""
+    days = [date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)]
+    _load(
+        settings,
+        [txn(f"T{d.day}", "C1", f"{d} 10:00:00", "20.00", channel="online") for d in days],
+        [],
+    )
+    for day in days:
+        transform.build(day, settings=settings)
+    with connect(settings) as con:
+        con.execute(
+            "UPDATE features.customer_snapshot SET online_share_30d = 2 WHERE cutoff_date = ?",
+            [days[0]],
+        )
+    only_tests = "resource_type:test"
+    transform.build(days[-1], settings=settings, select=only_tests)
+    with pytest.raises(dbt_failures.DbtBuildError) as failed:
+        transform.build(days[0], settings=settings, select=only_tests)
+    assert [f.name for f in failed.value.failures] == [
+        "expression_is_true_customer_snapshot_online_share_30d__online_share_30d_between_0_and_1"
+    ]

@@ -1,7 +1,7 @@
 {#
     Pre-hook of the day-partitioned incremental models: an incremental run replaces the whole
-    partition of day D (delete, then the model's rows are appended) in one transaction; a model
-    whose rows belong to day D by one of several columns names them all. Deleting
+    partition of day D (delete, then the model's rows are appended) in one transaction, by the
+    columns the model declares in meta.day_partition (macros/day_partition.sql). Deleting
     by the run's day, not by the keys of the new rows, also empties a partition whose
     recomputation has no rows.
 
@@ -10,14 +10,17 @@
     not built yet) and then insert both commit (duckdb/ducklake#1393), so two builds of a new day
     would leave both builds' rows. With the claim, one commit is refused and that build runs again.
 #}
-{% macro replace_day_partition(columns, day) -%}
-    {#- columns: one column, or a list (a row belongs to day D when any of them is D). -#}
+{% macro replace_day_partition(day) -%}
     {%- if is_incremental() -%}
-        {%- set columns = [columns] if columns is string else columns -%}
+        {%- set columns = day_partition_columns(model) -%}
+        {%- if not columns -%}
+            {{ exceptions.raise_compiler_error(
+                model.name ~ ": replace_day_partition needs `config: meta: day_partition:` "
+                ~ "(the columns by which a row belongs to day D) in the model's YAML") }}
+        {%- endif -%}
         update {{ this.database }}.meta.registry_claims set claims = claims + 1
         where registry = '{{ this.schema }}.{{ this.identifier }}';
-        delete from {{ this }} where
-        {%- for column in columns %} {{ column }} = {{ day }}{{ " or" if not loop.last }}{% endfor %}
+        delete from {{ this }} where {{ day_partition_filter(columns, day) }}
     {%- endif -%}
 {%- endmacro %}
 

@@ -1,5 +1,6 @@
 -- One definition for training and serving: every online feature of a transaction equals its
 -- customer's value in the snapshot it saw, or the declared default when the customer is absent.
+-- It judges the transactions the run for processing_day joined (macros/day_partition.sql).
 {%- set online = online_spec() %}
 
 with
@@ -7,6 +8,7 @@ with
 transactions as (
 
     select * from {{ ref('transaction_features') }}
+    where {{ built_rows_filter('transaction_features') }}
 
 ),
 

@@ -1,11 +1,13 @@
 -- Point in time: a transaction never sees a snapshot published after it (available_at after
 -- event_ts), and it sees the latest one published before it (the next cutoff is not available
--- yet). A null snapshot_cutoff is allowed only before the first cutoff's availability.
+-- yet). A null snapshot_cutoff is allowed only before the first cutoff's availability. It judges
+-- the transactions the run for processing_day joined (macros/day_partition.sql).
 with
 
 transactions as (
 
     select * from {{ ref('transaction_features') }}
+    where {{ built_rows_filter('transaction_features') }}
 
 ),
 

@@ -224,9 +224,11 @@ def snapshot_gate(
         [day - timedelta(days=int(conf["recent_cutoffs"])), day],
     ).fetchall()
     typical = statistics.median(n for (n,) in recent) if recent else None
+    # Only the TTL's transactions: while the snapshot has rows, the newest transaction before
+    # the cutoff is among them (the check of it needs rows), and the night reads no history.
     active, latest = con.execute(
-        "SELECT count(DISTINCT customer_id) FILTER (WHERE event_ts >= ?), max(event_ts) "
-        "FROM raw.transactions_current WHERE event_ts < ?",
+        "SELECT count(DISTINCT customer_id), max(event_ts) "
+        "FROM raw.transactions_current WHERE event_ts >= ? AND event_ts < ?",
         [cutoff - timedelta(days=ttl_days), cutoff],
     ).fetchone()
     parameters = {

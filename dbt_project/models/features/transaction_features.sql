@@ -5,7 +5,7 @@
         on_schema_change='fail',
         pre_hook=[
             before_begin("{{ claim_row() }}"),
-            "{{ replace_day_partition(['dt', 'snapshot_cutoff'], processing_day()) }}",
+            "{{ replace_day_partition(processing_day()) }}",
         ]
     )
 }}
