@@ -17,7 +17,7 @@ import pandas as pd
 from mlpipeline import warehouse
 from mlpipeline.core import objectstore
 from mlpipeline.core.config import Settings
-from mlpipeline.monitoring.realized import COMPARED, measured
+from mlpipeline.monitoring.realized import CHARGEBACKS, COMPARED, measured
 from mlpipeline.training import model_registry
 from mlpipeline.training.evaluate import VALIDATION_SCORES, model_scores, validation_scores
 from mlpipeline.training.model_features import FeatureColumns
@@ -107,14 +107,14 @@ def coverage_test_metrics(
     day, as a scored day that old is labelled on the run day; None when no test fraud was known
     that soon. An immature pool is graded against these: its partial labels miss the slow
     chargebacks, and so do these. The test rows carry their matured label, not when its
-    chargeback came: the report times of their frauds are read from raw.chargebacks_current."""
+    chargeback came: the report times of their frauds are read from CHARGEBACKS."""
     test = reference.test_rows
     frauds = test.loc[test[reference.label] == 1, "transaction_id"].astype(str)
     with warehouse.connect(settings, read_only=True) as con:
         con.register("test_frauds", pd.DataFrame({"transaction_id": frauds}))
         reported = con.execute(
-            "SELECT transaction_id, min(reported_at) AS reported_at FROM raw.chargebacks_current "
-            "JOIN test_frauds USING (transaction_id) GROUP BY transaction_id"
+            f"SELECT transaction_id, reported_at FROM {CHARGEBACKS} "
+            "JOIN test_frauds USING (transaction_id)"
         ).df()
     known_before = pd.to_datetime(test["dt"]) + pd.Timedelta(days=label_age_days + 1)
     first_report = pd.to_datetime(

@@ -1,3 +1,11 @@
+{#-
+    A table, not a view as the other staging model: raw.chargebacks_current shows a chargeback
+    only while its transaction is current, a lookup in every transaction ever loaded. Built once
+    a night, that lookup is paid once; its tests, customer_lifetime, training_set and monitoring
+    then read the small table.
+-#}
+{{ config(materialized='table') }}
+
 with
 
 source as (
