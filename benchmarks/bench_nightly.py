@@ -271,6 +271,24 @@ def _seconds(start: str | None, end: str | None) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
+def _idle(tasks: list[dict], span: float) -> float:
+    """Seconds of the run during which no task was running (scheduling, queueing)."""
+    intervals = sorted(
+        (datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"]))
+        for ti in tasks
+        if ti.get("start_date") and ti.get("end_date")
+    )
+    covered, end = 0.0, None
+    for start, stop in intervals:
+        if end is None or start > end:
+            covered += (stop - start).total_seconds()
+            end = stop
+        elif stop > end:
+            covered += (stop - end).total_seconds()
+            end = stop
+    return span - covered
+
+
 def _table(library: dict[str, float], tasks: list[dict]) -> str:
     """Each stage's seconds: the library's, the sum of the Airflow tasks' run times, and the span
     from the first of them starting to the last one ending."""
@@ -319,6 +337,11 @@ def run(workdir: Path) -> list[Result]:
         name = ti["task_id"] + (f"[{ti['map_index']}]" if mapped else "")
         seconds = _seconds(ti.get("start_date"), ti.get("end_date"))
         log.warning("  %-60s %-10s %7.1f", name, ti["state"], seconds)
+    log.warning(
+        "%s: %.1fs of the run with no task running (before the first, between, after the last)",
+        DAG,
+        _idle(tasks, in_airflow),
+    )
     log.warning("library stages (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     log.warning("per stage, night of %s:\n%s", day, _table(stages, tasks))
 
