@@ -39,7 +39,7 @@ sides (for Airflow: the sum of its tasks' run times, and the span from the first
 to the last one's end) and every task's time. `BENCH_NIGHTLY_DAY_ROWS`, `BENCH_NIGHTLY_CUSTOMERS`,
 `BENCH_NIGHTLY_HISTORY_DAYS`, `BENCH_NIGHTLY_HISTORY_ROWS_PER_DAY` and `BENCH_NIGHTLY_WINDOW`
 shrink it for a quick look (e.g. 24 days x 3,000, a day of 10,000, 2,000 customers, window 3:
-a few minutes). Run: `make bench ONLY=bench_nightly` (about 30 minutes on two cores).
+a few minutes). Run: `make bench ONLY=bench_nightly` (16 minutes on two cores at load ~10).
 """
 
 from __future__ import annotations
