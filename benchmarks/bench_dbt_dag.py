@@ -40,10 +40,10 @@ from pathlib import Path
 
 from benchmarks.bench_features import FIRST_DAY, copy_raw, generate
 from benchmarks.harness import Result
+from benchmarks.nightly_stages import run_in_airflow
 from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.devtools import local_airflow
-from mlpipeline.devtools.localredis import free_port
 from mlpipeline.features import transform
 from tests.lake_copy import copy_warehouse
 
@@ -149,19 +149,8 @@ def _in_airflow(settings: Settings, day: date, mode: str | None = None) -> list[
         local_airflow.init(env)
         code = local_airflow.dags_test(DAG, day, env, mark_success=NOT_DBT)
     else:
-        extra = {
-            "AIRFLOW__CORE__DAGS_FOLDER": str(VARIANT_DAGS),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "BENCH_DBT_DAG_MODE": mode,
-        }
-        env = local_airflow.airflow_env(settings, extra)
-        local_airflow.init(env)
-        env = local_airflow.services_env(env, free_port())
-        services = local_airflow.start_services(env, settings.data_dir / "services")
-        try:
-            run_id, state = local_airflow.run_once(services, DAG, day, scheduled=False)
-        finally:
-            services.stop()
+        extra = {"AIRFLOW__CORE__DAGS_FOLDER": str(VARIANT_DAGS), "BENCH_DBT_DAG_MODE": mode}
+        run_id, state, env = run_in_airflow(settings, DAG, day, extra)
         code = 0 if state == "success" else 1
     tasks = [
         ti

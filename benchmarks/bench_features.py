@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -105,10 +106,15 @@ FROM raw.{dataset} GROUP BY batch_id, dt
 
 
 def generate(
-    path: Path, last: date, *, rows: int = ROWS_PER_DAY, customers: int = CUSTOMERS
+    path: Path,
+    last: date,
+    *,
+    rows: int | Callable[[date], int] = ROWS_PER_DAY,
+    customers: int = CUSTOMERS,
 ) -> int:
-    """Raw transactions (`rows` a day from FIRST_DAY to `last`) and their chargebacks reported
-    by `last`, one current batch per dataset-day, in a plain DuckDB file; returns the rows."""
+    """Raw transactions (`rows` a day from FIRST_DAY to `last`, or `rows(day)` on each day) and
+    their chargebacks reported by `last`, one current batch per dataset-day, in a plain DuckDB
+    file; returns the rows."""
     started = time.monotonic()
     days = (last - FIRST_DAY).days + 1
     con = duckdb.connect(str(path))
@@ -118,7 +124,8 @@ def generate(
         ensure_raw(con)
         day = FIRST_DAY
         while day <= last:
-            con.execute(TRANSACTIONS, {"day": day, "rows": rows, "customers": customers})
+            count = rows(day) if callable(rows) else rows
+            con.execute(TRANSACTIONS, {"day": day, "rows": count, "customers": customers})
             done = (day - FIRST_DAY).days + 1
             log.warning("generated %d/%d days (%.0fs)", done, days, time.monotonic() - started)
             day += timedelta(days=1)

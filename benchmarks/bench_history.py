@@ -35,22 +35,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
-from unittest import mock
 
-from benchmarks import bench_features
+from benchmarks import bench_features, nightly_stages
 from benchmarks.harness import Result
 from mlpipeline import warehouse
 from mlpipeline.core.config import Settings
 from mlpipeline.devtools import localredis
 from mlpipeline.features import transform
-from mlpipeline.ingest import gates
-from mlpipeline.pipeline import nightly
-from mlpipeline.training import model_registry
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +52,6 @@ SIZES = [int(n) for n in os.environ.get("BENCH_HISTORY_SIZES", "30,90,180").spli
 WINDOW = int(os.environ.get("BENCH_HISTORY_WINDOW", 7))
 TARGET = 1.3
 CANDIDATE = "logistic_regression"
-# Whatever would point the nightly's stages at another warehouse, store or tracking server.
-OVERRIDES = (
-    "WAREHOUSE_CATALOG",
-    "WAREHOUSE_DATA_PATH",
-    "DUCKDB_PATH",
-    "MLPIPELINE_BUCKET",
-    "AWS_ENDPOINT_URL",
-    "AIRFLOW_API_URL",
-)
-
-
-@contextmanager
-def _pipeline_env(settings: Settings, redis_url: str) -> Iterator[None]:
-    """The stages read their settings from the environment (as a worker's task does): point it
-    at the benchmark's folder and Redis for the run, and put it back afterwards."""
-    env = {
-        "MLPIPELINE_DATA_DIR": str(settings.data_dir),
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        "REDIS_URL": redis_url,
-    }
-    # The training-set gate reads the window from dbt_project.yml; the builds pass WINDOW.
-    with (
-        mock.patch.dict(os.environ, env),
-        mock.patch.object(gates, "training_window_days", return_value=WINDOW),
-    ):
-        for var in OVERRIDES:
-            os.environ.pop(var, None)
-        yield
 
 
 def _log_slowest_nodes(settings: Settings, day: date, count: int = 8) -> None:
@@ -100,22 +65,7 @@ def _log_slowest_nodes(settings: Settings, day: date, count: int = 8) -> None:
 
 def _night(settings: Settings, source: Path, day: date) -> dict[str, float]:
     """Seconds of each stage of the night of `day`, in the DAG's order."""
-    seconds: dict[str, float] = {}
-    run_id = f"bench-history-{day}"
-    iso = day.isoformat()
-
-    def stage(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        started = time.perf_counter()
-        try:
-            out = fn(*args, **kwargs)
-        except (nightly.NothingToDo, nightly.MonitoringFailed) as outcome:
-            # An outcome the DAG records and goes on from (monitoring publishes first).
-            log.warning("night %s, %s: %s", day, name, outcome)
-            out = None
-        seconds[name] = time.perf_counter() - started
-        log.warning("night %s, %s: %.1fs", day, name, seconds[name])
-        return out
-
+    stage = nightly_stages.Stages(f"night {day}")
     yesterday = day - timedelta(days=1)
     stage("land", bench_features.copy_raw, source, settings, after=yesterday, through=day)
     stage(
@@ -126,25 +76,10 @@ def _night(settings: Settings, source: Path, day: date) -> dict[str, float]:
         variables={"training_window_days": WINDOW},
     )
     _log_slowest_nodes(settings, day)
-    stage("check_snapshot", nightly.check_snapshot, iso, run_id)
-    checked = stage("check_training_set", nightly.check_training_set, iso, run_id, train=True)
-    split_info = stage("split", nightly.split, iso, checked)
-    job = next(j for j in nightly.candidates(split_info) if j["candidate"] == CANDIDATE)
-    trained = stage("train", nightly.train, job)
-    stage("evaluate_and_promote", nightly.evaluate_and_promote, iso, split_info, [trained])
-    if model_registry.resolve_champion(settings.mlflow_tracking_uri) is None:
-        # Random labels may not pass the promotion rules; scoring still needs a model.
-        client = model_registry.client(settings.mlflow_tracking_uri)
-        client.set_registered_model_alias(
-            model_registry.MODEL_NAME, "champion", trained["model_version"]
-        )
-    export = stage("export", nightly.export_snapshot, iso)
-    stage("score", nightly.score, iso, run_id)
-    stage("push", nightly.push_staged, export)
-    verified = stage("verify", nightly.verify_staged, export)
-    stage("switch", nightly.switch_online, export, verified)
-    stage("monitor", nightly.monitor, iso, run_id)
-    return seconds
+    nightly_stages.after_features(
+        stage, settings, day, f"bench-history-{day}", candidates=[CANDIDATE], train=True
+    )
+    return stage.seconds
 
 
 def _history(settings: Settings, source: Path, after: date | None, last: date) -> float:
@@ -175,7 +110,7 @@ def run(workdir: Path) -> list[Result]:
     url, _ = localredis.start(workdir / "redis", persist=False)
     nights: dict[int, dict[str, float]] = {}
     try:
-        with _pipeline_env(settings, url):
+        with nightly_stages.pipeline_env(settings, url, window=WINDOW):
             loaded: date | None = None
             for size in sorted(SIZES):
                 last = first + timedelta(days=size - 1)
