@@ -51,6 +51,12 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             # A laptop's UI and API answer this machine only.
             "AIRFLOW__API__HOST": "127.0.0.1",
+            # The LocalExecutor's workers come from a fork server that imported the tasks'
+            # libraries once (mlpipeline_airflow.task_preload), so a task process does not.
+            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+            "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": (
+                "airflow.executors.local_executor,mlpipeline_airflow.task_preload"
+            ),
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "SCARF_ANALYTICS": "false",
             "DO_NOT_TRACK": "1",
