@@ -19,13 +19,21 @@
     ({%- for column in columns %}{{ column }} = {{ day }}{{ " or " if not loop.last }}{% endfor -%})
 {%- endmacro %}
 
-{% macro built_rows_filter(model_name) -%}
+{% macro built_rows_condition(node) -%}
     {#-
-        The rows of `model_name` a run for processing_day built: a SQL condition for a singular
-        test's where clause ('true' without processing_day or a declared day partition).
+        The rows of a model node (graph or `model`) that a run for processing_day built, as a
+        SQL condition; none when every row counts (no processing_day, or no declared day
+        partition).
     -#}
+    {%- set columns = day_partition_columns(node) -%}
     {%- set day = date_var('processing_day') -%}
-    {%- if not execute or day is none -%}
+    {{ return(day_partition_filter(columns, day) if columns and day is not none else none) }}
+{%- endmacro %}
+
+{% macro built_rows_filter(model_name) -%}
+    {#- built_rows_condition of `model_name`, for a singular test's where clause ('true' when
+        every row counts). -#}
+    {%- if not execute -%}
         {{ return('true') }}
     {%- endif -%}
     {%- set node = graph.nodes.values()
@@ -33,8 +41,7 @@
         | selectattr('package_name', 'equalto', project_name)
         | selectattr('name', 'equalto', model_name)
         | first -%}
-    {%- set columns = day_partition_columns(node) -%}
-    {{ return(day_partition_filter(columns, day) if columns else 'true') }}
+    {{ return(built_rows_condition(node) or 'true') }}
 {%- endmacro %}
 
 {#
@@ -46,11 +53,7 @@
     {%- set where = config.get('where', '') -%}
     {%- set attached = model.get('attached_node') if execute else none -%}
     {%- if not where and attached and attached in graph.nodes -%}
-        {%- set columns = day_partition_columns(graph.nodes[attached]) -%}
-        {%- set day = date_var('processing_day') -%}
-        {%- if columns and day is not none -%}
-            {%- set where = day_partition_filter(columns, day) -%}
-        {%- endif -%}
+        {%- set where = built_rows_condition(graph.nodes[attached]) -%}
     {%- endif -%}
     {%- if where -%}
         {{ return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') }}

@@ -14,7 +14,9 @@ transactions as (
 
 snapshots as (
 
+    -- Only the cutoffs those transactions saw, not every day's snapshot.
     select * from {{ ref('customer_snapshot') }}
+    where cutoff_date in (select snapshot_cutoff from transactions)
 
 ),
 
