@@ -16,6 +16,7 @@ thread is opened before the fork.
 from __future__ import annotations
 
 import importlib
+import logging
 
 MODULES = (
     # What a task process runs before its stage: the task runner, the DAG file's imports.
@@ -40,5 +41,11 @@ MODULES = (
     "redis",
 )
 
-for _module in MODULES:
-    importlib.import_module(_module)
+# Importing GX logs about a hundred INFO lines (functions it cannot register for its docs),
+# which would open the scheduler's or worker's output; warnings still show.
+logging.disable(logging.INFO)
+try:
+    for _module in MODULES:
+        importlib.import_module(_module)
+finally:
+    logging.disable(logging.NOTSET)
