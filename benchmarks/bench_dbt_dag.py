@@ -22,9 +22,11 @@ logged and left out) run the nightly cut down to its dbt group (benchmarks/dags)
 scheduler, the LocalExecutor and a triggerer: `local` as the nightly renders it, `watcher` in
 Cosmos' ExecutionMode.WATCHER (one `dbt build` by a producer task, one consumer task per model
 and test reporting its node's result), `watcher_unpooled` the same with the consumers outside the
-one-slot `warehouse` pool. `BENCH_DBT_DAG_DAYS` / `BENCH_DBT_DAG_ROWS_PER_DAY`
-shrink the data for a quick look; the README's figures come from the default size. Run: `make
-bench ONLY=bench_dbt_dag` (about 15 minutes on two cores).
+one-slot `warehouse` pool, `watcher_attached_unpooled` that with the tests spanning several models
+kept among a model's tests (not detached into tasks running dbt themselves).
+`BENCH_DBT_DAG_DAYS` / `BENCH_DBT_DAG_ROWS_PER_DAY` shrink the data for a quick look; the
+README's figures come from the default size. Run: `make bench ONLY=bench_dbt_dag` (about 15
+minutes on two cores).
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ VARIANTS = {
     "local": "scheduler + LocalExecutor, Cosmos LOCAL",
     "watcher": "scheduler + LocalExecutor, Cosmos WATCHER",
     "watcher_unpooled": "scheduler + LocalExecutor, Cosmos WATCHER, consumers outside the pool",
+    "watcher_attached_unpooled": (
+        "scheduler + LocalExecutor, Cosmos WATCHER, consumers outside the pool, "
+        "multi-model tests attached"
+    ),
 }
 VARIANTS_RUN = [
     v

@@ -169,6 +169,19 @@ def test_an_error_that_is_not_a_commit_race_is_raised_at_once(new_lake: tuple[st
     assert calls == [1]
 
 
+def test_meeting_another_builds_dbt_backup_is_a_lost_race(new_lake: tuple[str, str]) -> None:
+    """dbt swaps a table in by renaming the old one to `<name>__dbt_backup`, and drops that only
+    after committing: a second build of the model meanwhile gets this error, and reruns."""
+    catalog, data_path = new_lake
+    with lake.connect(catalog, data_path) as con:
+        con.execute("CREATE TABLE stg AS SELECT 1 AS x")
+        con.execute("CREATE TABLE stg__dbt_backup AS SELECT 1 AS x")
+        with pytest.raises(duckdb.Error) as raised:
+            con.execute("ALTER TABLE stg RENAME TO stg__dbt_backup")
+    assert lake.lost_a_race(str(raised.value)), str(raised.value)
+    assert not lake.lost_a_race("Binder Error: Referenced column no_such_column not found")
+
+
 def test_a_warehouse_with_its_files_in_s3_serves_every_cursor(
     tmp_path: Path,
     s3_store,

@@ -1,7 +1,7 @@
 """fraud_nightly cut down to `resolve_day` and its `dbt_build` group, the group rendered in the
-Cosmos execution mode BENCH_DBT_DAG_MODE names (`local`, `watcher`, `watcher_unpooled`), run
-only when triggered. bench_dbt_dag runs it with the scheduler and the LocalExecutor, like a night
-in production.
+Cosmos execution mode BENCH_DBT_DAG_MODE names (`local`, `watcher`, `watcher_unpooled`,
+`watcher_attached_unpooled`), run only when triggered. bench_dbt_dag runs it with the scheduler
+and the LocalExecutor, like a night in production.
 
 The DAG is dags/fraud_nightly.py itself, built with Cosmos' ExecutionConfig (and for the watcher
 its RenderConfig) replaced: only the execution mode (and where the tests run) differ, nothing of
@@ -22,16 +22,22 @@ from cosmos.constants import ExecutionMode, TestBehavior
 
 from mlpipeline.core.config import PROJECT_ROOT
 
-# `watcher_unpooled`: the watcher with its consumers outside the `warehouse` pool (they read the
-# producer's XComs, not the warehouse), so they need not wait for the producer's slot.
+# The mode, then flags: `unpooled`, the watcher's consumers outside the `warehouse` pool (they
+# read the producer's XComs, not the warehouse), so they need not wait for the producer's slot;
+# `attached`, the tests spanning several models kept with a model's tests instead of detached as
+# tasks that run dbt themselves, so the producer's build is the only dbt run.
 VARIANT = os.environ.get("BENCH_DBT_DAG_MODE", "local")
-MODE = ExecutionMode(VARIANT.removesuffix("_unpooled"))
+MODE_NAME, *FLAGS = VARIANT.split("_")
+MODE = ExecutionMode(MODE_NAME)
 RENDERED = {"ExecutionConfig": cosmos.ExecutionConfig, "RenderConfig": cosmos.RenderConfig}
 CHANGES = {"ExecutionConfig": {"execution_mode": MODE}}
 if MODE == ExecutionMode.WATCHER:
     # The watcher's producer runs the one `dbt build`: it has no per-model build task, so each
     # model's tests are a task of their own.
-    CHANGES["RenderConfig"] = {"test_behavior": TestBehavior.AFTER_EACH}
+    CHANGES["RenderConfig"] = {
+        "test_behavior": TestBehavior.AFTER_EACH,
+        "should_detach_multiple_parents_tests": "attached" not in FLAGS,
+    }
 
 
 def _changed(name: str) -> Callable[..., object]:
@@ -65,7 +71,7 @@ _resolve_day = fraud_nightly_dbt.get_task("resolve_day")
 for _task in fraud_nightly_dbt.tasks:
     if _task is not _resolve_day and not _task.upstream_task_ids:
         _resolve_day >> _task
-    if VARIANT.endswith("_unpooled") and hasattr(_task, "producer_task_id"):
+    if "unpooled" in FLAGS and hasattr(_task, "producer_task_id"):
         # Outside the pool the project's guard (require_warehouse) refuses a task; a consumer
         # only opens the warehouse when it falls back to running its node itself.
         _task.pool = "default_pool"

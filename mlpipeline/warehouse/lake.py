@@ -29,14 +29,17 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Messages of errors after which a rolled-back unit may run again. The last: another writer's
-# object of the same name is in flight (dbt renames a view to `<name>__dbt_backup` while it
-# replaces it, so two builds of one model can meet there).
+# Messages of errors after which a rolled-back unit may run again. The last two: another
+# writer's object of the same name is in flight. dbt renames a view or table to
+# `<name>__dbt_backup` while it replaces it and drops the backup only after committing, so two
+# builds of one model can meet there (a view's rename says the first, a table's the second; a
+# build drops its own stale backup before it starts, so a backup found there is another's).
 RETRYABLE = (
     "database is locked",
     "Transaction conflict",
     "Failed to commit DuckLake",
     "another entry with this name already exists",
+    "__dbt_backup already exists",
 )
 
 
