@@ -42,10 +42,12 @@ MODULES = (
 )
 
 # Importing GX logs about a hundred INFO lines (functions it cannot register for its docs),
-# which would open the scheduler's or worker's output; warnings still show.
-logging.disable(logging.INFO)
+# which would open the scheduler's or worker's output; warnings still show. The level disabled
+# before is put back, whatever it was.
+_disabled = logging.root.manager.disable
+logging.disable(max(_disabled, logging.INFO))
 try:
     for _module in MODULES:
         importlib.import_module(_module)
 finally:
-    logging.disable(logging.NOTSET)
+    logging.disable(_disabled)
