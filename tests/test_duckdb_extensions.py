@@ -8,7 +8,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
+from mlpipeline.core.config import PROJECT_ROOT
 from mlpipeline.warehouse import duckdb_extensions
 
 pytestmark = pytest.mark.unit
@@ -60,3 +62,13 @@ def test_connections_look_in_this_environments_folder_and_never_download() -> No
     config = duckdb_extensions.config()
     assert Path(str(config["extension_directory"])).is_relative_to(sys.prefix)
     assert config["autoinstall_known_extensions"] is False
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_dbt_connects_with_the_same_extension_options(target: str) -> None:
+    """dbt's profile makes its own DuckDB connections: it must neither download, nor look
+    elsewhere, nor re-check the pinned files' signatures on every load, as the library does."""
+    profiles = yaml.safe_load((PROJECT_ROOT / "dbt_project" / "profiles.yml").read_text())
+    options = profiles["fraud_features"]["outputs"][target]["config_options"]
+    own = {k: v for k, v in duckdb_extensions.config().items() if isinstance(v, bool)}
+    assert own and {k: options.get(k) for k in own} == own
