@@ -55,8 +55,10 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
             # The LocalExecutor's workers come from a fork server that imported the tasks'
             # libraries once (mlpipeline_airflow.task_preload), so a task process does not.
             "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+            # skops.io first, while Airflow's modules are not loaded (see task_preload); the
+            # plugins folder, task_preload's, is on the path once Airflow is imported.
             "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": (
-                "airflow.executors.local_executor,mlpipeline_airflow.task_preload"
+                "skops.io,airflow.executors.local_executor,mlpipeline_airflow.task_preload"
             ),
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "SCARF_ANALYTICS": "false",
