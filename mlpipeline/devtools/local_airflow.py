@@ -320,11 +320,21 @@ def _wait_healthy(services: Services, timeout: float) -> None:
             time.sleep(1)
 
 
-def wait_for_dags(env: dict[str, str], dag_ids: set[str], timeout: float = 180) -> dict[str, bool]:
+def api(env: dict[str, str]) -> AirflowApi:
+    """The REST API of the services `env` describes (`services_env`), as their admin. Waiting on
+    the services goes through it rather than the CLI: an `airflow` command costs seconds of CPU,
+    taken from the tasks it watches on a small machine."""
+    return AirflowApi.login(
+        env["AIRFLOW_API_URL"], token=None, username=USER, password=env["AIRFLOW_API_PASSWORD"]
+    )
+
+
+def wait_for_dags(client: AirflowApi, dag_ids: set[str], timeout: float = 180) -> dict[str, bool]:
     """dag id → paused, once the DAG processor has stored `dag_ids` (a trigger needs them)."""
     deadline = time.monotonic() + timeout
     while True:
-        dags = {d["dag_id"]: bool(d["is_paused"]) for d in cli_json(["dags", "list"], env)}
+        listed = client.call("GET", "dags", limit=100)["dags"]
+        dags = {d["dag_id"]: bool(d["is_paused"]) for d in listed}
         if dag_ids <= set(dags):
             return dags
         if time.monotonic() > deadline:
@@ -345,40 +355,43 @@ def run_once(
     has its scheduled run) a manual run with D in its conf. The DAG is paused again after the
     run (local DAGs stay paused until the user decides). Returns (run id, final state); logs
     progress while it waits."""
-    env = services.env
-    paused = wait_for_dags(env, {dag_id})[dag_id]
-    scheduled = scheduled and _scheduled_run(dag_id, day, env) is None
+    client = api(services.env)
+    paused = wait_for_dags(client, {dag_id})[dag_id]
+    scheduled = scheduled and _scheduled_run(client, dag_id, day) is None
     if paused:
-        run(["dags", "unpause", dag_id], env)
+        _set_paused(client, dag_id, False)
     try:
         if scheduled:
-            run_id = _wait_for_scheduled_run(dag_id, day, env)
+            run_id = _wait_for_scheduled_run(client, dag_id, day)
         else:
             run_id = f"manual__{day.isoformat()}__{secrets.token_hex(4)}"
-            conf = json.dumps({"day": str(day)})
-            run(["dags", "trigger", dag_id, "--run-id", run_id, "--conf", conf], env)
-        return run_id, _wait_for_run(dag_id, run_id, env, timeout)
+            body = {"dag_run_id": run_id, "logical_date": None, "conf": {"day": str(day)}}
+            client.call("POST", f"dags/{dag_id}/dagRuns", body)
+        return run_id, _wait_for_run(client, dag_id, run_id, timeout)
     finally:
         if paused:
-            run(["dags", "pause", dag_id], env)
+            _set_paused(client, dag_id, True)
 
 
-def _scheduled_run(dag_id: str, day: date, env: dict[str, str]) -> str | None:
+def _set_paused(client: AirflowApi, dag_id: str, paused: bool) -> None:
+    client.call("PATCH", f"dags/{dag_id}", {"is_paused": paused}, update_mask="is_paused")
+
+
+def _scheduled_run(client: AirflowApi, dag_id: str, day: date) -> str | None:
     """The run id of D's scheduled run, if the scheduler has created it."""
-    return next(
-        (
-            r["run_id"]
-            for r in cli_json(["dags", "list-runs", dag_id], env)
-            # `list-runs` prints no run type; the scheduler names its runs `scheduled__<date>`.
-            if r["run_id"].startswith("scheduled__") and r["logical_date"].startswith(str(day))
-        ),
-        None,
-    )
+    runs = client.call(
+        "GET",
+        f"dags/{dag_id}/dagRuns",
+        run_type="scheduled",
+        logical_date_gte=f"{day}T00:00:00Z",
+        logical_date_lte=f"{day}T23:59:59Z",
+    )["dag_runs"]
+    return runs[0]["dag_run_id"] if runs else None
 
 
-def _wait_for_scheduled_run(dag_id: str, day: date, env: dict[str, str]) -> str:
+def _wait_for_scheduled_run(client: AirflowApi, dag_id: str, day: date) -> str:
     deadline = time.monotonic() + 180
-    while (run_id := _scheduled_run(dag_id, day, env)) is None:
+    while (run_id := _scheduled_run(client, dag_id, day)) is None:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"the scheduler created no run of {dag_id} for {day} within 180s after "
@@ -389,20 +402,16 @@ def _wait_for_scheduled_run(dag_id: str, day: date, env: dict[str, str]) -> str:
     return run_id
 
 
-def _wait_for_run(dag_id: str, run_id: str, env: dict[str, str], timeout: float) -> str:
-    """Poll the run through the API server (not the CLI: an `airflow` command costs seconds of
-    CPU, taken from the tasks it watches on a small machine)."""
-    api = AirflowApi.login(env["AIRFLOW_API_URL"], token=None, username=USER,
-                           password=env["AIRFLOW_API_PASSWORD"])  # fmt: skip
+def _wait_for_run(client: AirflowApi, dag_id: str, run_id: str, timeout: float) -> str:
     runs = f"dags/{dag_id}/dagRuns/{run_id}"
     began, state = time.monotonic(), "queued"
     while state not in {"success", "failed"}:
         if time.monotonic() - began > timeout:
             raise RuntimeError(f"{dag_id} run {run_id} still {state} after {timeout:.0f}s")
         time.sleep(10)
-        states = [ti["state"] for ti in _task_instances(api, f"{runs}/taskInstances")]
+        states = [ti["state"] for ti in _task_instances(client, f"{runs}/taskInstances")]
         done = sum(s in {"success", "failed", "skipped", "upstream_failed"} for s in states)
-        state = api.call("GET", runs)["state"]
+        state = client.call("GET", runs)["state"]
         log.info(
             "%s %s: %s, %d/%d tasks done (%d failed), %.0fs",
             dag_id,
@@ -416,11 +425,11 @@ def _wait_for_run(dag_id: str, run_id: str, env: dict[str, str], timeout: float)
     return state
 
 
-def _task_instances(api: AirflowApi, path: str) -> list[dict]:
+def _task_instances(client: AirflowApi, path: str) -> list[dict]:
     """All of a run's task instances, page by page (the API serves at most 100 at a time)."""
     found: list[dict] = []
     while True:
-        page = api.call("GET", path, limit=100, offset=len(found))
+        page = client.call("GET", path, limit=100, offset=len(found))
         found += page["task_instances"]
         if not page["task_instances"] or len(found) >= page["total_entries"]:
             return found

@@ -172,7 +172,9 @@ def serve(settings: Settings, *, airflow_port: int = 8080, mlflow_port: int = 50
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        paused = local_airflow.wait_for_dags(ui.services.env, set(UNPAUSE_EFFECT))
+        paused = local_airflow.wait_for_dags(
+            local_airflow.api(ui.services.env), set(UNPAUSE_EFFECT)
+        )
         print(banner(ui, paused), flush=True)
         while not stop:
             for name, process in ui.services.processes.items():
