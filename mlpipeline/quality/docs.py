@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 DOCS_PREFIX = "reports/data_docs/"
 _SITE = "data_docs"
 _RESULTS = "results"
+# GX's page views, with templates compiled once a process.
+_VIEWS = "mlpipeline.quality.docs_views"
 _STATIC_MARKER = "static/styles/data_docs_default_styles.css"
 
 
@@ -92,10 +94,15 @@ class DataDocs:
             "site_index_builder": {
                 "class_name": "DefaultSiteIndexBuilder",
                 "validation_results_limit": self.index_limit,
+                "view": {"module_name": _VIEWS, "class_name": "IndexPageView"},
             },
             # Validation pages only: the suites themselves are the JSON files in git, and
             # rendering every suite on every run would triple the build time.
-            "site_section_builders": {"expectations": "None", "profiling": "None"},
+            "site_section_builders": {
+                "expectations": "None",
+                "profiling": "None",
+                "validations": {"view": {"module_name": _VIEWS, "class_name": "PageView"}},
+            },
         }
         return DataContextConfig(
             store_backend_defaults=defaults, stores=stores, data_docs_sites={_SITE: site}
