@@ -1,6 +1,7 @@
-"""Run this checkout's DAGs on a local Airflow through its CLI, for the demo and the tests.
+"""Run this checkout's DAGs on a local Airflow through its CLI (and, once its services run,
+their REST API), for the demo and the tests.
 
-Only subprocesses: the library still never imports Airflow. The configuration here is the
+Only subprocesses and HTTP: the library still never imports Airflow. The configuration here is the
 laptop's; production sets the same `AIRFLOW__*` variables in docker-compose.
 """
 
