@@ -33,17 +33,17 @@ class _CompiledTemplates(jinja2.BytecodeCache):
 COMPILED = _CompiledTemplates()
 
 
-class PageView(DefaultJinjaPageView):
+class _SharedCache:
+    """Put the process's compiled templates under the view's own environment."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - GX's signature
+        super().__init__(*args, **kwargs)
+        self.env.bytecode_cache = COMPILED
+
+
+class PageView(_SharedCache, DefaultJinjaPageView):
     """A validation result's page."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - GX's signature
-        super().__init__(*args, **kwargs)
-        self.env.bytecode_cache = COMPILED
 
-
-class IndexPageView(DefaultJinjaIndexPageView):
+class IndexPageView(_SharedCache, DefaultJinjaIndexPageView):
     """The site's index page."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - GX's signature
-        super().__init__(*args, **kwargs)
-        self.env.bytecode_cache = COMPILED

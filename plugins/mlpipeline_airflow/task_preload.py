@@ -23,7 +23,7 @@ MODULES = (
     # First: importing skops.io looks up each of SciPy's functions in every loaded module (about
     # 1.3 s over scikit-learn's modules, 4 s over Airflow's and the rest, each lookup on an
     # Airflow module warning of a deprecated name). The fork server imports it before Airflow
-    # (mlpipeline.devtools.local_airflow): its whole preload takes 27 s instead of 36.
+    # (mlpipeline.devtools.local_airflow): its preload took 31.9 s instead of 35.5.
     "sklearn.ensemble",
     "sklearn.linear_model",
     "sklearn.pipeline",
