@@ -134,8 +134,7 @@ def training_set(rows: int = ROWS, customers: int = CUSTOMERS, seed: int = 11) -
                 - pd.to_timedelta(rng.exponential(86400 / np.maximum(rate[cust], 0.05)), unit="s")
                 * np.where(burst, 0.01, 1.0)
             ).where(~new),
-            "tenure_days": np.where(new, np.nan, tenure[cust]),
-            "chargebacks_total": np.where(new, 0, rng.poisson(0.02, rows)),
+            "chargebacks_30d": np.where(new, 0, rng.poisson(0.02, rows)),
             "is_fraud": is_fraud,
             "training_cutoff": CUTOFF,
         }

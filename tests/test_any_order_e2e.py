@@ -43,7 +43,7 @@ from tests.history import CUSTOMERS, NIGHT, copy_history
 pytestmark = pytest.mark.e2e
 
 DAYS = [NIGHT + timedelta(days=offset) for offset in range(4)]
-NUMERIC = ["amount", "txn_count_24h", "txn_count_7d", "amount_mean_30d", "chargebacks_total"]
+NUMERIC = ["amount", "txn_count_24h", "txn_count_7d", "amount_mean_30d", "chargebacks_30d"]
 CATEGORICAL = ["channel", "merchant_category"]
 # Lineage and run columns: they name runs and times, not business content.
 VOLATILE = {"dbt_invocation_id", "built_at", "scoring_run_id", "scored_at", "batch_id", "revision"}

@@ -70,6 +70,8 @@ HAND_ROWS = [
     ("l-2", "c_lapsed", "2026-02-10 12:00:00", "60.00", "m1", "grocery", "NL", "pos"),
     # c_new: first seen after its snapshot was taken
     ("n-1", "c_new", "2026-02-06 10:00:00", "70.00", "m1", "grocery", "NL", "pos"),
+    # c_old: one early transaction, disputed two days later; kept by the TTL until 02-04
+    ("o-1", "c_old", "2026-01-01 10:00:00", "80.00", "m1", "grocery", "NL", "pos"),
 ]
 HAND = [
     txn(tid, cid, at, amount, merchant_id=merchant, category=category, country=country, channel=ch)
@@ -84,6 +86,7 @@ HAND_CHARGEBACKS = [
     chargeback("x-unknown", "2026-02-03 08:00:00"),
     # Reported during an incremental run on a transaction older than its lookback window.
     chargeback("l-1", "2026-02-09 10:00:00"),
+    chargeback("o-1", "2026-01-03 10:00:00"),
 ]
 # A revision that never became current: nothing of it may reach the features.
 QUARANTINED = [txn("q-1", "c_hand", "2026-02-05 12:00:00", "5000.00")]
@@ -267,7 +270,6 @@ def test_windows_match_hand_computed_values(scenario: dict) -> None:
     assert row["usual_country"] == "NL"
     assert row["online_share_30d"] == pytest.approx(2 / 6)
     assert row["last_txn_ts"] == ts("2026-02-05 23:59:59")
-    assert row["tenure_days"] == 35
 
 
 def test_later_transactions_do_not_leak_into_a_snapshot(scenario: dict) -> None:
@@ -291,7 +293,7 @@ def test_later_transactions_do_not_leak_into_a_snapshot(scenario: dict) -> None:
 def test_chargebacks_count_only_when_reported_before_the_cutoff(scenario: dict) -> None:
     """h-f's chargeback is reported at 02-06 00:00, i.e. exactly at cutoff_ts of 02-05."""
     totals = {
-        day: _snapshot_row(scenario["full"], "c_hand", day)["chargebacks_total"]
+        day: _snapshot_row(scenario["full"], "c_hand", day)["chargebacks_30d"]
         for day in (
             date(2026, 1, 19),
             date(2026, 1, 20),
@@ -309,6 +311,19 @@ def test_chargebacks_count_only_when_reported_before_the_cutoff(scenario: dict) 
     }
 
 
+def test_chargebacks_count_over_the_last_30_days_only(scenario: dict) -> None:
+    """o-1's chargeback, reported 01-03, counts for the 30 cutoffs 01-03 to 02-01."""
+    days = [date(2026, 1, d) for d in (2, 3, 5)] + [date(2026, 2, 1), date(2026, 2, 2)]
+    counts = {day: _snapshot_row(scenario["full"], "c_old", day)["chargebacks_30d"] for day in days}
+    assert counts == {
+        date(2026, 1, 2): 0,
+        date(2026, 1, 3): 1,
+        date(2026, 1, 5): 1,
+        date(2026, 2, 1): 1,
+        date(2026, 2, 2): 0,
+    }
+
+
 def test_usual_country_ties_are_deterministic(scenario: dict) -> None:
     assert _snapshot_row(scenario["full"], "c_tie", date(2026, 2, 5))["usual_country"] == "DE"
     assert _snapshot_row(scenario["full"], "c_alpha", date(2026, 2, 5))["usual_country"] == "BE"
@@ -319,7 +334,6 @@ def test_ttl_keeps_inactive_customers_with_nulls_then_drops_them(scenario: dict)
     assert kept is not None
     assert (kept["txn_count_30d"], kept["amount_sum_30d"]) == (0, Decimal("0.00"))
     assert kept["amount_mean_30d"] is None and kept["usual_country"] is None
-    assert kept["tenure_days"] == 34
     assert _snapshot_row(scenario["full"], "c_lapsed", date(2026, 2, 6)) is None
 
 
@@ -446,7 +460,7 @@ def test_incremental_runs_carry_lifetime_totals_without_reading_history(scenario
     }
     assert changes == {date(2026, 1, 2): 0, date(2026, 2, 9): 1}
     row = _snapshot_row(scenario["rerun"], "c_lapsed", LAST_DAY)
-    assert row is not None and row["chargebacks_total"] == 1 and row["tenure_days"] == 39
+    assert row is not None and row["chargebacks_30d"] == 1
     hand = {
         r["cutoff_date"]: r["chargebacks_total"]
         for r in scenario["rerun"].tables["features.customer_lifetime"]

@@ -460,10 +460,10 @@ def test_snapshot_passes_on_the_real_build(warehouse):
             ["expect_column_values_to_not_be_null on txn_count_30d"],
         ),
         (
-            "ALTER TABLE features.customer_snapshot DROP COLUMN tenure_days",
+            "ALTER TABLE features.customer_snapshot DROP COLUMN amount_sum_30d",
             [
-                "expect_column_values_to_be_between on tenure_days",
-                "expect_column_values_to_not_be_null on tenure_days",
+                "expect_column_values_to_be_between on amount_sum_30d",
+                "expect_column_values_to_not_be_null on amount_sum_30d",
                 "the declared online features are columns of the snapshot",
             ],
         ),
@@ -556,10 +556,11 @@ def test_suites_come_from_the_folder_named_by_the_environment(warehouse, tmp_pat
     suite = folder / "customer_snapshot.json"
     suite.write_text(
         suite.read_text().replace(
-            '"column": "tenure_days", "min_value": 0}', '"column": "tenure_days", "min_value": 400}'
+            '"column": "txn_count_30d", "min_value": 0}',
+            '"column": "txn_count_30d", "min_value": 400}',
         )
     )
     monkeypatch.setenv(quality.SUITES_ENV, str(folder))
     assert failed(snapshot_check(warehouse)) == [
-        "expect_column_values_to_be_between on tenure_days"
+        "expect_column_values_to_be_between on txn_count_30d"
     ]

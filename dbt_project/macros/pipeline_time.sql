@@ -83,11 +83,20 @@
     {{ return("cast(" ~ dbt.dateadd('day', -days, label_horizon(day)) ~ " as timestamp)") }}
 {%- endmacro %}
 
+{% macro longest_feature_window_days() -%}
+    {#-
+        The longest window a feature looks back over (the _30d features, chargebacks_30d
+        included): a feature over the customer's whole history would grow with the calendar,
+        and every monitoring reference would see it drift.
+    -#}
+    {{ return(30) }}
+{%- endmacro %}
+
 {% macro feature_lookback_days() -%}
     {#-
         Days of transactions before a cutoff that an incremental run reads: the longest feature
-        window (30 days) or the online TTL (a snapshot holds every customer active within it),
-        whichever is longer.
+        window or the online TTL (a snapshot holds every customer active within it), whichever
+        is longer.
     -#}
-    {{ return([online_spec().ttl_days, 30] | max) }}
+    {{ return([online_spec().ttl_days, longest_feature_window_days()] | max) }}
 {%- endmacro %}

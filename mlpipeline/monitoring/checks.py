@@ -26,7 +26,8 @@ def input_drift_rows(
 ) -> list[Row]:
     rows: list[Row] = []
     for name, kind in kinds.items():
-        result = column_drift(reference[name], current[name], kind, conf.drift_thresholds)
+        thresholds = {**conf.drift_thresholds, **conf.feature_drift_thresholds.get(name, {})}
+        result = column_drift(reference[name], current[name], kind, thresholds)
         rows.append(
             {
                 "check": INPUT_DRIFT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from mlpipeline.core.config import pipeline_conf
 from mlpipeline.monitoring.drift_tests import METHODS
@@ -67,6 +68,7 @@ class MonitoringConf:
     sample_rows: int
     sample_seed: int
     drift_thresholds: dict[str, float]
+    feature_drift_thresholds: dict[str, dict[str, float]]
     checks: dict[str, CheckThresholds]
     realized: RealizedConf
     actions: MonitoringActions
@@ -111,7 +113,22 @@ class MonitoringConf:
             sample_rows=int(conf["sample_rows"]),
             sample_seed=int(conf["sample_seed"]),
             drift_thresholds={k: float(v) for k, v in conf["drift_thresholds"].items()},
+            feature_drift_thresholds=_feature_thresholds(conf.get("feature_drift_thresholds")),
             checks=checks,
             realized=RealizedConf(**{name: int(realized[name]) for name in fields}),
             actions=actions,
         )
+
+
+def _feature_thresholds(conf: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Per-feature overrides of `drift_thresholds` (Evidently's per_column_stattest_threshold)."""
+    thresholds = {
+        str(f): {str(m): float(v) for m, v in (t or {}).items()} for f, t in (conf or {}).items()
+    }
+    unknown = sorted({m for t in thresholds.values() for m in t} - set(METHODS))
+    if unknown:
+        raise ValueError(
+            f"pipeline.yaml monitoring.feature_drift_thresholds names unknown tests {unknown}; "
+            f"use {list(METHODS)}"
+        )
+    return thresholds

@@ -61,8 +61,7 @@ snapshot as (
         coalesce(diversity.distinct_categories_30d, 0) as distinct_categories_30d,
         coalesce(diversity.distinct_countries_30d, 0) as distinct_countries_30d,
         usual_countries.usual_country,
-        lifetime.tenure_days,
-        lifetime.chargebacks_total
+        lifetime.chargebacks_30d
 
     from customer_windows
     inner join cutoffs
