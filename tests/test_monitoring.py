@@ -644,6 +644,18 @@ def test_an_unknown_action_level_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
         MonitoringConf.load()
 
 
+def test_a_feature_threshold_for_an_unknown_test_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conf = copy.deepcopy(pipeline_conf())
+    conf["monitoring"]["feature_drift_thresholds"]["txn_count_24h"] = {"wasserstien": 0.2}
+    monkeypatch.setattr("mlpipeline.monitoring.conf.pipeline_conf", lambda: conf)
+    with pytest.raises(
+        ValueError, match=r"feature_drift_thresholds names unknown tests \['wasserstien'\]"
+    ):
+        MonitoringConf.load()
+
+
 def test_a_day_with_nothing_to_compare_passes_with_a_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
