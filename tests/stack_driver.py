@@ -5,17 +5,16 @@ Airflow's REST API. The stack test and the two-worker nightly benchmark both use
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import subprocess
 import time
 import urllib.parse
-import urllib.request
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mlpipeline.ops.airflow_api import AirflowApi, fetch_token
 from tests.stack_compose import ROOT, Machine, Stack
 
 log = logging.getLogger(__name__)
@@ -52,38 +51,28 @@ def dotenv(machine: Machine) -> dict[str, str]:
     return values
 
 
-class Api:
+class Api(AirflowApi):
     """Airflow's REST API, logged in with the .env account."""
 
     def __init__(self, url: str, user: str, password: str) -> None:
-        self.url = url
-        token = self._call("POST", "/auth/token", {"username": user, "password": password})
-        self.token = token["access_token"]
+        super().__init__(url, fetch_token(url, user, password))
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:  # noqa: ANN401 - JSON
-        headers = {"Content-Type": "application/json"}
-        if getattr(self, "token", None):
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data, headers, method=method)
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.load(response)
-
-    def get(self, path: str) -> Any:  # noqa: ANN401
-        return self._call("GET", "/api/v2/" + path)
+    def get(self, path: str) -> Any:  # noqa: ANN401 - JSON
+        return self.call("GET", path)
 
     def patch(self, path: str, body: Any) -> Any:  # noqa: ANN401
-        return self._call("PATCH", "/api/v2/" + path, body)
+        return self.call("PATCH", path, body)
 
     def post(self, path: str, body: Any) -> Any:  # noqa: ANN401
-        return self._call("POST", "/api/v2/" + path, body)
+        return self.call("POST", path, body)
 
     def runs(self, dag: str = DAG) -> list[dict]:
-        return self.get(f"dags/{dag}/dagRuns?limit=50")["dag_runs"]
+        return self.call("GET", f"dags/{dag}/dagRuns", limit=50)["dag_runs"]
 
     def task_instances(self, run_id: str, dag: str = DAG) -> list[dict]:
         quoted = urllib.parse.quote(run_id, safe="")
-        return self.get(f"dags/{dag}/dagRuns/{quoted}/taskInstances?limit=500")["task_instances"]
+        path = f"dags/{dag}/dagRuns/{quoted}/taskInstances"
+        return self.call("GET", path, limit=500)["task_instances"]
 
     def wait_for_end(self, run_id: str, timeout: float, dag: str = DAG) -> str:
         """The run's final state, whatever its tasks went through."""

@@ -39,6 +39,7 @@ from mlpipeline.core.config import PROJECT_ROOT, AirflowApiSettings
 from mlpipeline.devtools import localredis
 from mlpipeline.devtools.localredis import free_port
 from mlpipeline.ops import backfill
+from mlpipeline.ops.airflow_api import AirflowApi, fetch_token
 
 pytestmark = pytest.mark.e2e
 
@@ -192,34 +193,17 @@ def stack(shell: dict[str, str], demo: dict[str, Any]) -> Iterator[dict[str, Any
         _kill_group(process)
 
 
-class Api:
+class Api(AirflowApi):
     """The Airflow REST API with a token from SimpleAuthManager's /auth/token."""
 
     def __init__(self, url: str, user: str, password: str) -> None:
-        self.url = url
-        body = json.dumps({"username": user, "password": password}).encode()
-        request = urllib.request.Request(
-            f"{url}/auth/token", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            self.token = json.load(response)["access_token"]
-
-    def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:  # noqa: ANN401
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        request = urllib.request.Request(
-            f"{self.url}/api/v2/{path}{query}",
-            headers={"Authorization": f"Bearer {self.token}"},
-            method=method,
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = response.read()
-        return json.loads(body) if body else None
+        super().__init__(url, fetch_token(url, user, password))
 
     def get(self, path: str, **params: Any) -> Any:  # noqa: ANN401 - JSON
-        return self._call("GET", path, params)
+        return self.call("GET", path, **params)
 
     def delete(self, path: str) -> None:
-        self._call("DELETE", path, {})
+        self.call("DELETE", path)
 
     def run_path(self, run_id: str, dag_id: str = DAG) -> str:
         return f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"

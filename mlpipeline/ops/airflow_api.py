@@ -29,7 +29,8 @@ class AirflowApi:
 
     def __init__(self, url: str, token: str) -> None:
         self.url = url.rstrip("/")
-        self._token = token
+        # Public for the pages the API server serves outside /api/v2 (a plugin's, behind login).
+        self.token = token
 
     @classmethod
     def login(
@@ -42,8 +43,7 @@ class AirflowApi:
                     f"no credentials for the Airflow API at {url}: set AIRFLOW_API_TOKEN, or "
                     "AIRFLOW_API_USERNAME and AIRFLOW_API_PASSWORD"
                 )
-            body = {"username": username, "password": password}
-            token = _request("POST", url.rstrip("/") + "/auth/token", body, {})["access_token"]
+            token = fetch_token(url, username, password)
         return cls(url, token)
 
     @classmethod
@@ -66,7 +66,13 @@ class AirflowApi:
         address = f"{self.url}/api/v2/{path}" + (
             "?" + urllib.parse.urlencode(params, doseq=True) if params else ""
         )
-        return _request(method, address, body, {"Authorization": f"Bearer {self._token}"})
+        return _request(method, address, body, {"Authorization": f"Bearer {self.token}"})
+
+
+def fetch_token(url: str, username: str, password: str) -> str:
+    """A bearer token for `username` from the API server's `/auth/token`."""
+    body = {"username": username, "password": password}
+    return _request("POST", url.rstrip("/") + "/auth/token", body, {})["access_token"]
 
 
 def _request(method: str, address: str, body: Any, headers: dict[str, str]) -> Any:  # noqa: ANN401
