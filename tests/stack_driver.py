@@ -69,11 +69,6 @@ class Api(AirflowApi):
     def runs(self, dag: str = DAG) -> list[dict]:
         return self.call("GET", f"dags/{dag}/dagRuns", limit=50)["dag_runs"]
 
-    def task_instances(self, run_id: str, dag: str = DAG) -> list[dict]:
-        quoted = urllib.parse.quote(run_id, safe="")
-        path = f"dags/{dag}/dagRuns/{quoted}/taskInstances"
-        return self.call("GET", path, limit=500)["task_instances"]
-
     def wait_for_end(self, run_id: str, timeout: float, dag: str = DAG) -> str:
         """The run's final state, whatever its tasks went through."""
         quoted = urllib.parse.quote(run_id, safe="")
@@ -97,7 +92,7 @@ class Api(AirflowApi):
                 return state
             retrying = [
                 ti["task_id"]
-                for ti in self.task_instances(run_id)
+                for ti in self.task_instances(DAG, run_id)
                 if ti["state"] in {"up_for_retry", "failed"}
             ]
             assert not retrying, (

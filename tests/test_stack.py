@@ -108,7 +108,7 @@ def night(stack: Stack, api: Api) -> dict[str, Any]:
     run = run_of(api, NIGHT)
     state = api.wait_for_run(run["dag_run_id"], RUN_TIMEOUT_S, stack)
     log.info("stack: the nightly took %.0fs", time.monotonic() - began)
-    return {"run": run, "state": state, "tis": api.task_instances(run["dag_run_id"])}
+    return {"run": run, "state": state, "tis": api.task_instances(DAG, run["dag_run_id"])}
 
 
 def test_every_task_of_the_scheduled_night_succeeded(night):
@@ -288,7 +288,7 @@ def _backfill(stack: Stack, api: Api, broken_until: str) -> dict[str, Any]:
     return {
         "state": state,
         "runs": runs,
-        "tis": {day: api.task_instances(r["dag_run_id"]) for day, r in runs.items() if r},
+        "tis": {day: api.task_instances(DAG, r["dag_run_id"]) for day, r in runs.items() if r},
         "log": task_log(stack, run_id, "await_backfill"),
     }
 
@@ -296,7 +296,9 @@ def _backfill(stack: Stack, api: Api, broken_until: str) -> dict[str, Any]:
 def _retrying(api: Api) -> bool:
     run = _nightly_run(api, BACKFILLED[0])
     states = (
-        {ti["task_id"]: ti["state"] for ti in api.task_instances(run["dag_run_id"])} if run else {}
+        {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG, run["dag_run_id"])}
+        if run
+        else {}
     )
     return states.get(WAIT) == "up_for_retry"
 
@@ -368,7 +370,7 @@ def test_a_worker_pointed_at_another_catalog_fails_loudly_and_creates_nothing(st
     def attempt_failed() -> bool:
         # The stack retries failed tasks (AIRFLOW__CORE__DEFAULT_TASK_RETRIES): the first
         # attempt's failure is what matters here.
-        states = {ti["task_id"]: ti["state"] for ti in api.task_instances(run_id)}
+        states = {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG, run_id)}
         assert states.get(task) != "success", f"{task} succeeded without the warehouse"
         return states.get(task) in {"up_for_retry", "failed"}
 

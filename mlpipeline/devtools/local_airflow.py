@@ -410,7 +410,7 @@ def _wait_for_run(client: AirflowApi, dag_id: str, run_id: str, timeout: float) 
         if time.monotonic() - began > timeout:
             raise RuntimeError(f"{dag_id} run {run_id} still {state} after {timeout:.0f}s")
         time.sleep(10)
-        states = [ti["state"] for ti in _task_instances(client, f"{runs}/taskInstances")]
+        states = [ti["state"] for ti in client.task_instances(dag_id, run_id)]
         done = sum(s in {"success", "failed", "skipped", "upstream_failed"} for s in states)
         state = client.call("GET", runs)["state"]
         log.info(
@@ -424,13 +424,3 @@ def _wait_for_run(client: AirflowApi, dag_id: str, run_id: str, timeout: float) 
             time.monotonic() - began,
         )
     return state
-
-
-def _task_instances(client: AirflowApi, path: str) -> list[dict]:
-    """All of a run's task instances, page by page (the API serves at most 100 at a time)."""
-    found: list[dict] = []
-    while True:
-        page = client.call("GET", path, limit=100, offset=len(found))
-        found += page["task_instances"]
-        if not page["task_instances"] or len(found) >= page["total_entries"]:
-            return found

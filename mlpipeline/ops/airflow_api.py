@@ -68,6 +68,16 @@ class AirflowApi:
         )
         return _request(method, address, body, {"Authorization": f"Bearer {self.token}"})
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """All of a run's task instances, page by page (the API serves at most 100 at a time)."""
+        path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+        found: list[dict] = []
+        while True:
+            page = self.call("GET", path, limit=100, offset=len(found))
+            found += page["task_instances"]
+            if not page["task_instances"] or len(found) >= page["total_entries"]:
+                return found
+
 
 def fetch_token(url: str, username: str, password: str) -> str:
     """A bearer token for `username` from the API server's `/auth/token`."""
