@@ -19,11 +19,13 @@ runs start from identical state and build day D incrementally:
 `dags test` starts no task process and parses no DAG per task, so the figure is a lower bound of
 what the scheduler adds. The variants (BENCH_DBT_DAG_VARIANTS, each on its own copy, a failed one
 logged and left out) run the nightly cut down to its dbt group (benchmarks/dags) with the
-scheduler, the LocalExecutor and a triggerer: `local` as the nightly renders it, `watcher` in
+scheduler, the LocalExecutor and a triggerer: `local` as the nightly renders it, `watcher...` in
 Cosmos' ExecutionMode.WATCHER (one `dbt build` by a producer task, one consumer task per model
-and test reporting its node's result), `watcher_unpooled` the same with the consumers outside the
-one-slot `warehouse` pool, `watcher_attached_unpooled` that with the tests spanning several models
-kept among a model's tests (not detached into tasks running dbt themselves).
+and test reporting its node's result) with flags (FLAGS: consumers outside the one-slot
+`warehouse` pool, the tests spanning several models kept among a model's tests instead of
+detached into tasks running dbt themselves, no source tasks, consumers polling every second).
+The Cosmos cache under /tmp/cosmos is shared by the copies, whose profiles differ (paths): the
+first dbt invocation of each side parses the project in full (about 2 s), as after a deploy.
 `BENCH_DBT_DAG_DAYS` / `BENCH_DBT_DAG_ROWS_PER_DAY` shrink the data for a quick look; the
 README's figures come from the default size. Run: `make bench ONLY=bench_dbt_dag` (about 15
 minutes on two cores).
@@ -57,23 +59,33 @@ DAG = "fraud_nightly"
 GROUP = "dbt_build."
 # fullmatch: every task id but resolve_day (the dbt tasks' vars pull D from it) and the group's.
 # How the dbt group runs: the nightly under `dags test`, then the variants (`_in_airflow`).
-VARIANTS = {
-    None: "in Airflow, dags test",
-    "local": "scheduler + LocalExecutor, Cosmos LOCAL",
-    "watcher": "scheduler + LocalExecutor, Cosmos WATCHER",
-    "watcher_unpooled": "scheduler + LocalExecutor, Cosmos WATCHER, consumers outside the pool",
-    "watcher_attached_unpooled": (
-        "scheduler + LocalExecutor, Cosmos WATCHER, consumers outside the pool, "
-        "multi-model tests attached"
-    ),
+MODES = {"local": "Cosmos LOCAL", "watcher": "Cosmos WATCHER"}
+# A variant is a mode, then flags joined by `_` (benchmarks/dags/nightly_dbt_only.py).
+FLAGS = {
+    "unpooled": "consumers outside the pool",
+    "attached": "multi-model tests attached",
+    "nosources": "no source tasks (no freshness pre-check)",
+    "poke1": "consumers polling every second",
 }
 VARIANTS_RUN = [
     v
-    for v in os.environ.get("BENCH_DBT_DAG_VARIANTS", "local,watcher,watcher_unpooled").split(",")
+    for v in os.environ.get(
+        "BENCH_DBT_DAG_VARIANTS",
+        "local,watcher_attached_unpooled,watcher_attached_unpooled_poke1,"
+        "watcher_attached_unpooled_nosources_poke1",
+    ).split(",")
     if v
 ]
 VARIANT_DAGS = Path(__file__).resolve().parent / "dags"
 NOT_DBT = r"(?!resolve_day$|dbt_build\.).*"
+
+
+def describe(variant: str | None) -> str:
+    """How a variant runs the dbt group; None is the nightly itself under `dags test`."""
+    if variant is None:
+        return "in Airflow, dags test"
+    mode, *flags = variant.split("_")
+    return ", ".join(["scheduler + LocalExecutor", MODES[mode], *(FLAGS[f] for f in flags)])
 
 
 def _history(workdir: Path, day: date) -> Settings:
@@ -145,7 +157,7 @@ def _command_line(settings: Settings, day: date) -> tuple[float, dict[str, float
 def _in_airflow(settings: Settings, day: date, mode: str | None = None) -> list[dict]:
     """The dbt tasks of fraud_nightly's run for D, with start and end as the metadata DB
     recorded them. Without `mode`: the nightly itself under `airflow dags test`, the rest marked
-    successful, every task in the `dags test` process. With `mode` (VARIANTS): the
+    successful, every task in the `dags test` process. With `mode` (a variant): the
     nightly cut down to its dbt group in that Cosmos mode (benchmarks/dags), triggered for D
     and run by the scheduler with the LocalExecutor (each task its own process; the SQLite
     catalog's `warehouse` pool lets one dbt task run at a time), with a triggerer."""
@@ -210,7 +222,7 @@ def _measured(
     span = (max(ends) - min(starts)).total_seconds()
     busy = sum(_seconds(ti) for ti in tasks)
     in_nodes = sum(work.values())
-    log.warning("%s:\n  %-70s %7s %7s %8s", VARIANTS[mode], "task", "task s", "nodes s",
+    log.warning("%s:\n  %-70s %7s %7s %8s", describe(mode), "task", "task s", "nodes s",
                 "overhead")  # fmt: skip
     for ti in sorted(tasks, key=lambda t: t["start_date"]):
         nodes = work.get(_node_name(ti["task_id"]), 0.0)
@@ -220,7 +232,7 @@ def _measured(
         "dbt part of %s, %s: %d tasks, %.1fs from the first start to the last end, %.1fs inside "
         "tasks; against the command line's %.1fs that is %.1fs a task (%.1fs a task beside the "
         "nodes' own time; the command line's own beside its nodes: %.1fs)",
-        DAG, VARIANTS[mode], len(tasks), span, busy, cli, (busy - cli) / len(tasks),
+        DAG, describe(mode), len(tasks), span, busy, cli, (busy - cli) / len(tasks),
         (busy - in_nodes) / len(tasks), cli - in_nodes,
     )  # fmt: skip
     return span, len(tasks)
@@ -242,17 +254,17 @@ def run(workdir: Path) -> list[Result]:
             if built != expected or not built:
                 raise RuntimeError(
                     f"the builds of {day} differ: customer_snapshot has {expected} rows from the "
-                    f"command line, {built} from Airflow ({VARIANTS[mode]})"
+                    f"command line, {built} from Airflow ({describe(mode)})"
                 )
         except Exception:
             if mode is None:
                 raise
             # The variants show what would meet the target; the nightly's own figure stands.
-            log.exception("the %s variant failed; its row is left out", VARIANTS[mode])
+            log.exception("the %s variant failed; its row is left out", describe(mode))
             continue
         size = f"{DAYS}d x {ROWS_PER_DAY:,} txn/day, {count} dbt tasks"
         results.append(Result.at_most(
-            f"dbt part of {DAG} ({VARIANTS[mode]}) vs one CLI dbt build of the day ({size})",
+            f"dbt part of {DAG} ({describe(mode)}) vs one CLI dbt build of the day ({size})",
             span, "s", cli, 1.2,
         ))  # fmt: skip
     return results

@@ -1,12 +1,13 @@
 """fraud_nightly cut down to `resolve_day` and its `dbt_build` group, the group rendered in the
-Cosmos execution mode BENCH_DBT_DAG_MODE names (`local`, `watcher`, `watcher_unpooled`,
-`watcher_attached_unpooled`), run only when triggered. bench_dbt_dag runs it with the scheduler
-and the LocalExecutor, like a night in production.
+Cosmos execution mode BENCH_DBT_DAG_MODE names (`local` or `watcher`, then flags joined by `_`,
+e.g. `watcher_attached_unpooled_poke1`), run only when triggered. bench_dbt_dag runs it with the
+scheduler, the LocalExecutor and a triggerer, like a night in production.
 
 The DAG is dags/fraud_nightly.py itself, built with Cosmos' ExecutionConfig (and for the watcher
-its RenderConfig) replaced: only the execution mode (and where the tests run) differ, nothing of
-the nightly is copied. Watcher consumers poke every second in their worker slot instead of
-deferring (no triggerer runs under `dags test`).
+its RenderConfig) replaced: only the execution mode, where the tests run and how the consumers
+wait differ, nothing of the nightly is copied. A watcher consumer whose node has not finished
+defers to the triggerer, which reads the producer's XComs every `poke_interval` (Cosmos' default
+10 s); it comes back to a worker to finish.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from mlpipeline.core.config import PROJECT_ROOT
 # The mode, then flags: `unpooled`, the watcher's consumers outside the `warehouse` pool (they
 # read the producer's XComs, not the warehouse), so they need not wait for the producer's slot;
 # `attached`, the tests spanning several models kept with a model's tests instead of detached as
-# tasks that run dbt themselves, so the producer's build is the only dbt run.
+# tasks that run dbt themselves, so the producer's build is the only dbt run; `nosources`, no
+# task per source, which also drops the producer's `dbt source freshness` before its build
+# (Cosmos runs it whenever sources are rendered); `poke1`, consumers read the producer's XComs
+# every second instead of every 10.
 VARIANT = os.environ.get("BENCH_DBT_DAG_MODE", "local")
 MODE_NAME, *FLAGS = VARIANT.split("_")
 MODE = ExecutionMode(MODE_NAME)
@@ -38,6 +42,10 @@ if MODE == ExecutionMode.WATCHER:
         "test_behavior": TestBehavior.AFTER_EACH,
         "should_detach_multiple_parents_tests": "attached" not in FLAGS,
     }
+    if "nosources" in FLAGS:
+        from cosmos.constants import SourceRenderingBehavior
+
+        CHANGES["RenderConfig"]["source_rendering_behavior"] = SourceRenderingBehavior.NONE
 
 
 def _changed(name: str) -> Callable[..., object]:
@@ -76,3 +84,5 @@ for _task in fraud_nightly_dbt.tasks:
         # only opens the warehouse when it falls back to running its node itself.
         _task.pool = "default_pool"
         _task._pre_execute_hook = None
+    if "poke1" in FLAGS and hasattr(_task, "producer_task_id"):
+        _task.poke_interval = 1
