@@ -27,7 +27,7 @@ detached into tasks running dbt themselves, no source tasks, consumers polling e
 The Cosmos cache under /tmp/cosmos is shared by the copies, whose profiles differ (paths): the
 first dbt invocation of each side parses the project in full (about 2 s), as after a deploy.
 `BENCH_DBT_DAG_DAYS` / `BENCH_DBT_DAG_ROWS_PER_DAY` shrink the data for a quick look; the
-README's figures come from the default size. Run: `make bench ONLY=bench_dbt_dag` (about 15
+README's figures come from the default size. Run: `make bench ONLY=bench_dbt_dag` (9 to 15
 minutes on two cores).
 """
 
