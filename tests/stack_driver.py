@@ -9,7 +9,6 @@ import logging
 import secrets
 import subprocess
 import time
-import urllib.parse
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -71,10 +70,9 @@ class Api(AirflowApi):
 
     def wait_for_end(self, run_id: str, timeout: float, dag: str = DAG) -> str:
         """The run's final state, whatever its tasks went through."""
-        quoted = urllib.parse.quote(run_id, safe="")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.get(f"dags/{dag}/dagRuns/{quoted}")["state"]
+            state = self.get(self.run_path(dag, run_id))["state"]
             if state in {"success", "failed"}:
                 return state
             time.sleep(5)
@@ -83,11 +81,10 @@ class Api(AirflowApi):
     def wait_for_run(self, run_id: str, timeout: float, stack: Stack) -> str:
         """The run's final state; a task that failed an attempt on this clean night ends the
         wait at once (the stack retries tasks minutes later), naming it and its log."""
-        quoted = urllib.parse.quote(run_id, safe="")
         deadline = time.monotonic() + timeout
         state = "?"
         while time.monotonic() < deadline:
-            state = self.get(f"dags/{DAG}/dagRuns/{quoted}")["state"]
+            state = self.get(self.run_path(DAG, run_id))["state"]
             if state in {"success", "failed"}:
                 return state
             retrying = [

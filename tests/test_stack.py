@@ -27,7 +27,6 @@ import secrets
 import shutil
 import subprocess
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -365,8 +364,7 @@ def test_a_worker_pointed_at_another_catalog_fails_loudly_and_creates_nothing(st
     # queued: such a run is failed first.
     for stray in api.runs():
         if stray["run_type"] == "scheduled" and stray["state"] in {"queued", "running"}:
-            quoted = urllib.parse.quote(stray["dag_run_id"], safe="")
-            api.patch(f"dags/{DAG}/dagRuns/{quoted}", {"state": "failed"})
+            api.patch(api.run_path(DAG, stray["dag_run_id"]), {"state": "failed"})
     run_id = f"stack-elsewhere-{secrets.token_hex(3)}"
     day = BACKFILLED[0] - timedelta(days=1)  # a day no run has yet
     api.post(

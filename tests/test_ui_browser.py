@@ -205,18 +205,15 @@ class Api(AirflowApi):
     def delete(self, path: str) -> None:
         self.call("DELETE", path)
 
-    def run_path(self, run_id: str, dag_id: str = DAG) -> str:
-        return f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
-
     def runs(self, dag_id: str) -> list[dict]:
         return self.get(f"dags/{dag_id}/dagRuns", limit=100)["dag_runs"]
 
     def extra_links(self, run_id: str, task_id: str, map_index: int = -1) -> dict[str, str | None]:
-        path = f"{self.run_path(run_id)}/taskInstances/{task_id}/links"
+        path = f"{self.run_path(DAG, run_id)}/taskInstances/{task_id}/links"
         return self.get(path, map_index=map_index)["extra_links"]
 
     def xcom(self, run_id: str, task_id: str, map_index: int = -1) -> Any:  # noqa: ANN401
-        path = f"{self.run_path(run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
+        path = f"{self.run_path(DAG, run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
         return self.get(path, map_index=map_index, deserialize="true")["value"]
 
 
@@ -262,7 +259,7 @@ def _settled(locator):  # noqa: ANN001, ANN202
 def _wait_for_run(api: Api, run_id: str, dag_id: str = DAG) -> str:
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while True:
-        state = api.get(api.run_path(run_id, dag_id))["state"]
+        state = api.get(api.run_path(dag_id, run_id))["state"]
         if state in {"success", "failed"}:
             return state
         assert time.monotonic() < deadline, f"run {run_id} still {state} after {RUN_TIMEOUT_S}s"
@@ -280,7 +277,7 @@ def night(demo: dict[str, Any], api: Api) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "day": date.fromisoformat(demo["summary"]["day"]),
-        "run": api.get(api.run_path(run_id)),
+        "run": api.get(api.run_path(DAG, run_id)),
     }
 
 
@@ -427,7 +424,7 @@ def test_mlflow_run_links_open_each_run_in_the_mlflow_ui(night, api, page, stack
 
 
 def _task_log(api: Api, run_id: str, task_id: str, map_index: int = -1) -> str:
-    path = f"{api.run_path(run_id)}/taskInstances/{task_id}/logs/1"
+    path = f"{api.run_path(DAG, run_id)}/taskInstances/{task_id}/logs/1"
     content = api.get(path, map_index=map_index, full_content="true")["content"]
     return "\n".join(
         str(entry.get("event", "")) if isinstance(entry, dict) else str(entry) for entry in content
@@ -544,7 +541,7 @@ def test_a_released_batch_starts_its_backfill_through_the_rest_api(night, api, s
 
     (run,) = [r for r in api.runs(backfill.BACKFILL) if r["dag_run_id"] in line]
     # fraud_backfill is still paused: the run waits, and is removed before the README's backfill.
-    api.delete(api.run_path(run["dag_run_id"], backfill.BACKFILL))
+    api.delete(api.run_path(backfill.BACKFILL, run["dag_run_id"]))
     assert run["conf"] == {
         "start": days[0].isoformat(),
         "end": days[1].isoformat(),

@@ -404,7 +404,7 @@ def _wait_for_scheduled_run(client: AirflowApi, dag_id: str, day: date) -> str:
 
 
 def _wait_for_run(client: AirflowApi, dag_id: str, run_id: str, timeout: float) -> str:
-    runs = f"dags/{dag_id}/dagRuns/{run_id}"
+    runs = client.run_path(dag_id, run_id)
     began, state = time.monotonic(), "queued"
     while state not in {"success", "failed"}:
         if time.monotonic() - began > timeout:

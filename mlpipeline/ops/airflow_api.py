@@ -68,9 +68,14 @@ class AirflowApi:
         )
         return _request(method, address, body, {"Authorization": f"Bearer {self.token}"})
 
+    @staticmethod
+    def run_path(dag_id: str, run_id: str) -> str:
+        """A run's path under `/api/v2` (run ids hold `:` and `+`: quoted)."""
+        return f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         """All of a run's task instances, page by page (the API serves at most 100 at a time)."""
-        path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+        path = f"{self.run_path(dag_id, run_id)}/taskInstances"
         found: list[dict] = []
         while True:
             page = self.call("GET", path, limit=100, offset=len(found))
