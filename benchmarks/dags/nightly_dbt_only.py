@@ -19,7 +19,7 @@ from collections.abc import Callable
 import cosmos
 from airflow.sdk.definitions._internal.contextmanager import DagContext
 from airflow.sdk.definitions.timetables.simple import NullTimetable
-from cosmos.constants import ExecutionMode, TestBehavior
+from cosmos.constants import ExecutionMode, SourceRenderingBehavior, TestBehavior
 
 from mlpipeline.core.config import PROJECT_ROOT
 
@@ -43,8 +43,6 @@ if MODE == ExecutionMode.WATCHER:
         "should_detach_multiple_parents_tests": "attached" not in FLAGS,
     }
     if "nosources" in FLAGS:
-        from cosmos.constants import SourceRenderingBehavior
-
         CHANGES["RenderConfig"]["source_rendering_behavior"] = SourceRenderingBehavior.NONE
 
 
